@@ -1,0 +1,248 @@
+//! qcow2 images: header, extensions, snapshot table, table entries, and the description
+//! `vmimage info` reports.
+
+pub mod bitmaps;
+pub mod extensions;
+pub mod header;
+pub mod snapshot;
+pub mod tables;
+
+use std::io;
+
+use serde::Serialize;
+
+pub use header::{CompressionType, CryptMethod, Qcow2Error, Qcow2Header};
+
+use self::bitmaps::{BitmapInfo, read_bitmap_directory};
+use self::extensions::FeatureType;
+use self::snapshot::read_snapshots;
+use super::bytes::be32;
+use super::{FormatReport, FormatSpecific, Probe, SnapshotInfo};
+use crate::safety::{Check, Finding};
+use crate::source::ReadAt;
+
+/// `qemu-img info`'s qcow2 `format-specific.data`. Fields QEMU prints only for version 3 are
+/// `None` for version 2, so the JSON has the same keys as QEMU's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Qcow2Specific {
+    /// `0.10` (version 2) or `1.1` (version 3).
+    pub compat: &'static str,
+    /// `zlib` or `zstd`.
+    pub compression_type: &'static str,
+    /// Lazy refcounts (v3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lazy_refcounts: Option<bool>,
+    /// Refcount width in bits.
+    pub refcount_bits: u32,
+    /// The corrupt bit (v3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<bool>,
+    /// Extended L2 entries (v3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extended_l2: Option<bool>,
+    /// External data file name, never opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_file: Option<String>,
+    /// Whether the external data file is raw (present when the image has a data file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_file_raw: Option<bool>,
+    /// Encryption format, when the image is encrypted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypt: Option<Qcow2Encryption>,
+    /// Persistent dirty bitmaps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitmaps: Option<Vec<BitmapInfo>>,
+}
+
+/// How a qcow2 image is encrypted, as `qemu-img info` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Qcow2Encryption {
+    /// `aes` or `luks`.
+    pub format: &'static str,
+}
+
+/// Whether the probe starts with the qcow2 magic.
+///
+/// Any version counts: a file that carries the magic but an unsupported version is reported as
+/// an invalid qcow2, never silently as raw (format confusion is how CVE-2024-40767 worked).
+pub fn detect(probe: &Probe) -> bool {
+    probe.head.len() >= 4 && be32(&probe.head, 0) == header::QCOW2_MAGIC
+}
+
+/// Describes a qcow2 image as `qemu-img info -f qcow2` would, plus safety findings.
+pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<FormatReport> {
+    let header = match Qcow2Header::read(src) {
+        Ok(h) => h,
+        Err(e) => return invalid_report(e),
+    };
+    let mut report = FormatReport {
+        virtual_size: Some(header.size),
+        cluster_size: Some(header.cluster_size()),
+        dirty: header.is_dirty(),
+        encrypted: header.crypt_method != CryptMethod::None,
+        backing_filename: header.backing_file.clone(),
+        backing_format: header.extensions.backing_format.clone(),
+        ..FormatReport::default()
+    };
+    report.findings = policy_findings(&header);
+
+    match read_snapshots(src, &header) {
+        Ok(snapshots) => report.snapshots = snapshots.iter().map(snapshot_info).collect(),
+        Err(e) => report.findings.push(content_finding(e)?),
+    }
+    let bitmaps = match &header.extensions.bitmaps {
+        Some(ext) => match read_bitmap_directory(src, ext) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                report.findings.push(content_finding(e)?);
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(crypto) = header.extensions.crypto_header {
+        let end = crypto.offset.checked_add(crypto.length);
+        if end.is_none_or(|end| end > src.len()) {
+            report.findings.push(Finding::error(
+                Check::Truncated,
+                format!(
+                    "the LUKS header ({} bytes at offset {:#x}) runs past the end of the file ({} bytes)",
+                    crypto.length,
+                    crypto.offset,
+                    src.len()
+                ),
+            ));
+        }
+    }
+
+    let v3 = header.version >= 3;
+    let has_data_file = header.has_data_file();
+    report.format_specific = Some(FormatSpecific::Qcow2(Qcow2Specific {
+        compat: if v3 { "1.1" } else { "0.10" },
+        compression_type: header.compression_type.name(),
+        lazy_refcounts: v3.then(|| header.lazy_refcounts()),
+        refcount_bits: header.refcount_bits(),
+        corrupt: v3.then(|| header.is_corrupt()),
+        extended_l2: v3.then(|| header.extended_l2()),
+        data_file: header
+            .extensions
+            .data_file
+            .clone()
+            .filter(|_| has_data_file),
+        data_file_raw: has_data_file.then(|| header.data_file_raw()),
+        encrypt: match header.crypt_method {
+            CryptMethod::None => None,
+            CryptMethod::Aes => Some(Qcow2Encryption { format: "aes" }),
+            CryptMethod::Luks => Some(Qcow2Encryption { format: "luks" }),
+        },
+        bitmaps,
+    }));
+    Ok(report)
+}
+
+/// The safety rules a valid header can still break.
+fn policy_findings(header: &Qcow2Header) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if let Some(name) = &header.backing_file {
+        findings.push(Finding::error(
+            Check::BackingFile,
+            format!("the image reads unallocated clusters from the backing file {name:?}"),
+        ));
+    } else if let Some(fmt) = &header.extensions.backing_format {
+        findings.push(Finding::error(
+            Check::BackingFile,
+            format!(
+                "the image carries a backing format extension ({fmt:?}) without a backing file"
+            ),
+        ));
+    }
+    if header.has_data_file() || header.extensions.data_file.is_some() {
+        let name = header
+            .extensions
+            .data_file
+            .as_deref()
+            .map_or_else(|| "an unnamed file".to_string(), |n| format!("{n:?}"));
+        findings.push(Finding::error(
+            Check::DataFile,
+            format!("the guest data lives in the external data file {name}"),
+        ));
+    }
+    let unknown = header.unknown_incompatible_features();
+    if unknown != 0 {
+        let names: Vec<String> = (0..64u8)
+            .filter(|bit| unknown & (1u64 << bit) != 0)
+            .map(|bit| {
+                match header
+                    .extensions
+                    .feature_name(FeatureType::Incompatible, bit)
+                {
+                    Some(name) => format!("bit {bit} ({name})"),
+                    None => format!("bit {bit}"),
+                }
+            })
+            .collect();
+        findings.push(Finding::error(
+            Check::UnknownIncompatibleFeature,
+            format!(
+                "unknown incompatible feature {} is set (mask {unknown:#x}); no reader may open the image",
+                names.join(", ")
+            ),
+        ));
+    }
+    if header.is_corrupt() {
+        findings.push(Finding::error(
+            Check::CorruptBit,
+            "the corrupt bit is set: QEMU found the metadata inconsistent",
+        ));
+    }
+    if header.is_dirty() {
+        findings.push(Finding::warning(
+            Check::DirtyBit,
+            "the dirty bit is set: refcounts may be stale until `vmimage check` or `qemu-img check -r` runs",
+        ));
+    }
+    match header.crypt_method {
+        CryptMethod::None => {}
+        CryptMethod::Aes => findings.push(Finding::warning(
+            Check::Encrypted,
+            "the guest data is encrypted with legacy AES-CBC, which QEMU's system emulators refuse",
+        )),
+        CryptMethod::Luks => findings.push(Finding::warning(
+            Check::Encrypted,
+            "the guest data is LUKS-encrypted: the cloud needs the key to boot it",
+        )),
+    }
+    findings
+}
+
+fn snapshot_info(s: &snapshot::Snapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        vm_state_size: s.vm_state_size,
+        date_sec: u64::from(s.date_sec),
+        date_nsec: u64::from(s.date_nsec),
+        vm_clock_sec: s.vm_clock_nsec / 1_000_000_000,
+        vm_clock_nsec: s.vm_clock_nsec % 1_000_000_000,
+        icount: s.icount,
+    }
+}
+
+/// Maps a header error to the report of an invalid image, or to an I/O error.
+fn invalid_report(e: Qcow2Error) -> io::Result<FormatReport> {
+    Ok(FormatReport {
+        findings: vec![content_finding(e)?],
+        ..FormatReport::default()
+    })
+}
+
+fn content_finding(e: Qcow2Error) -> io::Result<Finding> {
+    match e {
+        Qcow2Error::Io(e) => Err(e),
+        Qcow2Error::Truncated { .. } | Qcow2Error::TableOutsideFile { .. } => {
+            Ok(Finding::error(Check::Truncated, e.to_string()))
+        }
+        other => Ok(Finding::error(Check::InvalidHeader, other.to_string())),
+    }
+}

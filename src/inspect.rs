@@ -1,0 +1,193 @@
+//! What an image is: format detected from content, header facts, and the safety verdict.
+//!
+//! [`inspect`] reads a constant amount of the image (the probe, then each format's headers),
+//! whatever the image size, runs every detector, describes the image as the format it matched,
+//! and applies the safety rules that span formats (polyglots, QED, partition tables).
+
+use std::io;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::format::partition::{self, PartitionTableKind};
+use crate::format::{
+    self, Detection, FormatReport, FormatSpecific, ImageFormat, Probe, SnapshotInfo,
+};
+use crate::safety::{Check, Finding, Safety};
+use crate::source::{ImageFile, ReadAt};
+
+/// Everything `vmimage info` reports about one image, with `qemu-img info --output=json`'s field
+/// names where the same fact exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ImageInfo {
+    /// The path as given.
+    pub filename: String,
+    /// Format detected from content.
+    pub format: ImageFormat,
+    /// Guest-visible size in bytes; absent when the header is too damaged to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_size: Option<u64>,
+    /// Bytes allocated on the host file system (`st_blocks * 512`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual_size: Option<u64>,
+    /// The file's length in bytes (what a cloud records as `size`).
+    pub file_length: u64,
+    /// Allocation unit of the format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<u64>,
+    /// The image was not closed cleanly.
+    pub dirty_flag: bool,
+    /// The backing file the image names (never opened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_filename: Option<String>,
+    /// The backing file's format, when named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_filename_format: Option<String>,
+    /// Whether the guest data is encrypted.
+    pub encrypted: bool,
+    /// Internal snapshots.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Format-specific facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format_specific: Option<FormatSpecific>,
+    /// The partition table at the start of a raw disk (or a hybrid ISO, or a fixed VHD).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_table: Option<PartitionTableKind>,
+    /// Every format whose signature matched, when there is more than one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub detected_formats: Vec<String>,
+    /// The safety verdict.
+    pub safety: Safety,
+}
+
+impl ImageInfo {
+    /// The `disk_format` a cloud would record for this image.
+    pub fn disk_format(&self) -> Option<&'static str> {
+        self.format.disk_format()
+    }
+}
+
+/// Inspects the image at `path`.
+///
+/// Fails only when the file cannot be opened or read; an invalid or hostile image is a report
+/// whose [`Safety`] says why.
+pub fn inspect_path(path: &Path) -> Result<ImageInfo, Error> {
+    let file = ImageFile::open(path).map_err(|source| Error::io(path, source))?;
+    let mut info =
+        inspect(&file, &path.display().to_string()).map_err(|source| Error::io(path, source))?;
+    info.actual_size = allocated_bytes(&file);
+    Ok(info)
+}
+
+#[cfg(unix)]
+fn allocated_bytes(file: &ImageFile) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    file.file().metadata().ok().map(|m| m.blocks() * 512)
+}
+
+/// Inspects an image from any positional source. `filename` is only reported.
+pub fn inspect<S: ReadAt + ?Sized>(src: &S, filename: &str) -> io::Result<ImageInfo> {
+    let probe = Probe::read(src)?;
+    let detections = format::detect_all(&probe);
+    let table = partition::detect(&probe);
+    let format = detections.first().map_or(ImageFormat::Raw, |d| d.format);
+    let report = format::describe(src, &probe, format)?;
+    let mut findings = report.findings.clone();
+    findings.extend(cross_format_findings(format, &detections, table.as_ref()));
+
+    let mut detected_formats: Vec<String> = detections
+        .iter()
+        .map(|d| d.format.name().to_string())
+        .collect();
+    if let Some(t) = &table
+        && (detections.is_empty() || !detections.iter().all(|d| d.allows_partition_table))
+    {
+        detected_formats.push(t.kind.name().to_string());
+    }
+    if detected_formats.len() < 2 {
+        detected_formats.clear();
+    }
+
+    Ok(assemble(
+        filename,
+        format,
+        probe.len,
+        report,
+        table.map(|t| t.kind),
+        detected_formats,
+        findings,
+    ))
+}
+
+fn assemble(
+    filename: &str,
+    format: ImageFormat,
+    file_length: u64,
+    report: FormatReport,
+    partition_table: Option<PartitionTableKind>,
+    detected_formats: Vec<String>,
+    findings: Vec<Finding>,
+) -> ImageInfo {
+    ImageInfo {
+        filename: filename.to_string(),
+        format,
+        virtual_size: report.virtual_size,
+        actual_size: None,
+        file_length,
+        cluster_size: report.cluster_size,
+        dirty_flag: report.dirty,
+        backing_filename: report.backing_filename,
+        backing_filename_format: report.backing_format,
+        encrypted: report.encrypted,
+        snapshots: report.snapshots,
+        format_specific: report.format_specific,
+        partition_table,
+        detected_formats,
+        safety: Safety::from_findings(findings),
+    }
+}
+
+/// Rules that depend on which formats matched, not on one format's header.
+fn cross_format_findings(
+    format: ImageFormat,
+    detections: &[Detection],
+    table: Option<&partition::PartitionTable>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if detections.len() > 1 {
+        let names: Vec<&str> = detections.iter().map(|d| d.format.name()).collect();
+        findings.push(Finding::error(
+            Check::MultipleFormats,
+            format!(
+                "the content parses as more than one format ({}); a polyglot can be read differently by different tools",
+                names.join(", ")
+            ),
+        ));
+    }
+    if let Some(t) = table {
+        let container_at_zero = detections.iter().find(|d| !d.allows_partition_table);
+        match container_at_zero {
+            Some(d) => findings.push(Finding::error(
+                Check::MultipleFormats,
+                format!(
+                    "the content parses as both {} and a disk with an {} partition table",
+                    d.format.name(),
+                    t.kind.name().to_uppercase()
+                ),
+            )),
+            None if matches!(format, ImageFormat::Raw | ImageFormat::Vpc) => {
+                findings.extend(t.findings.iter().cloned());
+            }
+            None => {}
+        }
+    }
+    if format == ImageFormat::Qed {
+        findings.push(Finding::error(
+            Check::Qed,
+            "QED images are refused: the format is deprecated in QEMU and banned by OpenStack's inspector",
+        ));
+    }
+    findings
+}

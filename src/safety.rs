@@ -1,0 +1,139 @@
+//! Safety findings: what a cloud must refuse, or should know, about an image.
+//!
+//! Each finding carries a stable [`Check`] name that scripts may match on, a [`Severity`] and a
+//! one-sentence detail. An image is safe when no finding has [`Severity::Error`]. The list of
+//! checks and their severities is documented in the README ("Safety checks").
+
+use serde::Serialize;
+
+/// The stable name of a safety rule. Serialized in kebab-case (`backing-file`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Check {
+    /// The image names a backing file (qcow2, QED, VMDK parent): reading it would open a host path.
+    BackingFile,
+    /// The image keeps its guest data in an external file named inside the image (qcow2).
+    DataFile,
+    /// An incompatible feature bit this tool does not know is set (qcow2).
+    UnknownIncompatibleFeature,
+    /// The image says its metadata is corrupt (qcow2 incompatible bit 1).
+    CorruptBit,
+    /// The image was not closed cleanly; refcounts may be stale (qcow2 bit 0, VHDX log, QED).
+    DirtyBit,
+    /// The guest data is encrypted (qcow2 AES or LUKS, LUKS container).
+    Encrypted,
+    /// A VMDK extent names a file: the descriptor points at data outside this image.
+    VmdkExtentPath,
+    /// A VMDK createType other than monolithicSparse or streamOptimized.
+    VmdkCreateType,
+    /// A streamOptimized VMDK's footer disagrees with its header.
+    VmdkFooter,
+    /// QED images are refused outright (OpenStack bans the format).
+    Qed,
+    /// The bytes parse as more than one format (a polyglot).
+    MultipleFormats,
+    /// A header field is out of range or inconsistent.
+    InvalidHeader,
+    /// The file ends before a structure its header declares.
+    Truncated,
+    /// The MBR or GPT partition table breaks the rules a cloud checks.
+    PartitionTable,
+    /// A format version this tool (and QEMU) does not support, such as LUKS2.
+    UnsupportedVersion,
+}
+
+impl Check {
+    /// The kebab-case name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::BackingFile => "backing-file",
+            Check::DataFile => "data-file",
+            Check::UnknownIncompatibleFeature => "unknown-incompatible-feature",
+            Check::CorruptBit => "corrupt-bit",
+            Check::DirtyBit => "dirty-bit",
+            Check::Encrypted => "encrypted",
+            Check::VmdkExtentPath => "vmdk-extent-path",
+            Check::VmdkCreateType => "vmdk-create-type",
+            Check::VmdkFooter => "vmdk-footer",
+            Check::Qed => "qed",
+            Check::MultipleFormats => "multiple-formats",
+            Check::InvalidHeader => "invalid-header",
+            Check::Truncated => "truncated",
+            Check::PartitionTable => "partition-table",
+            Check::UnsupportedVersion => "unsupported-version",
+        }
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; the image is still safe to hand to a cloud.
+    Warning,
+    /// The image must be refused.
+    Error,
+}
+
+/// One rule that fired, with what made it fire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Stable rule name.
+    pub check: Check,
+    /// Whether the rule makes the image unsafe.
+    pub severity: Severity,
+    /// One sentence saying what was found, with the offending value.
+    pub detail: String,
+}
+
+impl Finding {
+    /// A finding that makes the image unsafe.
+    pub fn error(check: Check, detail: impl Into<String>) -> Self {
+        Self {
+            check,
+            severity: Severity::Error,
+            detail: detail.into(),
+        }
+    }
+
+    /// A finding that is reported but leaves the image safe.
+    pub fn warning(check: Check, detail: impl Into<String>) -> Self {
+        Self {
+            check,
+            severity: Severity::Warning,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The verdict of every safety rule on one image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Safety {
+    /// True when no finding has [`Severity::Error`].
+    pub safe: bool,
+    /// Every rule that fired, errors first.
+    pub findings: Vec<Finding>,
+}
+
+impl Safety {
+    /// Builds the verdict from a list of findings.
+    pub fn from_findings(mut findings: Vec<Finding>) -> Self {
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        let safe = findings.iter().all(|f| f.severity != Severity::Error);
+        Self { safe, findings }
+    }
+
+    /// The findings that make the image unsafe.
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+    }
+}

@@ -1,0 +1,205 @@
+//! Positional, bounds-checked reads from an image.
+//!
+//! Every parser in this crate reads through [`ReadAt`], never through a cursor: a header field is
+//! an untrusted offset, and a positional read that first checks `offset + len <= file length`
+//! turns a lying offset into a [`ReadError::Truncated`] instead of a short read, a seek past the
+//! end or an allocation sized by the attacker. The same trait is implemented for byte slices so
+//! that the fuzz targets and unit tests drive the parsers without touching the file system.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Random-access reads from an image of known, fixed length.
+pub trait ReadAt {
+    /// Length of the image in bytes, as it was when the source was opened.
+    fn len(&self) -> u64;
+
+    /// Whether the image has no bytes at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+/// Why a bounds-checked read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The requested range lies (partly) beyond the end of the image.
+    #[error("{len} bytes at offset {offset:#x} run past the end of the file ({file_len} bytes)")]
+    Truncated {
+        /// First byte requested.
+        offset: u64,
+        /// Number of bytes requested.
+        len: u64,
+        /// Length of the image.
+        file_len: u64,
+    },
+    /// The operating system reported an error.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Fills `buf` from `offset`, or fails with [`ReadError::Truncated`] if the image is too short.
+///
+/// The range is checked against [`ReadAt::len`] before any I/O happens, so a hostile offset never
+/// reaches the operating system. A file that shrinks after it was opened also ends up here as
+/// `Truncated`, since the short read is detected.
+pub fn read_exact_at<S: ReadAt + ?Sized>(
+    src: &S,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<(), ReadError> {
+    let file_len = src.len();
+    let len = buf.len() as u64;
+    let truncated = ReadError::Truncated {
+        offset,
+        len,
+        file_len,
+    };
+    match offset.checked_add(len) {
+        Some(end) if end <= file_len => {}
+        _ => return Err(truncated),
+    }
+    let mut done = 0usize;
+    while done < buf.len() {
+        match src.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => return Err(truncated),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads `len` bytes at `offset` into a new vector, refusing ranges past the end of the image
+/// before allocating, so `len` may come from an untrusted field once it has been capped by the
+/// caller's own limit.
+pub fn read_vec_at<S: ReadAt + ?Sized>(
+    src: &S,
+    offset: u64,
+    len: usize,
+) -> Result<Vec<u8>, ReadError> {
+    let file_len = src.len();
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= file_len => {}
+        _ => {
+            return Err(ReadError::Truncated {
+                offset,
+                len: len as u64,
+                file_len,
+            });
+        }
+    }
+    let mut buf = vec![0u8; len];
+    read_exact_at(src, &mut buf, offset)?;
+    Ok(buf)
+}
+
+/// An open image file whose length was fixed when it was opened.
+#[derive(Debug)]
+pub struct ImageFile {
+    file: File,
+    len: u64,
+}
+
+impl ImageFile {
+    /// Opens `path` read-only.
+    pub fn open(path: &std::path::Path) -> io::Result<Self> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            ));
+        }
+        Ok(Self {
+            len: meta.len(),
+            file,
+        })
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl ReadAt for ImageFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        // Never read past the length we validated against: a file that grows while we read
+        // must not change what the parsers see.
+        let avail = self.len.saturating_sub(offset);
+        let n = buf.len().min(usize::try_from(avail).unwrap_or(usize::MAX));
+        if n == 0 {
+            return Ok(0);
+        }
+        self.file.read_at(&mut buf[..n], offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let Ok(start) = usize::try_from(offset) else {
+            return Ok(0);
+        };
+        if start >= <[u8]>::len(self) {
+            return Ok(0);
+        }
+        let n = buf.len().min(<[u8]>::len(self) - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn len(&self) -> u64 {
+        self.as_slice().len() as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.as_slice().read_at(buf, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_exact_at_rejects_ranges_past_the_end_without_reading() {
+        let data = vec![1u8, 2, 3, 4];
+        let mut buf = [0u8; 2];
+        assert!(read_exact_at(&data, &mut buf, 2).is_ok());
+        assert_eq!(buf, [3, 4]);
+        assert!(matches!(
+            read_exact_at(&data, &mut buf, 3),
+            Err(ReadError::Truncated { offset: 3, .. })
+        ));
+        assert!(matches!(
+            read_exact_at(&data, &mut buf, u64::MAX),
+            Err(ReadError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn read_vec_at_refuses_huge_lengths_before_allocating() {
+        let data = vec![0u8; 16];
+        assert!(matches!(
+            read_vec_at(&data, 0, usize::MAX),
+            Err(ReadError::Truncated { .. })
+        ));
+    }
+}

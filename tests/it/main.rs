@@ -1,0 +1,6 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! End-to-end tests of the `vmimage` binary, with `qemu-img` as the oracle. One test binary
+//! for every command (ripgrep's layout): `util` holds the harness.
+
+mod info;
+mod util;

@@ -1,0 +1,173 @@
+//! Test harness: run the built `vmimage` binary and `qemu-img` in a temporary directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary directory for one test, removed when dropped.
+pub struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    /// A fresh, empty directory.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("vmimage-test-")
+                .tempdir()
+                .expect("create temp dir"),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `data` to `name` and returns its path.
+    pub fn write(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.join(name);
+        std::fs::write(&p, data).expect("write file");
+        p
+    }
+
+    /// Runs `qemu-img ARGS` in the directory and panics with its stderr on failure.
+    pub fn qemu_img(&self, args: &[&str]) -> Output {
+        let out = Command::new("qemu-img")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("qemu-img is required: it is the test oracle");
+        assert!(
+            out.status.success(),
+            "qemu-img {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `qemu-img ARGS` and returns its output whatever the status.
+    pub fn qemu_img_any(&self, args: &[&str]) -> Output {
+        Command::new("qemu-img")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("qemu-img is required: it is the test oracle")
+    }
+
+    /// Runs `qemu-io ARGS` in the directory (used to write guest data).
+    pub fn qemu_io(&self, args: &[&str]) -> Output {
+        let out = Command::new("qemu-io")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("qemu-io is required");
+        assert!(
+            out.status.success(),
+            "qemu-io {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `qemu-img info --output=json -f FMT FILE` as JSON.
+    pub fn qemu_info(&self, file: &str, format: Option<&str>) -> serde_json::Value {
+        let mut args = vec!["info", "--output=json"];
+        if let Some(f) = format {
+            args.extend(["-f", f]);
+        }
+        args.push(file);
+        let out = self.qemu_img(&args);
+        serde_json::from_slice(&out.stdout).expect("qemu-img info json")
+    }
+
+    /// Runs `vmimage ARGS` in the directory.
+    pub fn vmimage(&self, args: &[&str]) -> Run {
+        self.vmimage_stdin(args, None)
+    }
+
+    /// Runs `vmimage ARGS` with `input` on stdin.
+    pub fn vmimage_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Run {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmimage"))
+            .args(args)
+            .current_dir(self.path())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vmimage");
+        if let Some(data) = input {
+            let mut stdin = child.stdin.take().expect("stdin");
+            let data = data.to_vec();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            });
+        }
+        let out = child.wait_with_output().expect("wait vmimage");
+        Run::from(out, args)
+    }
+}
+
+/// The outcome of one `vmimage` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub args: String,
+}
+
+impl Run {
+    fn from(out: Output, args: &[&str]) -> Self {
+        let code = out.status.code().unwrap_or_else(|| {
+            panic!(
+                "vmimage {args:?} died from a signal: {:?}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+            "vmimage {args:?} panicked: {stderr}"
+        );
+        Self {
+            code,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+            args: format!("{args:?}"),
+        }
+    }
+
+    /// Asserts the exit status, showing the whole run when it differs.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "vmimage {} exited {} (wanted {code})\nstdout:\n{}\nstderr:\n{}",
+            self.args, self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "vmimage {} printed invalid JSON ({e}):\n{}",
+                self.args, self.stdout
+            )
+        })
+    }
+}
