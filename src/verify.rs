@@ -12,7 +12,9 @@
 //!   the cloud converted the image (Glance's `image_conversion` import plugin, IMS's zvhd2):
 //!   its digests and size describe other bytes, so they are `not_comparable`, not `fail`
 //!   (`reference/cloud-metadata.md` §1, "How Glance gets virtual_size"). When a digest *does*
-//!   match, the bytes are the same and the recorded format is simply wrong: that fails.
+//!   match, the bytes are the same and the recorded format is simply wrong: that fails. A
+//!   `--disk-format` given on the command line is the user's claim about this very file, so a
+//!   different content format fails it.
 //! - The verdict is `verified` only when nothing failed and at least one digest check passed.
 //!   A verify that compared no digest proved nothing: `unverified`, which is a failure.
 
@@ -609,8 +611,7 @@ impl<'a> Context<'a> {
                 format!("the content is {}{note}", self.file_format),
             );
         }
-        let record_has_digest =
-            self.record.checksum.value().is_some() || self.record.os_hash_value.value().is_some();
+        let asserted_by_flag = self.record.overridden.contains(&"disk_format");
         let (status, message) = if digest_matched {
             (
                 Status::Fail,
@@ -619,19 +620,16 @@ impl<'a> Context<'a> {
                     self.file_format
                 ),
             )
-        } else if record_has_digest {
+        } else if asserted_by_flag {
+            (
+                Status::Fail,
+                format!("the content is {}, not {recorded}", self.file_format),
+            )
+        } else {
             (
                 Status::NotComparable,
                 format!(
                     "the record says {recorded} but the content is {}: the cloud converted the image (or this is another file)",
-                    self.file_format
-                ),
-            )
-        } else {
-            (
-                Status::Fail,
-                format!(
-                    "the record says {recorded} but the content is {}",
                     self.file_format
                 ),
             )
@@ -839,6 +837,35 @@ mod tests {
         }
         assert_eq!(status_of(&report, "virtual_size"), Status::Pass);
         assert_eq!(report.verdict, Verdict::Unverified);
+    }
+
+    #[test]
+    fn a_cloud_record_in_another_format_without_digests_is_not_comparable() {
+        // IMS stores zvhd2 and records no digest (seed 003).
+        let f = facts(ImageFormat::Qcow2);
+        let mut r = matching(&f);
+        r.checksum = Recorded::Absent(Absence::Placeholder { what: "x" });
+        r.os_hash_value = Recorded::Absent(Absence::Missing);
+        r.disk_format = Recorded::Value("zvhd2".into());
+        let report = evaluate("x", &f, &r);
+        assert_eq!(status_of(&report, "disk_format"), Status::NotComparable);
+        assert_eq!(report.verdict, Verdict::Unverified);
+    }
+
+    #[test]
+    fn a_disk_format_flag_that_differs_from_the_content_fails() {
+        let f = facts(ImageFormat::Qcow2);
+        let mut r = ImageRecord::empty(RecordSource::Flags);
+        Expectations {
+            disk_format: Some("raw".into()),
+            ..Default::default()
+        }
+        .apply(&mut r)
+        .unwrap();
+        assert_eq!(
+            status_of(&evaluate("x", &f, &r), "disk_format"),
+            Status::Fail
+        );
     }
 
     #[test]

@@ -420,4 +420,121 @@ mod tests {
             Err(RecordError::TooLarge { .. })
         ));
     }
+
+    /// The committed fixtures of `testdata/records/` that describe seed 001's image.
+    const SAME_IMAGE: [(&str, &str, RecordSource); 7] = [
+        (
+            "glance-image.json",
+            include_str!("../../testdata/records/glance-image.json"),
+            RecordSource::Glance,
+        ),
+        (
+            "scp-image-show-seed001.json",
+            include_str!("../../testdata/records/scp-image-show-seed001.json"),
+            RecordSource::Scp,
+        ),
+        (
+            "scp-cli-long-seed000.json",
+            include_str!("../../testdata/records/scp-cli-long-seed000.json"),
+            RecordSource::Scp,
+        ),
+        (
+            "openstack-image-show.json",
+            include_str!("../../testdata/records/openstack-image-show.json"),
+            RecordSource::OpenstackCli,
+        ),
+        (
+            "openstack-image-show-old-client.json",
+            include_str!("../../testdata/records/openstack-image-show-old-client.json"),
+            RecordSource::OpenstackCli,
+        ),
+        (
+            "sidecar.json",
+            include_str!("../../testdata/records/sidecar.json"),
+            RecordSource::Sidecar,
+        ),
+        (
+            "a listing of one",
+            r#"{"images": [{"id": "70a599e0-31e7-49b7-b260-868f441e862b", "name": "imagename",
+                "checksum": "7538E0FCB56E0E272CFD89EB384D6613", "os_hash_algo": "SHA512",
+                "os_hash_value": "c6a32fc3b7c909b8900b46f5e6066c028a1d799c0a263cf064a600c430a714627c21f98ac248e2f2bf29870a1a2773c7908244745016878e1a5f31dc2c405b99",
+                "size": "2429747200", "virtual_size": 17179869184, "min_disk": 100,
+                "disk_format": "QCOW2", "container_format": "bare", "status": "active"}]}"#,
+            RecordSource::Glance,
+        ),
+    ];
+
+    #[test]
+    fn every_shape_of_the_seed_image_parses_to_the_same_facts() {
+        use crate::cloud::record::Recorded;
+        let hash = "c6a32fc3b7c909b8900b46f5e6066c028a1d799c0a263cf064a600c430a714627c21f98ac248e2f2bf29870a1a2773c7908244745016878e1a5f31dc2c405b99";
+        for (name, text, source) in SAME_IMAGE {
+            let r = parse_record(text.as_bytes(), &sel(None, None))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(r.source, source, "{name}");
+            assert_eq!(r.name.as_deref(), Some("imagename"), "{name}");
+            assert_eq!(
+                r.checksum,
+                Recorded::Value("7538e0fcb56e0e272cfd89eb384d6613".into()),
+                "{name}"
+            );
+            assert_eq!(r.os_hash_algo, Recorded::Value("sha512".into()), "{name}");
+            assert_eq!(r.os_hash_value, Recorded::Value(hash.into()), "{name}");
+            assert_eq!(r.size, Recorded::Value(2_429_747_200), "{name}");
+            assert_eq!(r.virtual_size, Recorded::Value(17_179_869_184), "{name}");
+            assert_eq!(r.disk_format, Recorded::Value("qcow2".into()), "{name}");
+            assert_eq!(r.container_format, Recorded::Value("bare".into()), "{name}");
+            assert_eq!(r.min_disk, Recorded::Value(100), "{name}");
+            if source != RecordSource::Sidecar {
+                assert_eq!(
+                    r.id.as_deref(),
+                    Some("70a599e0-31e7-49b7-b260-868f441e862b"),
+                    "{name}"
+                );
+                assert_eq!(r.status, Recorded::Value("active".into()), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn scp_records_decode_volumes_and_python_booleans() {
+        for (_, text, source) in &SAME_IMAGE[1..3] {
+            let r = parse_record(text.as_bytes(), &sel(None, None)).unwrap();
+            assert_eq!(*source, RecordSource::Scp);
+            assert_eq!(r.protected, Some(false));
+            assert_eq!(r.os_hidden, Some(false));
+            let volumes = r.volumes.expect("volumes decoded");
+            assert_eq!(volumes[0]["volume_size"], 104);
+            assert_eq!(volumes[0]["device_name"], "/dev/vda");
+        }
+    }
+
+    #[test]
+    fn the_ims_seed_listing_reads_placeholders_as_absent() {
+        use crate::cloud::record::{Absence, Recorded};
+        let text = include_str!("../../testdata/records/ims-cloudimages-seed003.json");
+        let r = parse_record(
+            text.as_bytes(),
+            &sel(Some("bc6bed6e-ba3a-4447-afcc-449174a3eb52"), None),
+        )
+        .unwrap();
+        assert_eq!(r.source, RecordSource::Ims);
+        assert_eq!(r.name.as_deref(), Some("CentOS 7.3 64bit vivado"));
+        assert!(matches!(
+            r.checksum,
+            Recorded::Absent(Absence::Placeholder { .. })
+        ));
+        assert!(matches!(
+            r.size,
+            Recorded::Absent(Absence::Unavailable { .. })
+        ));
+        assert!(matches!(
+            r.virtual_size,
+            Recorded::Absent(Absence::Unavailable { .. })
+        ));
+        assert_eq!(r.disk_format, Recorded::Value("zvhd2".into()));
+        assert_eq!(r.min_disk, Recorded::Value(100));
+        assert_eq!(r.protected, Some(true));
+        assert_eq!(r.os_distro.as_deref(), Some("CentOS"));
+    }
 }

@@ -3,4 +3,6 @@
 //! for every command (ripgrep's layout): `util` holds the harness.
 
 mod info;
+mod metadata;
 mod util;
+mod verify;
