@@ -137,27 +137,19 @@ pub fn run(args: &MetadataArgs) -> u8 {
         Ok(x) => x,
         Err(violations) => return report_violations(&file, args, &violations),
     };
-    if let Some(path) = &args.sidecar {
-        let mut json = match serde_json::to_vec_pretty(&doc.sidecar) {
-            Ok(j) => j,
-            Err(e) => {
-                print_error(format!("{}: {e}", path.display()));
-                return EXIT_ERROR;
-            }
-        };
-        json.push(b'\n');
-        if let Err(e) = vmimage::cloud::write_atomically(path, &json) {
-            print_error(format!(
-                "{}: cannot write the sidecar: {}",
-                path.display(),
-                vmimage::error::describe_io(&e)
-            ));
-            return EXIT_ERROR;
-        }
+    if let Some(path) = &args.sidecar
+        && let Err(e) = vmimage::cloud::write_atomically(path, doc.sidecar_json().as_bytes())
+    {
+        print_error(format!(
+            "{}: cannot write the sidecar: {}",
+            path.display(),
+            vmimage::error::describe_io(&e)
+        ));
+        return EXIT_ERROR;
     }
     let printed = match line {
         Some(line) => writeln!(io::stdout().lock(), "{line}"),
-        None => print_json(&doc.body),
+        None => io::stdout().lock().write_all(doc.body_json().as_bytes()),
     };
     if printed.is_err() {
         return EXIT_ERROR;

@@ -193,11 +193,11 @@ fn cell(v: &Value) -> String {
 fn render_table(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
     let img = &report.image;
     let vsize = img.virtual_size.map_or("unknown".to_string(), |v| {
-        format!("{} ({v} bytes)", human_size(v))
+        format!("{} = {v} bytes", human_size(v))
     });
     writeln!(
         out,
-        "image:  {} ({}, virtual size {vsize}, {} bytes)",
+        "image:  {}: {}, {} bytes, virtual size {vsize}",
         img.path, img.format, img.size
     )?;
     let rec = &report.record;

@@ -302,6 +302,26 @@ pub struct MetadataDocument {
     pub sidecar: Sidecar,
 }
 
+impl MetadataDocument {
+    /// The body as pretty JSON with a final newline: what `vmimage metadata` prints, and what
+    /// `vmimage convert --metadata` writes.
+    pub fn body_json(&self) -> String {
+        pretty(&self.body)
+    }
+
+    /// The sidecar as pretty JSON with a final newline.
+    pub fn sidecar_json(&self) -> String {
+        pretty(&self.sidecar)
+    }
+}
+
+fn pretty<T: Serialize>(value: &T) -> String {
+    // Serializing maps with string keys and plain values cannot fail.
+    let mut s = serde_json::to_string_pretty(value).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
 /// The digests a sidecar wants: MD5 for `checksum` and SHA-512 for `os_hash_value`.
 pub const SIDECAR_ALGORITHMS: [Algorithm; 2] = [Algorithm::Md5, Algorithm::Sha512];
 

@@ -537,4 +537,21 @@ mod tests {
         assert_eq!(r.protected, Some(true));
         assert_eq!(r.os_distro.as_deref(), Some("CentOS"));
     }
+
+    #[test]
+    fn truncated_and_corrupted_records_never_panic() {
+        for (_, text, _) in SAME_IMAGE {
+            let bytes = text.as_bytes();
+            for cut in (0..bytes.len()).step_by(7) {
+                let _ = parse_record(&bytes[..cut], &sel(None, None));
+            }
+            for i in (0..bytes.len()).step_by(5) {
+                for replacement in [b'"', b'{', b'0', b'n', 0xff] {
+                    let mut m = bytes.to_vec();
+                    m[i] = replacement;
+                    let _ = parse_record(&m, &sel(Some("x"), Some("y")));
+                }
+            }
+        }
+    }
 }
