@@ -11,12 +11,14 @@
 //! Nothing in the library prints; errors are typed ([`Error`]) and content problems are
 //! findings in the reports.
 
+pub mod cloud;
 pub mod digest;
 pub mod error;
 pub mod format;
 pub mod inspect;
 pub mod safety;
 pub mod source;
+pub mod verify;
 
 pub use error::Error;
 pub use format::ImageFormat;

@@ -18,6 +18,10 @@ struct Cli {
 enum Command {
     /// Detect each image's format from its content and describe it, with a safety verdict.
     Info(cli::info::InfoArgs),
+    /// Compare an image with what a cloud recorded (Glance, SCP, IMS, openstack CLI, sidecar).
+    Verify(cli::verify::VerifyArgs),
+    /// Write the request body that registers the image with glance, scp or ims.
+    Metadata(cli::metadata::MetadataArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
     };
     let status = match cli.command {
         Command::Info(args) => cli::info::run(&args),
+        Command::Verify(args) => cli::verify::run(&args),
+        Command::Metadata(args) => cli::metadata::run(&args),
     };
     ExitCode::from(status)
 }

@@ -4,7 +4,9 @@
 //! could not be done. `check` uses `qemu-img check`'s statuses instead.
 
 pub mod info;
+pub mod metadata;
 pub mod render;
+pub mod verify;
 
 /// Everything passed.
 pub const EXIT_OK: u8 = 0;

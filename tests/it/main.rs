@@ -4,4 +4,6 @@
 
 mod damaged;
 mod info;
+mod metadata;
 mod util;
+mod verify;
