@@ -562,7 +562,8 @@ mod tests {
 
     #[test]
     fn every_header_rule_fires() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Patch = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(&str, Patch)> = vec![
             ("magic", Box::new(|b| b[0] = b'X')),
             (
                 "cipher name",

@@ -223,6 +223,14 @@ impl FormatReport {
             ..Self::default()
         }
     }
+
+    /// Fills in the facts that depend on the path the image was named by: `qemu-img info`
+    /// names VMDK extents relative to the descriptor's directory. Nothing is opened.
+    pub fn resolve_paths(&mut self, image_path: &str) {
+        if let Some(FormatSpecific::Vmdk(v)) = &mut self.format_specific {
+            v.resolve_paths(image_path);
+        }
+    }
 }
 
 /// An internal snapshot, with `qemu-img info`'s field names.
