@@ -383,11 +383,12 @@ pub struct Grammar {
 pub fn grammar(region: &[u8]) -> Grammar {
     let end = region.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let region = &region[..end];
-    let mut g = Grammar::default();
-    if !region.is_ascii() {
-        g.not_ascii = true;
-        return g;
-    }
+    // OpenStack stops at a non-ASCII descriptor; the lines are still classified here, so
+    // that the extent rules fire whatever else is wrong.
+    let mut g = Grammar {
+        not_ascii: !region.is_ascii(),
+        ..Grammar::default()
+    };
     for (n, raw) in region.split(|&b| b == b'\n').enumerate() {
         let line = raw.trim_ascii();
         let lower = line.to_ascii_lowercase();
@@ -525,7 +526,9 @@ mod tests {
         let g = grammar(b"# c\nversion=1\nfoo bar\nRW 1 FLAT \"x\" 0\n\0\0");
         assert_eq!(g.bad_line, Some((3, "foo bar".into())));
         assert_eq!(g.extents, ["RW 1 FLAT \"x\" 0"]);
-        assert!(grammar("createType=\"é\"".as_bytes()).not_ascii);
+        let g = grammar("createType=\"é\"\nRW 1 FLAT \"/x\" 0\n".as_bytes());
+        assert!(g.not_ascii);
+        assert_eq!(g.extents.len(), 1);
         assert!(grammar(b"version=1\n").extents.is_empty());
     }
 

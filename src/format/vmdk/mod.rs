@@ -423,9 +423,7 @@ fn check_grammar(region: &[u8], names_files: bool, report: &mut FormatReport) {
             Check::InvalidHeader,
             "the VMDK descriptor is not ASCII text",
         ));
-        return;
-    }
-    if let Some((n, line)) = &g.bad_line {
+    } else if let Some((n, line)) = &g.bad_line {
         report.findings.push(Finding::error(
             Check::InvalidHeader,
             format!("line {n} of the VMDK descriptor is not a comment, field or extent: {line:?}"),
