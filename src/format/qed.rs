@@ -1,7 +1,7 @@
 //! QED (QEMU Enhanced Disk) images, read the way QEMU's `block/qed.c` opens them.
 //!
 //! QED is deprecated and every QED image is refused (the `qed` rule lives in
-//! [`crate::inspect`]); this module still reports what `qemu-img info -f qed` prints, so the
+//! [`crate::inspect()`]); this module still reports what `qemu-img info -f qed` prints, so the
 //! refusal can say what the image was. The 64-byte little-endian header (`docs/interop/qed_spec.txt`,
 //! `block/qed.h`) holds the cluster and table sizes, the L1 table offset, the virtual size
 //! and an optional backing file name stored in the header clusters.

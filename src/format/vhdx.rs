@@ -10,7 +10,7 @@
 //! backing file and never opened (QEMU refuses differencing VHDX files).
 //!
 //! Every table is read with its specification limit: 64 KiB for the region and metadata
-//! tables, 1 MiB for a metadata item, and the BAT scan is capped (see [`MAX_BAT_SCAN_BYTES`]).
+//! tables, 1 MiB for a metadata item, and the BAT scan is capped (`MAX_BAT_SCAN_BYTES`).
 
 use std::io;
 
@@ -612,19 +612,25 @@ fn read_item<S: ReadAt + ?Sized>(
 /// differencing VHDX files, and this tool never opens the parent.
 fn report_parent(locator: &[u8], report: &mut FormatReport) {
     let count = usize::from(le16(locator, 18));
+    // Keys are compared as raw UTF-16LE bytes (a length mismatch costs nothing), so hostile
+    // locators whose entries all point at one huge key stay linear; only a matching entry's
+    // value is decoded.
     let value = |wanted: &str| -> Option<String> {
+        let wanted: Vec<u8> = wanted.encode_utf16().flat_map(u16::to_le_bytes).collect();
         (0..count).find_map(|i| {
             let e = locator.get(20 + 12 * i..32 + 12 * i)?;
-            let text = |off: u32, len: u16| -> Option<String> {
-                let raw = locator.get(off as usize..off as usize + usize::from(len))?;
-                Some(utf16_until_nul(
-                    raw.chunks_exact(2)
-                        .map(|c| u16::from_le_bytes([c[0], c[1]])),
-                ))
+            let slice = |off: u32, len: u16| {
+                let start = off as usize;
+                locator.get(start..start + usize::from(len))
             };
-            (text(le32(e, 0), le16(e, 8))? == wanted)
-                .then(|| text(le32(e, 4), le16(e, 10)))
-                .flatten()
+            if slice(le32(e, 0), le16(e, 8))? != wanted.as_slice() {
+                return None;
+            }
+            let raw = slice(le32(e, 4), le16(e, 10))?;
+            Some(utf16_until_nul(
+                raw.chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]])),
+            ))
         })
     };
     let name = ["relative_path", "absolute_win32_path", "volume_path"]

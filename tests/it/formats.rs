@@ -437,6 +437,37 @@ fn a_luks_encrypted_qcow2_matches_qemu_img() {
     assert_eq!(encrypt["cipher-alg"], json!("aes-256"));
     assert!(safe(&ours));
     assert!(has(&ours, "encrypted"));
+
+    // A damaged LUKS header inside the qcow2 is reported; `encrypt` keeps only its format.
+    let d = std::fs::read(w.join("enc.qcow2")).expect("read");
+    let at = d
+        .windows(6)
+        .position(|x| x == b"LUKS\xba\xbe")
+        .expect("LUKS header");
+    std::fs::copy(w.join("enc.qcow2"), w.join("bad.qcow2")).expect("cp");
+    poke(&w, "bad.qcow2", at + 6, &2u16.to_be_bytes());
+    let ours = info(&w, "bad.qcow2", 1);
+    assert!(has(&ours, "unsupported-version"), "{ours:#}");
+    assert_eq!(
+        ours["format-specific"]["data"]["encrypt"],
+        json!({"format": "luks"})
+    );
+
+    // Legacy AES encryption has no header to report.
+    w.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "--object",
+        "secret,id=sec0,data=password",
+        "-o",
+        "encrypt.format=aes,encrypt.key-secret=sec0",
+        "aes.qcow2",
+        "64M",
+    ]);
+    let ours = assert_info_matches_qemu(&w, "aes.qcow2", "qcow2", "qcow2");
+    assert!(has(&ours, "encrypted"));
 }
 
 /// A minimal ISO 9660 image: 16 empty sectors, a primary volume descriptor and a set
