@@ -592,7 +592,9 @@ fn finish<S: ReadAt + ?Sized>(
                 if cid.is_none() { "CID" } else { "parentCID" }
             ),
         ));
+        // QEMU fails the open here, so it reports no size at all.
         report.virtual_size = None;
+        report.cluster_size = None;
         return Ok(());
     };
     report.format_specific = Some(FormatSpecific::Vmdk(VmdkSpecific {
