@@ -93,7 +93,8 @@ pub fn inspect<S: ReadAt + ?Sized>(src: &S, filename: &str) -> io::Result<ImageI
     let detections = format::detect_all(&probe);
     let table = partition::detect(&probe);
     let format = detections.first().map_or(ImageFormat::Raw, |d| d.format);
-    let report = format::describe(src, &probe, format)?;
+    let mut report = format::describe(src, &probe, format)?;
+    report.resolve_paths(filename);
     let mut findings = report.findings.clone();
     findings.extend(cross_format_findings(format, &detections, table.as_ref()));
 

@@ -223,6 +223,14 @@ impl FormatReport {
             ..Self::default()
         }
     }
+
+    /// Fills in the facts that depend on the path the image was named by: `qemu-img info`
+    /// names VMDK extents relative to the descriptor's directory. Nothing is opened.
+    pub fn resolve_paths(&mut self, image_path: &str) {
+        if let Some(FormatSpecific::Vmdk(v)) = &mut self.format_specific {
+            v.resolve_paths(image_path);
+        }
+    }
 }
 
 /// An internal snapshot, with `qemu-img info`'s field names.
@@ -336,7 +344,6 @@ pub fn describe<S: ReadAt + ?Sized>(
 ///
 /// Format modules use this so that "the header points past the end of the file" is reported as
 /// a property of the image, while "the disk returned EIO" stops the inspection.
-#[allow(dead_code)] // Used by the format parsers as they land.
 pub(crate) fn read_failure(err: ReadError, what: &str) -> io::Result<Finding> {
     match err {
         ReadError::Io(e) => Err(e),
@@ -353,10 +360,43 @@ pub(crate) fn read_failure(err: ReadError, what: &str) -> io::Result<Finding> {
     }
 }
 
+/// Fills `buf` from `offset`, with zeros for whatever lies past the end of the file, and
+/// returns how many bytes came from the file.
+///
+/// QEMU's file driver answers reads past the end of the file with zeros, and some of its format
+/// drivers rely on that (a VMDK descriptor read as a fixed 10 KiB window, a streamOptimized
+/// footer at a sector-rounded offset). Parsers that must see what QEMU sees use this; the
+/// length is always one of the caller's fixed constants, never a header field.
+pub(crate) fn read_zero_padded<S: ReadAt + ?Sized>(
+    src: &S,
+    buf: &mut [u8],
+    offset: u64,
+) -> io::Result<usize> {
+    let avail = src.len().saturating_sub(offset);
+    let n = buf.len().min(usize::try_from(avail).unwrap_or(usize::MAX));
+    read_probe(src, &mut buf[..n], offset)?;
+    buf[n..].fill(0);
+    Ok(n)
+}
+
+/// Decodes UTF-16 code units up to the first NUL, replacing invalid sequences, as the names
+/// VHD and VHDX store for parent disks are written.
+pub(crate) fn utf16_until_nul(units: impl IntoIterator<Item = u16>) -> String {
+    char::decode_utf16(units.into_iter().take_while(|&u| u != 0))
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect()
+}
+
+/// Bytes up to the first NUL (or all of them), as text with invalid UTF-8 replaced: how C
+/// strings stored in image headers read.
+pub(crate) fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 /// Big-endian and little-endian field readers over a byte slice whose length the caller has
 /// already checked. They return 0 for out-of-range positions rather than panicking, so a
 /// parser bug cannot become a crash; parsers still check lengths first.
-#[allow(dead_code)] // Little-endian readers serve VHDX, VDI and VMDK.
 pub(crate) mod bytes {
     /// Big-endian u16 at `off`.
     pub fn be16(b: &[u8], off: usize) -> u16 {

@@ -3,6 +3,7 @@
 //! for every command (ripgrep's layout): `util` holds the harness.
 
 mod damaged;
+mod formats;
 mod info;
 mod metadata;
 mod util;

@@ -357,7 +357,6 @@ fn ims_refuses_each_broken_rule() {
 }
 
 #[test]
-#[ignore = "needs VMDK detection, which the formats issue adds; run with --ignored once merged"]
 fn ims_refuses_a_format_it_does_not_store() {
     let w = Workdir::new();
     w.qemu_img(&["create", "-q", "-f", "vmdk", "disk.vmdk", "64M"]);

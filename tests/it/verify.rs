@@ -366,7 +366,6 @@ fn matching_bytes_recorded_under_the_wrong_format_fail_the_format_check() {
 }
 
 #[test]
-#[ignore = "needs VHD detection, which the formats issue adds; run with --ignored once merged"]
 fn a_vhd_record_matches_qemus_vpc_format() {
     let w = Workdir::new();
     w.qemu_img(&["create", "-q", "-f", "vpc", "disk.vhd", "64M"]);

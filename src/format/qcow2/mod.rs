@@ -14,12 +14,13 @@ use serde::Serialize;
 pub use header::{CompressionType, CryptMethod, Qcow2Error, Qcow2Header};
 
 use self::bitmaps::{BitmapInfo, read_bitmap_directory};
-use self::extensions::FeatureType;
+use self::extensions::{CryptoHeaderExtension, FeatureType};
 use self::snapshot::read_snapshots;
 use super::bytes::be32;
-use super::{FormatReport, FormatSpecific, Probe, SnapshotInfo};
+use super::luks::{self, LuksHeader, LuksSpecific};
+use super::{FormatReport, FormatSpecific, Probe, SnapshotInfo, read_failure};
 use crate::safety::{Check, Finding};
-use crate::source::ReadAt;
+use crate::source::{ReadAt, read_vec_at};
 
 /// `qemu-img info`'s qcow2 `format-specific.data`. Fields QEMU prints only for version 3 are
 /// `None` for version 2, so the JSON has the same keys as QEMU's.
@@ -55,11 +56,15 @@ pub struct Qcow2Specific {
     pub bitmaps: Option<Vec<BitmapInfo>>,
 }
 
-/// How a qcow2 image is encrypted, as `qemu-img info` reports it.
+/// How a qcow2 image is encrypted, as `qemu-img info` reports it: the format, and for LUKS
+/// every field of the LUKS header beside it (QAPI `ImageInfoSpecificQCow2Encryption`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Qcow2Encryption {
     /// `aes` or `luks`.
     pub format: &'static str,
+    /// The LUKS header's facts, when the header could be read and validated.
+    #[serde(flatten)]
+    pub luks: Option<LuksSpecific>,
 }
 
 /// Whether the probe starts with the qcow2 magic.
@@ -101,20 +106,17 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<Forma
         },
         None => None,
     };
-    if let Some(crypto) = header.extensions.crypto_header {
-        let end = crypto.offset.checked_add(crypto.length);
-        if end.is_none_or(|end| end > src.len()) {
+    let luks = match (header.crypt_method, header.extensions.crypto_header) {
+        (CryptMethod::Luks, Some(crypto)) => read_luks_header(src, crypto, &mut report.findings)?,
+        (CryptMethod::Luks, None) => {
             report.findings.push(Finding::error(
-                Check::Truncated,
-                format!(
-                    "the LUKS header ({} bytes at offset {:#x}) runs past the end of the file ({} bytes)",
-                    crypto.length,
-                    crypto.offset,
-                    src.len()
-                ),
+                Check::InvalidHeader,
+                "crypt_method is 2 (LUKS) but no full disk encryption header extension locates the LUKS header",
             ));
+            None
         }
-    }
+        _ => None,
+    };
 
     let v3 = header.version >= 3;
     let has_data_file = header.has_data_file();
@@ -133,12 +135,67 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<Forma
         data_file_raw: has_data_file.then(|| header.data_file_raw()),
         encrypt: match header.crypt_method {
             CryptMethod::None => None,
-            CryptMethod::Aes => Some(Qcow2Encryption { format: "aes" }),
-            CryptMethod::Luks => Some(Qcow2Encryption { format: "luks" }),
+            CryptMethod::Aes => Some(Qcow2Encryption {
+                format: "aes",
+                luks: None,
+            }),
+            CryptMethod::Luks => Some(Qcow2Encryption {
+                format: "luks",
+                luks,
+            }),
         },
         bitmaps,
     }));
     Ok(report)
+}
+
+/// Reads and validates the LUKS header the crypto header extension locates, as QEMU's
+/// `qcow2_crypto_hdr_read_func()` does: the whole area must be in the file, and the 592-byte
+/// header must fit inside it. Problems become findings; the result is what `qemu-img info`
+/// prints under `encrypt`.
+fn read_luks_header<S: ReadAt + ?Sized>(
+    src: &S,
+    crypto: CryptoHeaderExtension,
+    findings: &mut Vec<Finding>,
+) -> io::Result<Option<LuksSpecific>> {
+    let end = crypto.offset.checked_add(crypto.length);
+    if end.is_none_or(|end| end > src.len()) {
+        findings.push(Finding::error(
+            Check::Truncated,
+            format!(
+                "the LUKS header ({} bytes at offset {:#x}) runs past the end of the file ({} bytes)",
+                crypto.length,
+                crypto.offset,
+                src.len()
+            ),
+        ));
+        return Ok(None);
+    }
+    if crypto.length < luks::HEADER_LEN as u64 {
+        findings.push(Finding::error(
+            Check::InvalidHeader,
+            format!(
+                "the LUKS header area is {} bytes, too small for the {}-byte LUKS header",
+                crypto.length,
+                luks::HEADER_LEN
+            ),
+        ));
+        return Ok(None);
+    }
+    let bytes = match read_vec_at(src, crypto.offset, luks::HEADER_LEN) {
+        Ok(b) => b,
+        Err(e) => {
+            findings.push(read_failure(e, "LUKS header")?);
+            return Ok(None);
+        }
+    };
+    match LuksHeader::parse(&bytes) {
+        Ok(h) => Ok(Some(h.info().clone())),
+        Err(e) => {
+            findings.push(luks::finding(&e));
+            Ok(None)
+        }
+    }
 }
 
 /// The safety rules a valid header can still break.
