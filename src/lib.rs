@@ -11,6 +11,7 @@
 //! Nothing in the library prints; errors are typed ([`Error`]) and content problems are
 //! findings in the reports.
 
+pub mod convert;
 pub mod digest;
 pub mod error;
 pub mod format;

@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Detect each image's format from its content and describe it, with a safety verdict.
     Info(cli::info::InfoArgs),
+    /// Convert raw, qcow2 or VHD to qcow2 v3 or sparse raw; print the output's digests.
+    Convert(cli::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     };
     let status = match cli.command {
         Command::Info(args) => cli::info::run(&args),
+        Command::Convert(args) => cli::convert::run(&args),
     };
     ExitCode::from(status)
 }
