@@ -330,6 +330,8 @@ impl<'f> HashedOutput<'f> {
             )));
         }
         self.skip_zeros(len - pos)?;
+        // A short tail hole rides in the buffer: flush it to the digests too.
+        self.flush()?;
         self.file.set_len(len)?;
         self.senders.clear();
         let mut digests = Vec::new();
