@@ -37,28 +37,35 @@ sync
 # median SECONDS... -> the median
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# time_cmd OUT CMD... : runs CMD RUNS times (removing OUT before each), prints the median.
+# time_cmd OUT CMD... : runs CMD RUNS times (removing OUT before each); prints the median wall
+# time and the median CPU time (user + sys, children included), which the other jobs on a
+# shared machine disturb less than the wall time.
 time_cmd() {
     local out=$1; shift
-    local times=()
+    local walls=() cpus=()
     for _ in $(seq "$RUNS"); do
         rm -f "$out"
-        local t0 t1
-        t0=$(date +%s.%N)
-        "$@" >/dev/null
-        t1=$(date +%s.%N)
-        times+=("$(echo "$t1 - $t0" | bc -l)")
+        /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$@" >/dev/null
+        read -r e u s < "$WORK/time"
+        walls+=("$e")
+        cpus+=("$(echo "$u + $s" | bc -l)")
     done
-    median "${times[@]}"
+    echo "$(median "${walls[@]}") $(median "${cpus[@]}")"
 }
 
 qemu_and_digests() { qemu-img convert "$@" && md5sum "${@: -1}" && sha512sum "${@: -1}"; }
+export -f qemu_and_digests
 
-printf '\n%-26s %9s %9s %7s %14s %14s %7s\n' case qemu-img vmimage speedup qemu-size vmimage-size size
+printf '\n%-26s %9s %9s %7s %9s %9s %7s %11s %11s %7s\n' case qemu-img vmimage speedup \
+    qemu-cpu vm-cpu cpu-x qemu-size vm-size size
+# row NAME "QWALL QCPU" "VWALL VCPU" QSIZE VSIZE
 row() {
-    local name=$1 tq=$2 tv=$3 sq=$4 sv=$5
-    printf '%-26s %8.2fs %8.2fs %6.2fx %14s %14s %+6.2f%%\n' "$name" "$tq" "$tv" \
-        "$(echo "$tq / $tv" | bc -l)" "$sq" "$sv" "$(echo "($sv - $sq) * 100 / $sq" | bc -l)"
+    local name=$1 sq=$4 sv=$5 wq cq wv cv
+    read -r wq cq <<< "$2"
+    read -r wv cv <<< "$3"
+    printf '%-26s %8.2fs %8.2fs %6.2fx %8.2fs %8.2fs %6.2fx %11s %11s %+6.2f%%\n' "$name" \
+        "$wq" "$wv" "$(echo "$wq / $wv" | bc -l)" "$cq" "$cv" "$(echo "$cq / $cv" | bc -l)" \
+        "$sq" "$sv" "$(echo "($sv - $sq) * 100 / $sq" | bc -l)"
 }
 
 Q=$WORK/q.out
@@ -81,10 +88,10 @@ case_run "raw->qcow2 -c zstd" "-O qcow2 -c -o compression_type=zstd" "-O qcow2 -
 case_run "qcow2->raw" "-O raw" "-O raw" "$QCOW"
 
 # Convert plus the digests a cloud records: qemu-img convert, then md5sum and sha512sum.
-tq=$(time_cmd "$Q" qemu_and_digests -O qcow2 "$IMG" "$Q")
+tq=$(time_cmd "$Q" bash -c 'qemu_and_digests "$@"' _ -O qcow2 "$IMG" "$Q")
 tv=$(time_cmd "$V" "$VMIMAGE" convert "$IMG" "$V" -O qcow2)
 row "raw->qcow2 + md5 + sha512" "$tq" "$tv" "$(stat -c %s "$Q")" "$(stat -c %s "$V")"
-tq=$(time_cmd "$Q" qemu_and_digests -O raw "$QCOW" "$Q")
+tq=$(time_cmd "$Q" bash -c 'qemu_and_digests "$@"' _ -O raw "$QCOW" "$Q")
 tv=$(time_cmd "$V" "$VMIMAGE" convert "$QCOW" "$V" -O raw)
 row "qcow2->raw + md5 + sha512" "$tq" "$tv" "$(stat -c %s "$Q")" "$(stat -c %s "$V")"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

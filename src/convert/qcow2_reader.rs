@@ -20,6 +20,7 @@
 //! scanning thread calls, keeps the last L2 table it read.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::compress::{Compression, decompress_cluster};
 use super::reader::{Extent, GuestReader, ReadFailure};
@@ -41,6 +42,8 @@ pub struct Qcow2Reader {
     compression: Compression,
     /// The last L2 table `extent_at` read: (L1 index, table).
     scan_cache: Mutex<Option<(u64, Vec<u8>)>>,
+    /// Whether a compressed cluster has been seen.
+    saw_compressed: AtomicBool,
 }
 
 /// How one guest cluster reads, decoded and validated from its L2 entry.
@@ -95,6 +98,7 @@ impl Qcow2Reader {
             header,
             l1,
             scan_cache: Mutex::new(None),
+            saw_compressed: AtomicBool::new(false),
         })
     }
 
@@ -142,6 +146,7 @@ impl Qcow2Reader {
                     "is compressed but has a non-zero subcluster bitmap".into()
                 ));
             }
+            self.saw_compressed.store(true, Ordering::Relaxed);
             let d = entry.compressed(self.header.cluster_bits);
             if d.host_offset == 0 || d.host_offset >= file_len {
                 return Err(bad(format!(
@@ -270,6 +275,10 @@ impl GuestReader for Qcow2Reader {
 
     fn granularity(&self) -> u64 {
         self.cluster_size()
+    }
+
+    fn costly_reads(&self) -> bool {
+        self.saw_compressed.load(Ordering::Relaxed)
     }
 
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {

@@ -22,14 +22,12 @@
 
 use std::io;
 
-use rayon::prelude::*;
-
 use super::Failure;
 use super::compress::{Compression, compress_cluster};
 use super::output::HashedOutput;
 use super::plan::{Packer, Plan, Stored};
 use super::reader::{GuestReader, ReadFailure, is_zero};
-use super::scan::{ChunkScanner, Progress, chunk_size};
+use super::scan::{ChunkScanner, Progress, chunk_size, map_in_order};
 use super::spill::{Spill, SpillReader};
 use crate::format::qcow2::header::{
     INCOMPAT_COMPRESSION, MAX_L1_SIZE_BYTES, MAX_REFTABLE_SIZE_BYTES, QCOW2_MAGIC,
@@ -67,12 +65,11 @@ pub fn scan_pass(
         if batch.is_empty() {
             break;
         }
-        let results: Vec<Result<Vec<(u64, Decision)>, ReadFailure>> = pool.install(|| {
-            batch
-                .par_iter()
-                .map(|&c| analyse_chunk(reader, c, chunk, cluster_size, compression))
-                .collect()
-        });
+        let parallel = compression.is_some() || reader.costly_reads();
+        let results: Vec<Result<Vec<(u64, Decision)>, ReadFailure>> =
+            map_in_order(pool, parallel, &batch, |&c| {
+                analyse_chunk(reader, c, chunk, cluster_size, compression)
+            });
         for r in results {
             for (cluster, decision) in r.map_err(Failure::Input)? {
                 let stored = match decision {
@@ -429,18 +426,14 @@ fn write_data(
             break;
         }
         let size = reader.virtual_size();
-        let read: Vec<Result<Vec<u8>, ReadFailure>> = pool.install(|| {
-            chunks
-                .par_iter()
-                .map(|&ch| {
-                    let start = ch * chunk;
-                    let len = chunk.min(size - start) as usize;
-                    let mut buf = vec![0u8; len.next_multiple_of(cs as usize)];
-                    reader.read_at(start, &mut buf[..len])?;
-                    Ok(buf)
-                })
-                .collect()
-        });
+        let read: Vec<Result<Vec<u8>, ReadFailure>> =
+            map_in_order(pool, reader.costly_reads(), &chunks, |&ch| {
+                let start = ch * chunk;
+                let len = chunk.min(size - start) as usize;
+                let mut buf = vec![0u8; len.next_multiple_of(cs as usize)];
+                reader.read_at(start, &mut buf[..len])?;
+                Ok(buf)
+            });
         let mut read_iter = chunks.iter().zip(read);
         let mut current: Option<(u64, Vec<u8>)> = None;
         for (cluster, stored) in batch {

@@ -7,12 +7,10 @@
 //! the file is finally extended to the virtual size. The digest threads see the holes as the
 //! zeros they read as, so the digests are those of the whole file, as `md5sum` reads it.
 
-use rayon::prelude::*;
-
 use super::Failure;
 use super::output::HashedOutput;
 use super::reader::{GuestReader, ReadFailure, is_zero};
-use super::scan::{ChunkScanner, Progress, chunk_size};
+use super::scan::{ChunkScanner, Progress, chunk_size, map_in_order};
 
 /// Smallest hole written: 4 KiB, the file system block and `qemu-img convert -S`'s default.
 pub const HOLE_GRANULARITY: usize = 4096;
@@ -33,17 +31,13 @@ pub fn write_raw(
         if batch.is_empty() {
             break;
         }
-        let read: Vec<Result<Vec<u8>, ReadFailure>> = pool.install(|| {
-            batch
-                .par_iter()
-                .map(|&c| {
-                    let start = c * chunk;
-                    let mut buf = vec![0u8; chunk.min(size - start) as usize];
-                    reader.read_at(start, &mut buf)?;
-                    Ok(buf)
-                })
-                .collect()
-        });
+        let read: Vec<Result<Vec<u8>, ReadFailure>> =
+            map_in_order(pool, reader.costly_reads(), &batch, |&c| {
+                let start = c * chunk;
+                let mut buf = vec![0u8; chunk.min(size - start) as usize];
+                reader.read_at(start, &mut buf)?;
+                Ok(buf)
+            });
         for (&c, buf) in batch.iter().zip(read) {
             let buf = buf.map_err(Failure::Input)?;
             let start = c * chunk;

@@ -60,6 +60,12 @@ pub trait GuestReader: Send + Sync {
     /// virtual size.
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure>;
 
+    /// Whether reading costs more than copying: the image has compressed clusters (seen so far
+    /// by [`GuestReader::extent_at`]), so reads are worth spreading over the worker threads.
+    fn costly_reads(&self) -> bool {
+        false
+    }
+
     /// Fills `buf` with the guest bytes at `offset`; the range must lie within the virtual
     /// size.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure>;

@@ -6,6 +6,8 @@
 //! metadata or file system says hold nothing are never read. The batch of chunk indices handed
 //! to the workers is bounded by [`BATCH_BYTES`], which bounds the memory in flight.
 
+use rayon::prelude::*;
+
 use super::reader::{GuestReader, ReadFailure};
 
 /// Smallest chunk: 1 MiB, so that a task is worth scheduling even for 512-byte clusters and a
@@ -108,5 +110,22 @@ impl<'r> ChunkScanner<'r> {
             Some((next, _)) => next * self.chunk,
             None => self.offset,
         }
+    }
+}
+
+/// Maps `f` over `items`, results in order: on the worker pool when the work is costly
+/// (compressing, or decompressing a compressed input), on the calling thread otherwise. Plain
+/// reads and zero tests cost less than waking the workers, whose idle spinning would take CPU
+/// from the digest threads.
+pub fn map_in_order<T: Sync, R: Send>(
+    pool: &rayon::ThreadPool,
+    parallel: bool,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync + Send,
+) -> Vec<R> {
+    if parallel {
+        pool.install(|| items.par_iter().map(&f).collect())
+    } else {
+        items.iter().map(f).collect()
     }
 }
