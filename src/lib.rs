@@ -12,6 +12,7 @@
 //! findings in the reports.
 
 pub mod cloud;
+pub mod convert;
 pub mod digest;
 pub mod error;
 pub mod format;

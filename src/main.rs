@@ -22,6 +22,8 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Write the request body that registers the image with glance, scp or ims.
     Metadata(cli::metadata::MetadataArgs),
+    /// Convert raw, qcow2 or VHD to qcow2 v3 or sparse raw; print the output's digests.
+    Convert(cli::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Info(args) => cli::info::run(&args),
         Command::Verify(args) => cli::verify::run(&args),
         Command::Metadata(args) => cli::metadata::run(&args),
+        Command::Convert(args) => cli::convert::run(&args),
     };
     ExitCode::from(status)
 }

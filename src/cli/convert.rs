@@ -1,0 +1,228 @@
+//! `vmimage convert IN OUT -O qcow2|raw [-c zlib|zstd] [--cluster-size N] [--threads N]
+//! [--progress] [--json]`: converts, then prints the output's MD5 and SHA-512 (computed while it
+//! was written) as BSD-tagged lines, like `vmimage hash`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use vmimage::convert::{
+    Compression, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE, OutputFormat, Progress,
+    convert,
+};
+use vmimage::digest::Algorithm;
+
+use super::render::print_json;
+use super::{EXIT_ERROR, EXIT_OK, print_error};
+
+/// Output formats accepted by `-O`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// qcow2 version 3 (compat 1.1).
+    Qcow2,
+    /// Sparse raw.
+    Raw,
+}
+
+/// Compression types accepted by `-c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// Raw deflate, QEMU's default compression type.
+    Zlib,
+    /// Zstandard (`compression_type=zstd`).
+    Zstd,
+}
+
+/// Arguments of `vmimage convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The image to convert: raw, qcow2 (v2 or v3) or VHD (fixed or dynamic), detected from
+    /// content.
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// The file to write. It appears only when complete (written aside, then renamed).
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+    /// Output format.
+    #[arg(short = 'O', value_enum, value_name = "FORMAT")]
+    pub format: FormatArg,
+    /// Compress qcow2 clusters (stored uncompressed when that is not smaller).
+    #[arg(short = 'c', value_enum, value_name = "TYPE")]
+    pub compression: Option<CompressionArg>,
+    /// qcow2 cluster size in bytes, a power of two from 512 to 2M (suffixes k and M allowed).
+    #[arg(long, value_name = "N", value_parser = parse_size, default_value_t = DEFAULT_CLUSTER_SIZE)]
+    pub cluster_size: u64,
+    /// Worker threads (default: one per core). The output is the same for any value.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Show a progress bar on stderr even when it is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+    /// Print a JSON report instead of the digest lines.
+    #[arg(long)]
+    pub json: bool,
+    // `--metadata FILE --target glance|scp|ims` lands here with `vmimage metadata`: the
+    // report returned by `vmimage::convert::convert` carries the output's path, format, size,
+    // virtual size and digests, which is what the metadata builder takes.
+}
+
+/// Parses `65536`, `64k`, `64K`, `2M`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1024),
+        Some((i, 'm' | 'M')) => (&s[..i], 1024 * 1024),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (examples: 65536, 64k, 2M)"))
+}
+
+/// A progress bar on stderr.
+struct Bar {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for Bar {
+    fn phase(&self, name: &'static str, total: u64) {
+        let mut guard = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = guard.take() {
+            old.finish_and_clear();
+        }
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{prefix:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(name);
+        *guard = Some(bar);
+    }
+
+    fn advance_to(&self, done: u64) {
+        let guard = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bar) = guard.as_ref() {
+            bar.set_position(done);
+        }
+    }
+}
+
+impl Bar {
+    fn finish(&self) {
+        let mut guard = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bar) = guard.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Deletes the temporary files and exits 130 on SIGINT, SIGTERM or SIGHUP.
+fn install_interrupt_handler() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                vmimage::convert::remove_temporary_files();
+                eprintln!("vmimage: interrupted; no output was written");
+                std::process::exit(130);
+            }
+        })?;
+    Ok(())
+}
+
+/// Runs `vmimage convert`; returns the exit status.
+pub fn run(args: &ConvertArgs) -> u8 {
+    let options = ConvertOptions {
+        format: match args.format {
+            FormatArg::Qcow2 => OutputFormat::Qcow2,
+            FormatArg::Raw => OutputFormat::Raw,
+        },
+        compression: args.compression.map(|c| match c {
+            CompressionArg::Zlib => Compression::Zlib,
+            CompressionArg::Zstd => Compression::Zstd,
+        }),
+        cluster_size: args.cluster_size,
+        threads: args.threads,
+        algorithms: Algorithm::DEFAULT.to_vec(),
+    };
+    if let Err(e) = vmimage::convert::validate_options(&options) {
+        print_error(&e);
+        return EXIT_ERROR;
+    }
+    if let Err(e) = install_interrupt_handler() {
+        print_error(format!("cannot install the interrupt handler: {e}"));
+        return EXIT_ERROR;
+    }
+    let show = args.progress || std::io::stderr().is_terminal();
+    let bar = Bar {
+        bar: Mutex::new(None),
+    };
+    let result = if show {
+        convert(&args.input, &args.output, &options, &bar)
+    } else {
+        convert(
+            &args.input,
+            &args.output,
+            &options,
+            &vmimage::convert::NoProgress,
+        )
+    };
+    bar.finish();
+    match result {
+        Ok(report) => match render(&report, args.json) {
+            Ok(()) => EXIT_OK,
+            Err(_) => EXIT_ERROR,
+        },
+        Err(e) => {
+            print_error(&e);
+            e.exit_code()
+        }
+    }
+}
+
+fn render(report: &ConvertReport, json: bool) -> std::io::Result<()> {
+    if json {
+        let mut value = serde_json::to_value(report).map_err(std::io::Error::other)?;
+        let digests: serde_json::Map<String, serde_json::Value> = report
+            .digests
+            .digests
+            .iter()
+            .map(|d| (d.algorithm.name().to_string(), d.hex().into()))
+            .collect();
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("digests".into(), digests.into());
+        }
+        return print_json(&value);
+    }
+    let mut out = std::io::stdout().lock();
+    for d in &report.digests.digests {
+        writeln!(
+            out,
+            "{} ({}) = {}",
+            d.algorithm.tag(),
+            report.output.display(),
+            d.hex()
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999999999999M").is_err());
+    }
+}

@@ -1,0 +1,368 @@
+//! The output file: written aside, digested while written, renamed when complete.
+//!
+//! - [`TempFile`]: a file created beside OUT (same directory, so the final rename is atomic),
+//!   registered in a process-wide list so that [`remove_temporary_files`] (called by the CLI's
+//!   SIGINT/SIGTERM handler) can delete it, and deleted on drop unless persisted.
+//! - [`HashedOutput`]: writes front to back (positional writes, holes skipped for sparse raw
+//!   output) and feeds every byte of the file, holes as zeros, to one digest thread per
+//!   algorithm. The digests therefore cover exactly the bytes of OUT in file order, and OUT is
+//!   never read back.
+//!
+//! Test hook: the environment variable `VMIMAGE_TEST_FAULT` (read only here, documented for
+//! the test suite) injects failures that are hard to cause otherwise:
+//! `enospc-after=N` fails the first write that would take the output past N bytes with
+//! `ENOSPC`; `stall-after=N` stops making progress once N bytes are written (the tests then
+//! interrupt the process to check the clean-up).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use crate::digest::{Algorithm, Digest, DigestSet, Digests};
+
+/// The environment variable of the test-only fault hook.
+pub const FAULT_ENV: &str = "VMIMAGE_TEST_FAULT";
+/// Bytes gathered before one write system call and one hand-off to the digest threads.
+pub const WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// Buffers queued per digest thread: bounds memory at `WRITE_BUFFER` times this, per thread.
+const DIGEST_QUEUE: usize = 4;
+/// Zeros fed to the digests per update for holes.
+const ZERO_BLOCK: usize = 1024 * 1024;
+
+/// Temporary files that must not survive the process, and whether an interrupt is being handled.
+struct Registry {
+    paths: Vec<PathBuf>,
+    aborted: bool,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    paths: Vec::new(),
+    aborted: false,
+});
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Deletes every temporary file of conversions in progress and makes later ones fail; for a
+/// signal handler, which then exits. Holding the registry lock while deleting means no
+/// temporary file can be created or renamed into place concurrently.
+pub fn remove_temporary_files() {
+    let mut reg = registry();
+    reg.aborted = true;
+    for p in reg.paths.drain(..) {
+        let _ = std::fs::remove_file(&p);
+    }
+}
+
+/// A file beside the output that is removed unless [`TempFile::persist`] renames it.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    /// Creates `.<name>.<tag>.<pid>` beside `target`, exclusively (an existing file of that
+    /// name is an error, never overwritten).
+    pub fn create_beside(target: &Path, tag: &str) -> io::Result<Self> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{tag}.{}", std::process::id()));
+        let path = dir.join(tmp_name);
+        let mut reg = registry();
+        if reg.aborted {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        reg.paths.push(path.clone());
+        Ok(Self {
+            path,
+            file: Some(file),
+        })
+    }
+
+    /// The open file.
+    pub fn file(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("temporary file already closed"))
+    }
+
+    /// The temporary path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the file to `target` (replacing it), unless an interrupt came first.
+    pub fn persist(mut self, target: &Path) -> io::Result<()> {
+        let mut reg = registry();
+        if reg.aborted {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+        }
+        self.file = None;
+        std::fs::rename(&self.path, target)?;
+        reg.paths.retain(|p| p != &self.path);
+        // Nothing left to remove on drop.
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
+        self.file = None;
+        let mut reg = registry();
+        let _ = std::fs::remove_file(&self.path);
+        reg.paths.retain(|p| p != &self.path);
+    }
+}
+
+/// The test-only fault hook (see the module documentation).
+#[derive(Debug, Clone, Copy, Default)]
+struct Fault {
+    enospc_after: Option<u64>,
+    stall_after: Option<u64>,
+}
+
+impl Fault {
+    fn from_env() -> Self {
+        let mut f = Fault::default();
+        if let Ok(v) = std::env::var(FAULT_ENV) {
+            for part in v.split(',') {
+                if let Some(n) = part.strip_prefix("enospc-after=") {
+                    f.enospc_after = n.parse().ok();
+                } else if let Some(n) = part.strip_prefix("stall-after=") {
+                    f.stall_after = n.parse().ok();
+                }
+            }
+        }
+        f
+    }
+
+    fn check(&self, end: u64) -> io::Result<()> {
+        if self.enospc_after.is_some_and(|n| end > n) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        if self.stall_after.is_some_and(|n| end > n) {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+        Ok(())
+    }
+}
+
+enum DigestMsg {
+    Data(Arc<Vec<u8>>),
+    Zeros(u64),
+}
+
+/// An output file written front to back, with the digests of its bytes computed on the way.
+pub struct HashedOutput<'f> {
+    file: &'f File,
+    /// Where `pending` starts in the file.
+    pending_at: u64,
+    pending: Vec<u8>,
+    /// Ranges of `pending` (start, len) that are holes: digested as zeros, not written.
+    holes: Vec<(usize, usize)>,
+    senders: Vec<SyncSender<DigestMsg>>,
+    threads: Vec<JoinHandle<Digest>>,
+    fault: Fault,
+}
+
+impl<'f> HashedOutput<'f> {
+    /// Starts writing `file` at offset 0, digesting with `algorithms` (one thread each: MD5
+    /// and SHA-512 are sequential, so two algorithms run on two cores at once).
+    pub fn new(file: &'f File, algorithms: &[Algorithm]) -> io::Result<Self> {
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        let mut seen = Vec::new();
+        for &a in algorithms {
+            if seen.contains(&a) {
+                continue;
+            }
+            seen.push(a);
+            let (tx, rx) = sync_channel(DIGEST_QUEUE);
+            let handle = std::thread::Builder::new()
+                .name(format!("digest-{a}"))
+                .spawn(move || digest_thread(a, rx))?;
+            senders.push(tx);
+            threads.push(handle);
+        }
+        Ok(Self {
+            file,
+            pending_at: 0,
+            pending: Vec::with_capacity(WRITE_BUFFER),
+            holes: Vec::new(),
+            senders,
+            threads,
+            fault: Fault::from_env(),
+        })
+    }
+
+    /// The offset the next byte goes to.
+    pub fn position(&self) -> u64 {
+        self.pending_at + self.pending.len() as u64
+    }
+
+    /// Appends `data`.
+    pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let room = WRITE_BUFFER - self.pending.len();
+            let n = room.min(data.len());
+            self.pending.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.pending.len() == WRITE_BUFFER {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `len` zero bytes.
+    pub fn write_zeros(&mut self, mut len: u64) -> io::Result<()> {
+        static ZEROS: [u8; 4096] = [0; 4096];
+        while len > 0 {
+            let n = len.min(ZEROS.len() as u64) as usize;
+            self.write(&ZEROS[..n])?;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Leaves a hole of `len` bytes (they read as zeros, and are digested as zeros). Small
+    /// holes ride in the write buffer (as zeros for the digests, skipped by the writes); large
+    /// ones are sent to the digest threads as a count.
+    pub fn skip_zeros(&mut self, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if len < ZERO_BLOCK as u64 && self.pending.len() + (len as usize) <= WRITE_BUFFER {
+            let at = self.pending.len();
+            match self.holes.last_mut() {
+                Some((s, l)) if *s + *l == at => *l += len as usize,
+                _ => self.holes.push((at, len as usize)),
+            }
+            self.pending.resize(at + len as usize, 0);
+            if self.pending.len() == WRITE_BUFFER {
+                self.flush()?;
+            }
+            return Ok(());
+        }
+        self.flush()?;
+        self.send(DigestMsg::Zeros(len))?;
+        self.pending_at = self
+            .pending_at
+            .checked_add(len)
+            .ok_or_else(|| io::Error::other("output offset overflow"))?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let end = self.position();
+        self.fault.check(end)?;
+        let mut from = 0usize;
+        for &(start, len) in self
+            .holes
+            .iter()
+            .chain(std::iter::once(&(self.pending.len(), 0)))
+        {
+            if start > from {
+                self.file
+                    .write_all_at(&self.pending[from..start], self.pending_at + from as u64)?;
+            }
+            from = start + len;
+        }
+        self.holes.clear();
+        self.pending_at = end;
+        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(WRITE_BUFFER));
+        self.send(DigestMsg::Data(Arc::new(full)))
+    }
+
+    fn send(&mut self, msg: DigestMsg) -> io::Result<()> {
+        let lost = || io::Error::other("a digest thread stopped");
+        match msg {
+            DigestMsg::Data(buf) => {
+                for tx in &self.senders {
+                    tx.send(DigestMsg::Data(Arc::clone(&buf)))
+                        .map_err(|_| lost())?;
+                }
+            }
+            DigestMsg::Zeros(n) => {
+                for tx in &self.senders {
+                    tx.send(DigestMsg::Zeros(n)).map_err(|_| lost())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending, sets the file length to `len` (extending with a hole, which
+    /// is digested as zeros), and returns the digests of the whole file.
+    pub fn finish(mut self, len: u64) -> io::Result<Digests> {
+        self.flush()?;
+        let pos = self.position();
+        if len < pos {
+            return Err(io::Error::other(format!(
+                "output length {len} is shorter than the {pos} bytes written"
+            )));
+        }
+        self.skip_zeros(len - pos)?;
+        // A short tail hole rides in the buffer: flush it to the digests too.
+        self.flush()?;
+        self.file.set_len(len)?;
+        self.senders.clear();
+        let mut digests = Vec::new();
+        for t in self.threads.drain(..) {
+            digests.push(
+                t.join()
+                    .map_err(|_| io::Error::other("a digest thread panicked"))?,
+            );
+        }
+        Ok(Digests { size: len, digests })
+    }
+}
+
+fn digest_thread(algorithm: Algorithm, rx: Receiver<DigestMsg>) -> Digest {
+    let zeros = vec![0u8; ZERO_BLOCK];
+    let mut set = DigestSet::new(&[algorithm]);
+    for msg in rx {
+        match msg {
+            DigestMsg::Data(buf) => set.update(&buf),
+            DigestMsg::Zeros(mut n) => {
+                while n > 0 {
+                    let k = n.min(ZERO_BLOCK as u64) as usize;
+                    set.update(&zeros[..k]);
+                    n -= k as u64;
+                }
+            }
+        }
+    }
+    let mut d = set.finish();
+    d.digests.pop().unwrap_or(Digest {
+        algorithm,
+        bytes: Vec::new(),
+    })
+}

@@ -1,0 +1,99 @@
+//! The guest's view of an input image: what every input format gives the converter.
+//!
+//! A [`GuestReader`] answers two questions about the guest disk, whatever the container:
+//! which byte ranges may hold data ([`GuestReader::extent_at`], from format metadata or the
+//! file system's holes, never by reading the data), and what the bytes are
+//! ([`GuestReader::read_at`], zeros where nothing is stored). Reads take `&self` and are
+//! positional, so worker threads read different chunks of the same image at once.
+
+use std::io;
+
+/// A run of guest bytes that either may hold data or is known to read as zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// First guest byte.
+    pub start: u64,
+    /// Length in bytes, at least 1.
+    pub len: u64,
+    /// Whether the run may hold non-zero bytes (`false`: reads as zeros, nothing stored).
+    pub data: bool,
+}
+
+impl Extent {
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.start.saturating_add(self.len)
+    }
+}
+
+/// Why guest bytes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFailure {
+    /// The operating system failed a read.
+    #[error("{}", crate::error::describe_io(.0))]
+    Io(#[from] io::Error),
+    /// The image's metadata or data is invalid (a hostile or corrupt image).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<crate::source::ReadError> for ReadFailure {
+    fn from(e: crate::source::ReadError) -> Self {
+        match e {
+            crate::source::ReadError::Io(e) => ReadFailure::Io(e),
+            other => ReadFailure::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// Guest content of an input image.
+pub trait GuestReader: Send + Sync {
+    /// Guest-visible size in bytes.
+    fn virtual_size(&self) -> u64;
+
+    /// The smallest aligned unit worth reading on its own (a power of two, at most 2 MiB):
+    /// the cluster size of a qcow2 image, whose compressed clusters are decompressed whole.
+    fn granularity(&self) -> u64;
+
+    /// The run of bytes starting at `offset` (< virtual size) that share one allocation
+    /// status. The run may stop early (callers ask again from its end), but never past the
+    /// virtual size.
+    fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure>;
+
+    /// Whether reading costs more than copying: the image has compressed clusters (seen so far
+    /// by [`GuestReader::extent_at`]), so reads are worth spreading over the worker threads.
+    fn costly_reads(&self) -> bool {
+        false
+    }
+
+    /// Fills `buf` with the guest bytes at `offset`; the range must lie within the virtual
+    /// size.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure>;
+}
+
+/// Whether every byte of `buf` is zero (fast enough to run on every cluster: the inner fold
+/// over 64-byte blocks vectorises).
+pub fn is_zero(buf: &[u8]) -> bool {
+    let mut blocks = buf.chunks_exact(64);
+    let blocks_zero = blocks
+        .by_ref()
+        .all(|b| b.iter().fold(0u8, |acc, &x| acc | x) == 0);
+    blocks_zero && blocks.remainder().iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection_sees_every_byte() {
+        let mut b = vec![0u8; 1000];
+        assert!(is_zero(&b));
+        for i in [0, 63, 64, 999] {
+            b[i] = 1;
+            assert!(!is_zero(&b), "byte {i}");
+            b[i] = 0;
+        }
+        assert!(is_zero(&[]));
+    }
+}
