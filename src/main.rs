@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Detect each image's format from its content and describe it, with a safety verdict.
     Info(cli::info::InfoArgs),
+    /// Check a qcow2 image's metadata as `qemu-img check` does, read-only, with its verdicts
+    /// and exit statuses (0 clean, 2 corruptions, 3 leaks, 1 could not check, 63 no check).
+    Check(cli::check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     };
     let status = match cli.command {
         Command::Info(args) => cli::info::run(&args),
+        Command::Check(args) => cli::check::run(&args),
     };
     ExitCode::from(status)
 }
