@@ -168,3 +168,44 @@ fn open_error(e: BitmapError) -> CheckError {
         BitmapError::Io(e) => CheckError::Io(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_classified_as_qemu_img_check_treats_them() {
+        let mut qcow2_head = vec![0u8; 112];
+        qcow2_head[..4].copy_from_slice(b"QFI\xfb");
+        qcow2_head[7] = 3;
+        assert_eq!(
+            classify(&[ImageFormat::Qcow2], &qcow2_head),
+            FormatCheck::Qcow2
+        );
+        qcow2_head[7] = 1;
+        assert_eq!(
+            classify(&[ImageFormat::Qcow2], &qcow2_head),
+            FormatCheck::Unsupported(ImageFormat::Raw)
+        );
+        for f in [
+            ImageFormat::Vmdk,
+            ImageFormat::Vdi,
+            ImageFormat::Vhdx,
+            ImageFormat::Qed,
+        ] {
+            assert_eq!(classify(&[f], &[]), FormatCheck::NotReproduced(f));
+        }
+        assert_eq!(
+            classify(&[ImageFormat::Vpc], &[]),
+            FormatCheck::Unsupported(ImageFormat::Vpc)
+        );
+        assert_eq!(
+            classify(&[], &[]),
+            FormatCheck::Unsupported(ImageFormat::Raw)
+        );
+        assert_eq!(
+            classify(&[ImageFormat::Iso], &[]),
+            FormatCheck::Unsupported(ImageFormat::Raw)
+        );
+    }
+}
