@@ -655,6 +655,9 @@ fn a_cleared_copied_flag_is_a_corruption() {
     verdict(&w, "copied.qcow2", 2);
 }
 
+/// A byte edit applied to a copy of an image.
+type Edit = Box<dyn Fn(&mut Qcow2File)>;
+
 #[test]
 fn snapshot_table_damage_matches_qemu() {
     let w = Workdir::new();
@@ -663,7 +666,7 @@ fn snapshot_table_damage_matches_qemu() {
     w.qemu_img(&["snapshot", "-c", "s1", "snapbad.qcow2"]);
     let img = Qcow2File::open(&w, "snapbad.qcow2");
     let table = img.be64(64);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Qcow2File)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "sn-l1-unaligned.qcow2",
             Box::new(move |f| {
