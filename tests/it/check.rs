@@ -41,7 +41,14 @@ fn qemu_check(w: &Workdir, args: &[&str]) -> QemuVerdict {
                 && !l.starts_with("qcow2: ")
                 && !l.is_empty()
         })
-        .map(str::to_string)
+        // qemu-img's bitmap warning ends without a newline.
+        .map(|l| {
+            l.trim_start_matches(
+                "Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.",
+            )
+            .to_string()
+        })
+        .filter(|l| !l.is_empty())
         .collect();
     QemuVerdict {
         code: out.status.code().unwrap_or(-1),
@@ -83,9 +90,20 @@ fn same_verdict_with(w: &Workdir, file: &str, qemu_args: &[&str]) -> Option<Valu
                 .flatten()
                 .filter_map(|f| f["message"].as_str().map(str::to_string))
                 .collect();
+            // The report keeps the first MAX_FINDINGS; the rest are counted.
+            let omitted = v
+                .get("findings-omitted")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let expected = &qemu.lines[..qemu.lines.len().min(ours.len())];
             assert_eq!(
-                ours, qemu.lines,
+                ours, expected,
                 "{file}: findings differ from qemu-img's lines"
+            );
+            assert_eq!(
+                ours.len() as u64 + omitted,
+                qemu.lines.len() as u64,
+                "{file}: finding count differs"
             );
             Some(v)
         }
@@ -818,4 +836,129 @@ fn human_output_matches_qemu_img_for_a_clean_image() {
     let ours = w.vmimage(&["check", "h.qcow2"]);
     ours.expect_code(0);
     assert_eq!(ours.stdout, String::from_utf8_lossy(&qemu.stdout));
+}
+
+#[test]
+fn extended_l2_bitmap_damage_matches_qemu() {
+    let w = Workdir::new();
+    create(&w, "el2bad.qcow2", "extended_l2=on,cluster_size=64k", "64M");
+    write(
+        &w,
+        "el2bad.qcow2",
+        &[
+            "write -P 1 0 4k",
+            "write -P 2 1M 64k",
+            "write -c -P 3 2M 64k",
+        ],
+    );
+    let mut img = Qcow2File::open(&w, "el2bad.qcow2");
+    let l2 = img.l2_table(0);
+    let entry = |i: u64| l2 + i * 16;
+    // Cluster 0: a subcluster both allocated and zero.
+    let b0 = img.be64(entry(0) + 8);
+    img.put64(entry(0) + 8, b0 | ((b0 & 0xffff_ffff) << 32));
+    // Cluster 5 (unallocated): allocation bits without an offset.
+    img.put64(entry(5) + 8, 0xff);
+    // Cluster 32 (compressed, 2 MiB): a non-zero bitmap.
+    img.put64(entry(32) + 8, 1);
+    img.save();
+    verdict(&w, "el2bad.qcow2", 2);
+}
+
+#[test]
+fn references_past_the_refcount_width_overflow_as_in_qemu() {
+    let w = Workdir::new();
+    create(&w, "ovf.qcow2", "refcount_bits=1", "64M");
+    write(&w, "ovf.qcow2", &SCATTERED);
+    let mut img = Qcow2File::open(&w, "ovf.qcow2");
+    let l2 = img.l2_table(0);
+    let entries: Vec<(u64, u64)> = (0..img.cluster_size() / 8)
+        .map(|i| (l2 + i * 8, img.be64(l2 + i * 8)))
+        .filter(|(_, e)| *e != 0)
+        .collect();
+    img.put64(entries[1].0, entries[0].1);
+    img.put64(entries[2].0, entries[0].1);
+    img.save();
+    verdict(&w, "ovf.qcow2", 2);
+}
+
+#[test]
+fn tables_claiming_more_than_the_file_holds_are_read_as_zeros() {
+    let w = Workdir::new();
+    create(&w, "claims.qcow2", "", "64M");
+    write(
+        &w,
+        "claims.qcow2",
+        &["write -P 0 0 64k", "write -P 0 2M 64k"],
+    );
+    let mut img = Qcow2File::open(&w, "claims.qcow2");
+    // QEMU's largest L1 table (32 MiB) and refcount table (8 MiB) in a file of a few MiB.
+    img.put32(36, 4 * 1024 * 1024);
+    img.put32(56, (8 << 20) / img.cluster_size() as u32);
+    img.save();
+    same_verdict(&w, "claims.qcow2");
+}
+
+#[test]
+fn bitmap_damage_matches_qemu() {
+    let w = Workdir::new();
+    create(&w, "bmbad.qcow2", "", "64M");
+    write(&w, "bmbad.qcow2", &SCATTERED);
+    w.qemu_img(&["bitmap", "--add", "bmbad.qcow2", "b0"]);
+    write(&w, "bmbad.qcow2", &["write -P 0x99 8M 1M"]);
+    let img = Qcow2File::open(&w, "bmbad.qcow2");
+    // Find the bitmaps extension (0x23852875) after the 112-byte header.
+    let mut at = 112u64;
+    let dir = loop {
+        let magic = img.be32(at);
+        let len = u64::from(img.be32(at + 4));
+        assert_ne!(magic, 0, "no bitmaps extension");
+        if magic == 0x2385_2875 {
+            break img.be64(at + 8 + 16);
+        }
+        at += 8 + len.next_multiple_of(8);
+    };
+    let table = img.be64(dir);
+    let cases: Vec<(&str, Edit)> = vec![
+        // Granularity below 512 bytes breaks a directory constraint: qemu-img cannot open.
+        (
+            "bm-granularity.qcow2",
+            Box::new(move |f| f.data[(dir + 17) as usize] = 8),
+        ),
+        // A reserved bit in a table entry of a clean bitmap: the open fails too.
+        (
+            "bm-entry.qcow2",
+            Box::new(move |f| {
+                let e = f.be64(table);
+                f.put64(table, e | 2);
+            }),
+        ),
+        // The same bitmap marked in use: opened, then the check stops on the bad entry.
+        (
+            "bm-in-use.qcow2",
+            Box::new(move |f| {
+                let e = f.be64(table);
+                f.put64(table, e | 2);
+                let flags = f.be32(dir + 12);
+                f.put32(dir + 12, flags | 1);
+            }),
+        ),
+        // The bitmaps autoclear bit cleared: bitmaps are ignored, their clusters leak.
+        (
+            "bm-autoclear.qcow2",
+            Box::new(|f| {
+                let a = f.be64(88);
+                f.put64(88, a & !1);
+            }),
+        ),
+    ];
+    for (name, edit) in cases {
+        let mut copy = Qcow2File {
+            path: w.join(name),
+            data: img.data.clone(),
+        };
+        edit(&mut copy);
+        copy.save();
+        same_verdict(&w, name);
+    }
 }
