@@ -73,6 +73,29 @@ impl RebuiltRefcounts {
         true
     }
 
+    /// Adds up to `n` references to cluster `index` without passing `max`; returns how many
+    /// were added (the rest are QEMU's "overflow cluster" corruptions, one each).
+    pub(super) fn increment_by(&mut self, index: u64, n: u64, max: u64) -> u64 {
+        if n == 1 {
+            return u64::from(self.increment(index, max));
+        }
+        if index >= self.len() {
+            return 0;
+        }
+        let current = self.get(index);
+        let added = n.min(max.saturating_sub(current));
+        let total = current + added;
+        if let Some(slot) = self.counts.get_mut(index as usize) {
+            if total >= u64::from(SPILLED) {
+                *slot = SPILLED;
+                self.spill.insert(index, total);
+            } else {
+                *slot = total as u8;
+            }
+        }
+        added
+    }
+
     /// The byte counts of clusters `start..start + n` (for the comparison loop): values below
     /// 255 are the counts; 255 means "ask [`Self::get`]".
     pub(super) fn raw(&self, start: u64, n: u64) -> &[u8] {
@@ -114,6 +137,18 @@ mod tests {
         }
         assert!(!r.increment(0, 255));
         assert_eq!(r.get(0), 255);
+    }
+
+    #[test]
+    fn bulk_increments_match_single_ones() {
+        let mut r = RebuiltRefcounts::new(1);
+        assert_eq!(r.increment_by(0, 300, 1000), 300);
+        assert_eq!(r.get(0), 300);
+        assert_eq!(r.increment_by(0, 800, 1000), 700);
+        assert_eq!(r.get(0), 1000);
+        let mut r = RebuiltRefcounts::new(1);
+        assert_eq!(r.increment_by(0, 3, 1), 1);
+        assert_eq!(r.get(0), 1);
     }
 
     #[test]

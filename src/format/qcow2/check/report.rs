@@ -115,6 +115,30 @@ impl FindingSink {
         }
     }
 
+    /// Records `n` copies of one finding: as many as there is room for, the rest counted as
+    /// omitted (so a finding repeated millions of times costs no more than the report holds).
+    pub(super) fn push_n(
+        &mut self,
+        phase: Phase,
+        severity: Severity,
+        table: Table,
+        offset: u64,
+        n: u64,
+        make: impl FnOnce() -> String,
+    ) {
+        let room =
+            (MAX_FINDINGS - (self.calculate.len() + self.compare.len() + self.copied.len())) as u64;
+        let kept = n.min(room);
+        self.omitted += n - kept;
+        if kept == 0 {
+            return;
+        }
+        let message = make();
+        for _ in 0..kept {
+            self.push(phase, severity, table, offset, || message.clone());
+        }
+    }
+
     /// The findings in QEMU's order, and how many were left out.
     pub(super) fn finish(mut self) -> (Vec<Finding>, u64) {
         self.calculate.append(&mut self.compare);
