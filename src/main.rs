@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Detect each image's format from its content and describe it, with a safety verdict.
     Info(cli::info::InfoArgs),
+    /// Check a qcow2 image's metadata as `qemu-img check` does, read-only, with its verdicts
+    /// and exit statuses (0 clean, 2 corruptions, 3 leaks, 1 could not check, 63 no check).
+    Check(cli::check::CheckArgs),
     /// Compare an image with what a cloud recorded (Glance, SCP, IMS, openstack CLI, sidecar).
     Verify(cli::verify::VerifyArgs),
     /// Write the request body that registers the image with glance, scp or ims.
@@ -31,7 +34,14 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+            // A usage error means the job could not be done: 2 everywhere, but 1 for `check`,
+            // whose statuses are qemu-img's (2 would read as "corruptions found").
+            let is_check = std::env::args_os().nth(1).is_some_and(|a| a == "check");
+            let code = match (e.use_stderr(), is_check) {
+                (false, _) => 0,
+                (true, true) => 1,
+                (true, false) => 2,
+            };
             // clap formats its own usage errors; printing can only fail on a closed stream.
             let _ = e.print();
             return ExitCode::from(code);
@@ -39,6 +49,7 @@ fn main() -> ExitCode {
     };
     let status = match cli.command {
         Command::Info(args) => cli::info::run(&args),
+        Command::Check(args) => cli::check::run(&args),
         Command::Verify(args) => cli::verify::run(&args),
         Command::Metadata(args) => cli::metadata::run(&args),
         Command::Convert(args) => cli::convert::run(&args),

@@ -2,6 +2,7 @@
 //! `vmimage info` reports.
 
 pub mod bitmaps;
+pub mod check;
 pub mod extensions;
 pub mod header;
 pub mod snapshot;
