@@ -14,6 +14,10 @@ use vmimage::convert::{
 };
 use vmimage::digest::Algorithm;
 
+use vmimage::cloud::{ImageFacts, Target, build, write_atomically};
+use vmimage::format::ImageFormat;
+
+use super::metadata::{MetadataFlags, parse_target, report_violations};
 use super::render::print_json;
 use super::{EXIT_ERROR, EXIT_OK, print_error};
 
@@ -63,9 +67,19 @@ pub struct ConvertArgs {
     /// Print a JSON report instead of the digest lines.
     #[arg(long)]
     pub json: bool,
-    // `--metadata FILE --target glance|scp|ims` lands here with `vmimage metadata`: the
-    // report returned by `vmimage::convert::convert` carries the output's path, format, size,
-    // virtual size and digests, which is what the metadata builder takes.
+    /// Also write the request body that registers OUT with `--target`, as `vmimage metadata`
+    /// builds it, from the sizes and digests computed while writing (no second read).
+    #[arg(long, value_name = "FILE", requires = "target")]
+    pub metadata: Option<PathBuf>,
+    /// The image service the metadata is for: glance, scp or ims.
+    #[arg(long, value_name = "TARGET", value_parser = parse_target, requires = "metadata")]
+    pub target: Option<Target>,
+    /// With `--metadata`, also write the digests and sizes no create body may carry.
+    #[arg(long, value_name = "FILE", requires = "metadata")]
+    pub sidecar: Option<PathBuf>,
+    /// The image's properties, for `--metadata` (as in `vmimage metadata`).
+    #[command(flatten)]
+    pub properties: MetadataFlags,
 }
 
 /// Parses `65536`, `64k`, `64K`, `2M`.
@@ -155,6 +169,9 @@ pub fn run(args: &ConvertArgs) -> u8 {
         print_error(&e);
         return EXIT_ERROR;
     }
+    if let Some(status) = precheck_metadata(args) {
+        return status;
+    }
     if let Err(e) = install_interrupt_handler() {
         print_error(format!("cannot install the interrupt handler: {e}"));
         return EXIT_ERROR;
@@ -175,15 +192,97 @@ pub fn run(args: &ConvertArgs) -> u8 {
     };
     bar.finish();
     match result {
-        Ok(report) => match render(&report, args.json) {
-            Ok(()) => EXIT_OK,
-            Err(_) => EXIT_ERROR,
-        },
+        Ok(report) => {
+            if let Some(status) = write_metadata(args, &report) {
+                return status;
+            }
+            match render(&report, args.json) {
+                Ok(()) => EXIT_OK,
+                Err(_) => EXIT_ERROR,
+            }
+        }
         Err(e) => {
             print_error(&e);
             e.exit_code()
         }
     }
+}
+
+fn output_image_format(args: &ConvertArgs) -> ImageFormat {
+    match args.format {
+        FormatArg::Qcow2 => ImageFormat::Qcow2,
+        FormatArg::Raw => ImageFormat::Raw,
+    }
+}
+
+/// Checks the metadata rules that do not depend on the output's bytes before converting, so a
+/// broken rule (a bad name, a missing URL) costs nothing and writes nothing. `None` means go on.
+fn precheck_metadata(args: &ConvertArgs) -> Option<u8> {
+    let (Some(_), Some(target)) = (&args.metadata, args.target) else {
+        return None;
+    };
+    let input = match vmimage::inspect_path(&args.input) {
+        Ok(info) => info,
+        // Let the conversion report the unreadable input with its own message.
+        Err(_) => return None,
+    };
+    let predicted = ImageFacts::new(
+        output_image_format(args),
+        input.file_length,
+        input.virtual_size,
+        None,
+    );
+    match build(target, &predicted, &args.properties.to_options()) {
+        Ok(_) => None,
+        Err(violations) => Some(report_violations(
+            &args.output.display().to_string(),
+            target,
+            args.json,
+            &violations,
+        )),
+    }
+}
+
+/// Builds the metadata from what was written and writes it (and the sidecar) atomically. If a
+/// rule that depends on the written bytes breaks, OUT is removed too: a conversion asked to
+/// produce an uploadable image with its metadata leaves both or neither.
+fn write_metadata(args: &ConvertArgs, report: &ConvertReport) -> Option<u8> {
+    let (Some(path), Some(target)) = (&args.metadata, args.target) else {
+        return None;
+    };
+    let facts = ImageFacts::new(
+        output_image_format(args),
+        report.size,
+        Some(report.virtual_size),
+        Some(report.digests.clone()),
+    );
+    let doc = match build(target, &facts, &args.properties.to_options()) {
+        Ok(doc) => doc,
+        Err(violations) => {
+            let _ = std::fs::remove_file(&args.output);
+            return Some(report_violations(
+                &args.output.display().to_string(),
+                target,
+                args.json,
+                &violations,
+            ));
+        }
+    };
+    let mut files = vec![(path, doc.body_json())];
+    if let Some(sidecar) = &args.sidecar {
+        files.push((sidecar, doc.sidecar_json()));
+    }
+    for (file, text) in files {
+        if let Err(e) = write_atomically(file, text.as_bytes()) {
+            print_error(format!(
+                "{}: cannot write the metadata: {}",
+                file.display(),
+                vmimage::error::describe_io(&e)
+            ));
+            return Some(EXIT_ERROR);
+        }
+    }
+    None
 }
 
 fn render(report: &ConvertReport, json: bool) -> std::io::Result<()> {

@@ -135,7 +135,7 @@ pub fn run(args: &MetadataArgs) -> u8 {
     });
     let (doc, line) = match built {
         Ok(x) => x,
-        Err(violations) => return report_violations(&file, args, &violations),
+        Err(violations) => return report_violations(&file, args.target, args.json, &violations),
     };
     if let Some(path) = &args.sidecar
         && let Err(e) = vmimage::cloud::write_atomically(path, doc.sidecar_json().as_bytes())
@@ -157,13 +157,20 @@ pub fn run(args: &MetadataArgs) -> u8 {
     EXIT_OK
 }
 
-fn report_violations(file: &str, args: &MetadataArgs, violations: &RuleViolations) -> u8 {
+/// Prints every broken rule (one sentence each on stderr, and as JSON on stdout with `json`)
+/// and returns exit status 1.
+pub fn report_violations(
+    file: &str,
+    target: Target,
+    json: bool,
+    violations: &RuleViolations,
+) -> u8 {
     for v in &violations.0 {
         print_error(format!("{file}: {v} [{}]", v.rule));
     }
-    if args.json {
+    if json {
         let doc = serde_json::json!({
-            "target": args.target,
+            "target": target,
             "violations": violations,
         });
         if print_json(&doc).is_err() {

@@ -669,3 +669,86 @@ fn an_interrupt_removes_the_temporary_file_and_exits_130() {
         assert_dir_holds(&w, &["in.raw"]);
     }
 }
+
+#[test]
+fn metadata_is_written_from_the_digests_computed_while_converting() {
+    let w = Workdir::new();
+    w.qemu_img(&["create", "-q", "-f", "raw", "in.raw", "100M"]);
+    qemu_io_write(&w, "raw", "in.raw", &["write -P 0x11 0 3M"]);
+    let run = w.vmimage(&[
+        "convert",
+        "in.raw",
+        "out.qcow2",
+        "-O",
+        "qcow2",
+        "--metadata",
+        "body.json",
+        "--target",
+        "scp",
+        "--sidecar",
+        "sidecar.json",
+        "--name",
+        "golden image",
+        "--os-distro",
+        "ubuntu",
+        "--url",
+        "https://object-store.example/bucket/out.qcow2",
+    ]);
+    run.expect_code(0);
+    let body: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.join("body.json")).unwrap()).unwrap();
+    assert_eq!(body["name"], "golden image");
+    assert_eq!(body["disk_format"], "qcow2");
+    // 100 MiB of virtual size needs a 1 GiB disk.
+    assert_eq!(body["min_disk"], 1);
+    // The sidecar carries the digests printed on stdout, and verify accepts it as a record.
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.join("sidecar.json")).unwrap()).unwrap();
+    assert_eq!(
+        sidecar["checksum"].as_str().unwrap(),
+        printed(&run, "MD5", "out.qcow2")
+    );
+    assert_eq!(
+        sidecar["checksum"].as_str().unwrap(),
+        tool_hex(&w, "md5sum", "out.qcow2")
+    );
+    w.vmimage(&["verify", "out.qcow2", "--against", "sidecar.json"])
+        .expect_code(0);
+    assert_dir_holds(&w, &["body.json", "in.raw", "out.qcow2", "sidecar.json"]);
+}
+
+#[test]
+fn a_broken_metadata_rule_stops_the_conversion_before_it_writes_anything() {
+    let w = Workdir::new();
+    w.qemu_img(&["create", "-q", "-f", "raw", "in.raw", "10M"]);
+    // SCP names allow [A-Za-z0-9 _-] only, and SCP takes qcow2 only.
+    let run = w.vmimage(&[
+        "convert",
+        "in.raw",
+        "out.raw",
+        "-O",
+        "raw",
+        "--metadata",
+        "body.json",
+        "--target",
+        "scp",
+        "--name",
+        "bad/name",
+        "--os-distro",
+        "ubuntu",
+        "--url",
+        "https://x.example/b/o.raw",
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.lines().count() >= 2,
+        "every broken rule is listed: {}",
+        run.stderr
+    );
+    assert_dir_holds(&w, &["in.raw"]);
+    // --target without --metadata is a usage error.
+    w.vmimage(&[
+        "convert", "in.raw", "o.qcow2", "-O", "qcow2", "--target", "scp",
+    ])
+    .expect_code(2);
+}
