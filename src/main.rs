@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Detect each image's format from its content and describe it, with a safety verdict.
     Info(cli::info::InfoArgs),
+    /// Digest files in one read each (md5 and sha512 by default), or check manifests.
+    Hash(cli::hash::HashArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     };
     let status = match cli.command {
         Command::Info(args) => cli::info::run(&args),
+        Command::Hash(args) => cli::hash::run(&args),
     };
     ExitCode::from(status)
 }

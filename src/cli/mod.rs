@@ -3,6 +3,7 @@
 //! Exit statuses (SPEC "Commands"): 0 all good, 1 a verification or policy failure, 2 the job
 //! could not be done. `check` uses `qemu-img check`'s statuses instead.
 
+pub mod hash;
 pub mod info;
 pub mod render;
 

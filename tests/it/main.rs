@@ -2,5 +2,6 @@
 //! End-to-end tests of the `vmimage` binary, with `qemu-img` as the oracle. One test binary
 //! for every command (ripgrep's layout): `util` holds the harness.
 
+mod hash;
 mod info;
 mod util;
