@@ -13,6 +13,8 @@
 //!
 //! Throughput is reported in bytes per second of input.
 
+#![allow(clippy::expect_used)]
+
 use std::hint::black_box;
 use std::io::Write;
 use std::time::Duration;
