@@ -1,8 +1,8 @@
 //! Criterion benches for the digest engine (`cargo bench --bench digest`).
 //!
 //! - `backend/*`: single-stream throughput of each MD5 and SHA-512 implementation the crate
-//!   can use, alone on one core: vmimage's MD5 against RustCrypto's `md-5`, and RustCrypto's
-//!   SHA-512. (`benches/digest-backends/` measures ring, aws-lc and OpenSSL the same way;
+//!   can use, alone on one core: vmimage's MD5 and SHA-512 against RustCrypto's `md-5` and
+//!   `sha2`. (`benches/digest-backends/` measures ring, aws-lc and OpenSSL the same way;
 //!   they are not dependencies.)
 //! - `pair/*`: MD5 and SHA-512 on two threads at once over the same buffer, which is what
 //!   `vmimage hash` does; shows whether the two cores slow each other (SMT siblings would).
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sha2::Digest as _;
-use vmimage::digest::{Algorithm, DigestSet, EngineConfig, hash_path, md5::Md5};
+use vmimage::digest::{Algorithm, DigestSet, EngineConfig, hash_path, md5::Md5, sha512::Sha512};
 
 /// Input size for in-memory benches: far larger than the caches, like a disk image.
 const MEMORY_LEN: usize = 64 << 20;
@@ -44,6 +44,16 @@ fn rustcrypto_md5(data: &[u8]) -> Vec<u8> {
     md5::Md5::digest(data).to_vec()
 }
 
+fn vmimage_sha512(data: &[u8]) -> Vec<u8> {
+    match Sha512::new_512() {
+        Some(mut h) => {
+            h.update(data);
+            h.finalize()
+        }
+        None => rustcrypto_sha512(data),
+    }
+}
+
 fn rustcrypto_sha512(data: &[u8]) -> Vec<u8> {
     sha2::Sha512::digest(data).to_vec()
 }
@@ -57,6 +67,9 @@ fn backends(c: &mut Criterion) {
     group.bench_function("md5/vmimage", |b| b.iter(|| vmimage_md5(black_box(&input))));
     group.bench_function("md5/rustcrypto", |b| {
         b.iter(|| rustcrypto_md5(black_box(&input)))
+    });
+    group.bench_function("sha512/vmimage", |b| {
+        b.iter(|| vmimage_sha512(black_box(&input)))
     });
     group.bench_function("sha512/rustcrypto", |b| {
         b.iter(|| rustcrypto_sha512(black_box(&input)))
@@ -154,7 +167,7 @@ fn source(c: &mut Criterion) {
             let map = unsafe { memmap2::Mmap::map(&f) }.expect("map");
             std::thread::scope(|s| {
                 let md5 = s.spawn(|| vmimage_md5(&map));
-                let sha = rustcrypto_sha512(&map);
+                let sha = vmimage_sha512(&map);
                 (md5.join().ok(), sha)
             })
         })

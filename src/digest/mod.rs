@@ -8,7 +8,8 @@
 //!   the check that a file did not change while it was read.
 //! - [`parallel`]: many files across cores, results in argument order.
 //! - [`manifest`] and [`check`]: coreutils-compatible checksum manifests and `--check`.
-//! - [`md5`]: this crate's MD5, chosen over RustCrypto's by measurement (see `backend`).
+//! - [`md5`], [`sha512`]: this crate's MD5 and (on x86-64 with AVX2) SHA-512/384, chosen
+//!   over RustCrypto's by measurement (see `backend`).
 
 pub mod algorithm;
 mod backend;
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod manifest;
 pub mod md5;
 pub mod parallel;
+pub mod sha512;
 pub mod source;
 
 use std::fmt;
