@@ -180,3 +180,88 @@ fn advise_sequential(file: &File) {
         libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A 4 MiB temporary file (several engine chunks) and its path.
+    fn temp_file() -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![0x5a; 4 << 20]).unwrap();
+        f
+    }
+
+    /// Hashes `file`, running `change` once, after the first read (from the progress hook).
+    fn hash_changing(
+        file: &tempfile::NamedTempFile,
+        change: impl Fn(&File) + Sync,
+    ) -> Result<Digests, Error> {
+        let done = AtomicBool::new(false);
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file.path())
+            .unwrap();
+        let hook = |_: u64| {
+            if !done.swap(true, Ordering::SeqCst) {
+                change(&writer);
+            }
+        };
+        let options = HashOptions {
+            progress: Some(&hook),
+            ..HashOptions::default()
+        };
+        hash_path_with(file.path(), &Algorithm::DEFAULT, &options)
+    }
+
+    #[test]
+    fn a_file_truncated_during_the_read_is_reported_as_changed() {
+        let file = temp_file();
+        let err = hash_changing(&file, |f| f.set_len(1000).unwrap()).unwrap_err();
+        assert!(matches!(err, Error::Changed { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("length went from 4194304 to 1000 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_grows_during_the_read_is_reported_as_changed() {
+        let file = temp_file();
+        let err = hash_changing(&file, |f| {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"more", 4 << 20).unwrap();
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Changed { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_is_reported_by_its_modification_time() {
+        let file = temp_file();
+        let err = hash_changing(&file, |f| {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"x", 3 << 20).unwrap();
+            // Make the change visible even on a file system with coarse timestamps.
+            let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+            f.set_modified(later).unwrap();
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("modification time changed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_file_hashes_like_the_in_memory_engine() {
+        let file = temp_file();
+        let digests = hash_path(file.path(), &Algorithm::DEFAULT).unwrap();
+        let mut set = DigestSet::new(&Algorithm::DEFAULT);
+        set.update(&vec![0x5a; 4 << 20]);
+        assert_eq!(digests, set.finish());
+    }
+}

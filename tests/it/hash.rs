@@ -270,66 +270,89 @@ fn an_unknown_algorithm_is_a_usage_error() {
     );
 }
 
-/// Runs `vmimage` on `name` while another thread rewrites it until vmimage exits.
-fn hash_while_changing(mutate: impl Fn(&std::fs::File, u64) + Send + 'static) -> crate::util::Run {
+/// The read position of the descriptor `pid` holds on `path`, if it has one open.
+fn read_position(pid: u32, path: &Path) -> Option<u64> {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+        if std::fs::read_link(fd.path()).ok().as_deref() == Some(path) {
+            let info =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_str()?))
+                    .ok()?;
+            let pos = info.lines().find_map(|l| l.strip_prefix("pos:"))?;
+            return pos.trim().parse().ok();
+        }
+    }
+    None
+}
+
+/// Runs `vmimage hash FILE` on a 512 MiB file and applies `mutate` once vmimage has started
+/// reading it (its descriptor's position is past 0) and before it has finished (the position
+/// is still short of the end after the mutation). Runs where the timing did not allow that
+/// are retried: the assertions only ever see runs where the file really changed mid-read.
+fn hash_while_changing(mutate: impl Fn(&std::fs::File)) -> (i32, String, String) {
     let w = Workdir::new();
     let path = w.join("moving.img");
-    let len = 256u64 << 20;
-    {
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(len).unwrap();
-    }
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let done = done.clone();
-        let path = path.clone();
-        std::thread::spawn(move || {
-            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-            let mut i = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                mutate(&f, i);
-                i += 1;
-                std::thread::sleep(std::time::Duration::from_millis(1));
+    let len = 512u64 << 20;
+    for _attempt in 0..5 {
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(len).unwrap();
+        let path = path.canonicalize().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vmimage"))
+            .args(["hash", "moving.img"])
+            .current_dir(w.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut caught = false;
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(20) {
+            match read_position(child.id(), &path) {
+                Some(pos) if pos > 0 && pos < len => {
+                    mutate(&file);
+                    caught = read_position(child.id(), &path).is_some_and(|p| p < len);
+                    break;
+                }
+                Some(_) | None => std::thread::yield_now(),
             }
-        })
-    };
-    let run = w.vmimage(&["hash", "moving.img"]);
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
-    run
+            if !Path::new(&format!("/proc/{}", child.id())).exists() {
+                break;
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        if caught {
+            return (
+                out.status.code().expect("vmimage died from a signal"),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+    }
+    panic!("could not catch vmimage in the middle of reading the file in 5 attempts");
 }
 
 #[test]
 fn a_file_that_grows_while_it_is_read_is_an_error_and_no_digest() {
-    let run = hash_while_changing(|f, i| {
+    let (code, stdout, stderr) = hash_while_changing(|f| {
         use std::os::unix::fs::FileExt;
         let end = f.metadata().unwrap().len();
-        f.write_all_at(&i.to_le_bytes(), end).unwrap();
+        f.write_all_at(b"appended", end).unwrap();
     });
-    run.expect_code(2);
-    assert_eq!(run.stdout, "");
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
     assert!(
-        run.stderr.starts_with("vmimage: ")
-            && run.stderr.contains("moving.img: changed while it was read"),
-        "{}",
-        run.stderr
+        stderr.starts_with("vmimage: ") && stderr.contains("moving.img: changed while it was read"),
+        "{stderr}"
     );
 }
 
 #[test]
 fn a_file_truncated_while_it_is_read_is_an_error_not_a_crash() {
-    let len = 256u64 << 20;
-    let run = hash_while_changing(move |f, i| {
-        // Cut it to a few bytes, then give it back its length: reads see an early end of file,
-        // or zeros where data was. (A memory-mapped reader would die of SIGBUS here.)
-        f.set_len(if i % 2 == 0 { 4096 } else { len }).unwrap();
-    });
-    run.expect_code(2);
-    assert_eq!(run.stdout, "");
+    // A memory-mapped reader would die of SIGBUS here; vmimage reads, sees an early end of
+    // file, and says so.
+    let (code, stdout, stderr) = hash_while_changing(|f| f.set_len(4096).unwrap());
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
     assert!(
-        run.stderr.contains("moving.img: changed while it was read"),
-        "{}",
-        run.stderr
+        stderr.contains("moving.img: changed while it was read"),
+        "{stderr}"
     );
 }
 
