@@ -227,11 +227,19 @@ fn check_one(
         ));
     }
     let mut stdout = io::stdout().lock();
+    // The listed files' total is not known before they are opened: bytes and rate only.
+    let progress = Progress::new(args.progress, &[Input::Stdin]);
+    let tick = |n: u64| progress.inc(n);
+    let hash_options = HashOptions {
+        progress: progress.enabled().then_some(&tick as &(dyn Fn(u64) + Sync)),
+        ..HashOptions::default()
+    };
     let mut report = |outcome: &Outcome<'_>| {
         // A failed write to stdout (a closed pipe) ends the process through SIGPIPE.
-        let _ = report_outcome(&mut stdout, args, &label, outcome);
+        let _ = progress.suspend(|| report_outcome(&mut stdout, args, &label, outcome));
     };
-    let tally = check_manifest(&manifest, options, &HashOptions::default(), &mut report);
+    let tally = check_manifest(&manifest, options, &hash_options, &mut report);
+    progress.finish();
     let _ = stdout.flush();
     summarize(args, &label, &tally);
     tally.passed(options)
@@ -402,7 +410,7 @@ impl Progress {
             ProgressDrawTarget::stderr()
         } else if forced {
             // Not a terminal (a log, CI): plain lines once a second instead of redrawing.
-            ProgressDrawTarget::term_like_with_hz(Box::new(PlainStderr), 1)
+            ProgressDrawTarget::term_like_with_hz(Box::<PlainStderr>::default(), 1)
         } else {
             return Self { bar: None };
         };
@@ -444,9 +452,32 @@ impl Progress {
     }
 }
 
-/// A progress target for a stderr that is not a terminal: each refresh is one plain line.
-#[derive(Debug)]
-struct PlainStderr;
+/// A progress target for a stderr that is not a terminal (a log): one plain line at most
+/// every [`PLAIN_PROGRESS_INTERVAL`]; blank lines (indicatif clearing the bar) are dropped.
+#[derive(Debug, Default)]
+struct PlainStderr {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// How often a non-terminal progress line is written.
+const PLAIN_PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl PlainStderr {
+    fn line(&self, s: &str) -> io::Result<()> {
+        let s = s.trim_end();
+        if s.trim().is_empty() {
+            return Ok(());
+        }
+        if let Ok(mut last) = self.last.lock() {
+            let now = std::time::Instant::now();
+            if last.is_some_and(|t| now.duration_since(t) < PLAIN_PROGRESS_INTERVAL) {
+                return Ok(());
+            }
+            *last = Some(now);
+        }
+        writeln!(io::stderr(), "{s}")
+    }
+}
 
 impl TermLike for PlainStderr {
     fn width(&self) -> u16 {
@@ -465,13 +496,10 @@ impl TermLike for PlainStderr {
         Ok(())
     }
     fn write_line(&self, s: &str) -> io::Result<()> {
-        writeln!(io::stderr(), "{s}")
+        self.line(s)
     }
     fn write_str(&self, s: &str) -> io::Result<()> {
-        if s.is_empty() {
-            return Ok(());
-        }
-        writeln!(io::stderr(), "{s}")
+        self.line(s)
     }
     fn clear_line(&self) -> io::Result<()> {
         Ok(())
