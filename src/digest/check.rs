@@ -182,3 +182,78 @@ where
     );
     tally
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally(
+        improper: u64,
+        mismatched: u64,
+        unreadable: u64,
+        matched: u64,
+        formatted: bool,
+    ) -> Tally {
+        Tally {
+            improper,
+            mismatched,
+            unreadable,
+            matched,
+            properly_formatted: formatted,
+        }
+    }
+
+    const PLAIN: CheckOptions = CheckOptions {
+        ignore_missing: false,
+        strict: false,
+    };
+    const STRICT: CheckOptions = CheckOptions {
+        ignore_missing: false,
+        strict: true,
+    };
+
+    #[test]
+    fn every_line_matching_passes_even_with_improper_lines_unless_strict() {
+        assert!(tally(0, 0, 0, 2, true).passed(&PLAIN));
+        assert!(tally(1, 0, 0, 2, true).passed(&PLAIN));
+        assert!(!tally(1, 0, 0, 2, true).passed(&STRICT));
+    }
+
+    #[test]
+    fn a_mismatch_or_an_unreadable_file_fails() {
+        assert!(!tally(0, 1, 0, 2, true).passed(&PLAIN));
+        assert!(!tally(0, 0, 1, 2, true).passed(&PLAIN));
+    }
+
+    #[test]
+    fn a_manifest_that_verified_nothing_fails() {
+        // No properly formatted line at all, or only skipped missing files.
+        assert!(!tally(3, 0, 0, 0, false).passed(&PLAIN));
+        assert!(!tally(0, 0, 0, 0, true).passed(&PLAIN));
+    }
+
+    #[test]
+    fn missing_files_are_skipped_only_with_ignore_missing() {
+        let manifest = super::super::manifest::parse(
+            b"d41d8cd98f00b204e9800998ecf8427e  /nonexistent/vmimage-test\n",
+            &[],
+            false,
+        );
+        let mut seen = Vec::new();
+        let t = check_manifest(
+            &manifest,
+            &CheckOptions {
+                ignore_missing: true,
+                strict: false,
+            },
+            &HashOptions::default(),
+            |o| seen.push(matches!(o, Outcome::SkippedMissing(_))),
+        );
+        assert_eq!(seen, vec![true]);
+        assert!(t.properly_formatted && t.unreadable == 0 && !t.passed(&PLAIN));
+        let t = check_manifest(&manifest, &PLAIN, &HashOptions::default(), |o| {
+            assert!(matches!(o, Outcome::Unreadable(..)));
+        });
+        assert_eq!(t.unreadable, 1);
+    }
+}
