@@ -19,6 +19,15 @@ pub enum Error {
         /// What the operating system said.
         source: io::Error,
     },
+    /// The file changed while it was read (its length or modification time differs at the
+    /// end, or it ended early): a digest would describe no version of it.
+    #[error("{}: changed while it was read ({detail}); no digest was computed", path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// What differed.
+        detail: String,
+    },
 }
 
 impl Error {

@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Detect each image's format from its content and describe it, with a safety verdict.
     Info(cli::info::InfoArgs),
+    /// Digest files in one read each (md5 and sha512 by default), or check manifests.
+    Hash(cli::hash::HashArgs),
     /// Check a qcow2 image's metadata as `qemu-img check` does, read-only, with its verdicts
     /// and exit statuses (0 clean, 2 corruptions, 3 leaks, 1 could not check, 63 no check).
     Check(cli::check::CheckArgs),
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     };
     let status = match cli.command {
         Command::Info(args) => cli::info::run(&args),
+        Command::Hash(args) => cli::hash::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Verify(args) => cli::verify::run(&args),
         Command::Metadata(args) => cli::metadata::run(&args),

@@ -1,0 +1,267 @@
+//! Where the bytes come from: a file (read once, checked for changes), standard input or any
+//! reader.
+//!
+//! Files are read with large sequential `read(2)` calls straight into the engine's chunks,
+//! not memory-mapped. `benches/digest.rs` (`source/*`) compares the read pipeline with the
+//! best case for a mapping (the hashers reading the mapped file directly, no copy): the
+//! mapping saves the page-cache copy, but that copy runs on the reader thread while the
+//! workers hash, so end to end `vmimage hash` on a warm 2 GiB file already takes about the time
+//! of MD5 alone over it (README "Speed: hash"); a mapping could win a few percent at most. It
+//! would also bring a failure mode reads do not have: a file truncated while mapped raises
+//! SIGBUS and kills the process (b3sum's open issue #488; ripgrep's library defaults to no
+//! mmap for this reason). With reads, truncation is an early end of file, which the change
+//! check below turns into an error.
+//!
+//! Change check (SPEC "Honest"): for a regular file, the length and modification time are
+//! taken from the open descriptor before the first read and after the last, and the bytes
+//! read must equal that length. Any difference is [`Error::Changed`]: no digest is returned.
+//! Pipes, character and block devices have no meaningful length; they are read to their end.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::engine::{DigestSet, EngineConfig};
+use super::{Algorithm, Digests};
+use crate::error::Error;
+
+/// What to digest: a named file or the process's standard input (`-` on the command line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Standard input, read to its end.
+    Stdin,
+    /// A file (or device, or named pipe) by path.
+    Path(PathBuf),
+}
+
+impl Input {
+    /// `-` is standard input, as in coreutils; anything else is a path.
+    pub fn from_arg(arg: impl Into<PathBuf>) -> Self {
+        let path = arg.into();
+        if path.as_os_str() == "-" {
+            Input::Stdin
+        } else {
+            Input::Path(path)
+        }
+    }
+
+    /// The name to show: the path as given, or `-`.
+    pub fn display_name(&self) -> String {
+        match self {
+            Input::Stdin => "-".to_string(),
+            Input::Path(p) => p.display().to_string(),
+        }
+    }
+
+    /// The length of a regular file, for a progress total; `None` for anything else.
+    pub fn regular_len(&self) -> Option<u64> {
+        match self {
+            Input::Stdin => None,
+            Input::Path(p) => std::fs::metadata(p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
+        }
+    }
+}
+
+/// Options for hashing files.
+#[derive(Clone, Copy, Default)]
+pub struct HashOptions<'a> {
+    /// Chunking, buffering and threading of the engine.
+    pub engine: EngineConfig,
+    /// Called with the size of every read, from the reading thread (for a progress bar).
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+/// Digests everything `reader` yields.
+pub fn hash_reader<R: Read>(mut reader: R, algorithms: &[Algorithm]) -> io::Result<Digests> {
+    let mut set = DigestSet::new(algorithms);
+    set.read_from(&mut reader, None)?;
+    Ok(set.finish())
+}
+
+/// Digests the file at `path` in one read; an error if it changed while it was read.
+pub fn hash_path(path: &Path, algorithms: &[Algorithm]) -> Result<Digests, Error> {
+    hash_path_with(path, algorithms, &HashOptions::default())
+}
+
+/// [`hash_path`] with engine options and a progress callback.
+pub fn hash_path_with(
+    path: &Path,
+    algorithms: &[Algorithm],
+    options: &HashOptions<'_>,
+) -> Result<Digests, Error> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let before = file.metadata().map_err(|e| Error::io(path, e))?;
+    if before.is_dir() {
+        return Err(Error::io(
+            path,
+            io::Error::new(io::ErrorKind::IsADirectory, "Is a directory"),
+        ));
+    }
+    if before.is_file() {
+        advise_sequential(&file);
+    }
+    let mut set = DigestSet::with_config(algorithms, options.engine);
+    set.read_from(&mut file, options.progress)
+        .map_err(|e| Error::io(path, e))?;
+    if before.is_file() {
+        let after = file.metadata().map_err(|e| Error::io(path, e))?;
+        check_unchanged(path, &before, &after, set.len())?;
+    }
+    Ok(set.finish())
+}
+
+/// Digests standard input to its end.
+pub fn hash_stdin(algorithms: &[Algorithm], options: &HashOptions<'_>) -> Result<Digests, Error> {
+    let mut set = DigestSet::with_config(algorithms, options.engine);
+    set.read_from(&mut io::stdin().lock(), options.progress)
+        .map_err(|e| Error::io(Path::new("-"), e))?;
+    Ok(set.finish())
+}
+
+/// Digests one input.
+pub fn hash_input(
+    input: &Input,
+    algorithms: &[Algorithm],
+    options: &HashOptions<'_>,
+) -> Result<Digests, Error> {
+    match input {
+        Input::Stdin => hash_stdin(algorithms, options),
+        Input::Path(p) => hash_path_with(p, algorithms, options),
+    }
+}
+
+/// The change check: same length and modification time before and after, and exactly that
+/// many bytes read.
+fn check_unchanged(
+    path: &Path,
+    before: &Metadata,
+    after: &Metadata,
+    read: u64,
+) -> Result<(), Error> {
+    let detail = if after.len() != before.len() {
+        Some(format!(
+            "its length went from {} to {} bytes",
+            before.len(),
+            after.len()
+        ))
+    } else if read != before.len() {
+        Some(format!(
+            "{read} bytes were read but it is {} bytes long",
+            before.len()
+        ))
+    } else if modified(before) != modified(after) {
+        Some("its modification time changed".to_string())
+    } else {
+        None
+    };
+    match detail {
+        Some(detail) => Err(Error::Changed {
+            path: path.to_path_buf(),
+            detail,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn modified(m: &Metadata) -> Option<SystemTime> {
+    m.modified().ok()
+}
+
+/// Tells the kernel the file will be read once from start to end, which doubles its
+/// read-ahead on a cold cache. Advice only: failure changes nothing.
+fn advise_sequential(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise reads no memory of ours; the descriptor is open for the call.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A 4 MiB temporary file (several engine chunks) and its path.
+    fn temp_file() -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![0x5a; 4 << 20]).unwrap();
+        f
+    }
+
+    /// Hashes `file`, running `change` once, after the first read (from the progress hook).
+    fn hash_changing(
+        file: &tempfile::NamedTempFile,
+        change: impl Fn(&File) + Sync,
+    ) -> Result<Digests, Error> {
+        let done = AtomicBool::new(false);
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file.path())
+            .unwrap();
+        let hook = |_: u64| {
+            if !done.swap(true, Ordering::SeqCst) {
+                change(&writer);
+            }
+        };
+        let options = HashOptions {
+            progress: Some(&hook),
+            ..HashOptions::default()
+        };
+        hash_path_with(file.path(), &Algorithm::DEFAULT, &options)
+    }
+
+    #[test]
+    fn a_file_truncated_during_the_read_is_reported_as_changed() {
+        let file = temp_file();
+        let err = hash_changing(&file, |f| f.set_len(1000).unwrap()).unwrap_err();
+        assert!(matches!(err, Error::Changed { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("length went from 4194304 to 1000 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_grows_during_the_read_is_reported_as_changed() {
+        let file = temp_file();
+        let err = hash_changing(&file, |f| {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"more", 4 << 20).unwrap();
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Changed { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_is_reported_by_its_modification_time() {
+        let file = temp_file();
+        let err = hash_changing(&file, |f| {
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"x", 3 << 20).unwrap();
+            // Make the change visible even on a file system with coarse timestamps.
+            let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+            f.set_modified(later).unwrap();
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("modification time changed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_file_hashes_like_the_in_memory_engine() {
+        let file = temp_file();
+        let digests = hash_path(file.path(), &Algorithm::DEFAULT).unwrap();
+        let mut set = DigestSet::new(&Algorithm::DEFAULT);
+        set.update(&vec![0x5a; 4 << 20]);
+        assert_eq!(digests, set.finish());
+    }
+}
