@@ -67,6 +67,10 @@ pub struct ConvertArgs {
     /// Print a JSON report instead of the digest lines.
     #[arg(long)]
     pub json: bool,
+    /// Digests of OUT to compute while writing, comma-separated (md5, sha1, sha224, sha256,
+    /// sha384, sha512), or `none` [default: md5,sha512].
+    #[arg(long, value_name = "LIST", value_parser = parse_algorithms)]
+    pub algo: Option<AlgorithmList>,
     /// Also write the request body that registers OUT with `--target`, as `vmimage metadata`
     /// builds it, from the sizes and digests computed while writing (no second read).
     #[arg(long, value_name = "FILE", requires = "target")]
@@ -80,6 +84,17 @@ pub struct ConvertArgs {
     /// The image's properties, for `--metadata` (as in `vmimage metadata`).
     #[command(flatten)]
     pub properties: MetadataFlags,
+}
+
+/// A parsed `--algo` value: possibly empty (`none`).
+#[derive(Debug, Clone)]
+pub struct AlgorithmList(Vec<Algorithm>);
+
+fn parse_algorithms(s: &str) -> Result<AlgorithmList, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(AlgorithmList(Vec::new()));
+    }
+    vmimage::digest::algorithm::parse_list(s).map(AlgorithmList)
 }
 
 /// Parses `65536`, `64k`, `64K`, `2M`.
@@ -163,7 +178,10 @@ pub fn run(args: &ConvertArgs) -> u8 {
         }),
         cluster_size: args.cluster_size,
         threads: args.threads,
-        algorithms: Algorithm::DEFAULT.to_vec(),
+        algorithms: args
+            .algo
+            .as_ref()
+            .map_or_else(|| Algorithm::DEFAULT.to_vec(), |l| l.0.clone()),
     };
     if let Err(e) = vmimage::convert::validate_options(&options) {
         print_error(&e);

@@ -752,3 +752,39 @@ fn a_broken_metadata_rule_stops_the_conversion_before_it_writes_anything() {
     ])
     .expect_code(2);
 }
+
+#[test]
+fn algo_chooses_the_digests_computed_while_writing_or_none() {
+    let w = Workdir::new();
+    w.qemu_img(&["create", "-q", "-f", "raw", "in.raw", "8M"]);
+    qemu_io_write(&w, "raw", "in.raw", &["write -P 0x42 1M 1M"]);
+    let run = w.vmimage(&[
+        "convert",
+        "in.raw",
+        "a.qcow2",
+        "-O",
+        "qcow2",
+        "--algo",
+        "sha256,sha1",
+    ]);
+    run.expect_code(0);
+    assert_eq!(
+        printed(&run, "SHA256", "a.qcow2"),
+        tool_hex(&w, "sha256sum", "a.qcow2")
+    );
+    assert_eq!(
+        printed(&run, "SHA1", "a.qcow2"),
+        tool_hex(&w, "sha1sum", "a.qcow2")
+    );
+    assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
+    let run = w.vmimage(&[
+        "convert", "in.raw", "b.qcow2", "-O", "qcow2", "--algo", "none",
+    ]);
+    run.expect_code(0);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    w.qemu_img(&["compare", "in.raw", "b.qcow2"]);
+    w.vmimage(&[
+        "convert", "in.raw", "c.qcow2", "-O", "qcow2", "--algo", "crc32",
+    ])
+    .expect_code(2);
+}
