@@ -33,6 +33,7 @@ enum Command {
 
 fn main() -> ExitCode {
     cli::restore_sigpipe();
+    cli::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -32,3 +32,20 @@ pub fn restore_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Keeps freed I/O buffers in the heap for reuse instead of returning them to the kernel.
+///
+/// `convert` and `hash` allocate megabyte-sized buffers at a steady rate. glibc serves those with
+/// fresh `mmap`s or trims them off the heap when they are freed, so every buffer costs page
+/// faults and zeroing: measured, 200,000 minor faults and 1.6 s of system time to convert 700 MB
+/// (qemu-img: 5,000 and 0.26 s). Raising the thresholds makes the allocator recycle them; peak
+/// memory is unchanged because it is bounded by the buffers alive at once.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called at start-up, before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
