@@ -32,10 +32,11 @@ use crate::format::qcow2::tables::{
 };
 use crate::source::{ImageFile, ReadAt, read_exact_at, read_vec_at};
 
-/// A qcow2 image opened for reading its guest content.
+/// A qcow2 image opened for reading its guest content, from a file or (in the fuzz targets)
+/// any other [`ReadAt`] source.
 #[derive(Debug)]
-pub struct Qcow2Reader {
-    file: ImageFile,
+pub struct Qcow2Reader<S = ImageFile> {
+    file: S,
     header: Qcow2Header,
     /// The active L1 table, limited to the entries that map the virtual size.
     l1: Vec<L1Entry>,
@@ -60,9 +61,9 @@ enum ClusterRead {
     Compressed { host: u64, len: u64 },
 }
 
-impl Qcow2Reader {
+impl<S: ReadAt> Qcow2Reader<S> {
     /// Opens the image in `file`, whose header has already been read and validated.
-    pub fn open(file: ImageFile, header: Qcow2Header) -> Result<Self, ReadFailure> {
+    pub fn open(file: S, header: Qcow2Header) -> Result<Self, ReadFailure> {
         let needed = header.l1_entries_needed();
         let bytes = needed
             .checked_mul(8)
@@ -268,7 +269,7 @@ impl Qcow2Reader {
     }
 }
 
-impl GuestReader for Qcow2Reader {
+impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
     fn virtual_size(&self) -> u64 {
         self.header.size
     }
