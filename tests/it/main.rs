@@ -6,6 +6,7 @@ mod check;
 mod convert;
 mod damaged;
 mod formats;
+mod hostile;
 mod info;
 mod metadata;
 mod util;
