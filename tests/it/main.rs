@@ -5,6 +5,7 @@
 mod check;
 mod convert;
 mod damaged;
+mod data_safety;
 mod formats;
 mod hostile;
 mod info;
