@@ -4,9 +4,9 @@
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]      (default: 60 seconds, every target)
 #
-# - Toolchain: nightly when installed; otherwise stable with RUSTC_BOOTSTRAP=1 (cargo-fuzz
-#   passes -Z flags to rustc, which stable accepts only then). cargo-fuzz is installed with
-#   `cargo install cargo-fuzz --locked` when missing.
+# - Toolchain: nightly when installed; otherwise (or with VMIMAGE_FUZZ_STABLE=1) stable with
+#   RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z flags to rustc, which stable accepts only then).
+#   cargo-fuzz is installed with `cargo install cargo-fuzz --locked` when missing.
 # - Builds are cargo-fuzz's default: optimised, with debug assertions and overflow checks, and
 #   AddressSanitizer, so an arithmetic overflow on a hostile field is a finding too.
 # - Limits per input: 64 KiB (-max_len), 1 s (-timeout: a hang longer than that on a 64 KiB
@@ -40,12 +40,12 @@ done
 
 # --- toolchain ---------------------------------------------------------------------------
 toolchain=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${VMIMAGE_FUZZ_STABLE:-0}" != 1 ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     toolchain=(+nightly)
     echo "fuzz/run.sh: using the nightly toolchain"
 else
     export RUSTC_BOOTSTRAP=1
-    echo "fuzz/run.sh: no nightly toolchain; using stable with RUSTC_BOOTSTRAP=1"
+    echo "fuzz/run.sh: using stable with RUSTC_BOOTSTRAP=1 (no nightly, or VMIMAGE_FUZZ_STABLE=1)"
 fi
 if ! cargo "${toolchain[@]}" fuzz --version >/dev/null 2>&1; then
     echo "fuzz/run.sh: installing cargo-fuzz"
