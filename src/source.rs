@@ -99,6 +99,43 @@ pub fn read_vec_at<S: ReadAt + ?Sized>(
     Ok(buf)
 }
 
+/// What identifies a file's content without reading it: device, inode, length, and
+/// modification and status-change times. Two equal identities taken before and after a read
+/// mean nothing replaced, truncated, extended or wrote to the file in between (a write changes
+/// the change time, which no user can set back), so what was read is what the file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    /// The identity in `meta`.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The identity of the file at `path` now.
+    pub fn of_path(path: &std::path::Path) -> io::Result<Self> {
+        Ok(Self::of(&std::fs::metadata(path)?))
+    }
+
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.len
+    }
+}
+
 /// An open image file whose length was fixed when it was opened.
 #[derive(Debug)]
 pub struct ImageFile {

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::{Map, Value};
 use vmimage::format::qcow2::check::{self, CheckError, CheckReport, FormatCheck};
-use vmimage::format::{Probe, detect_all};
+use vmimage::format::{ImageFormat, Probe, detect_all};
+use vmimage::safety::Check;
 use vmimage::source::ImageFile;
 
 use super::print_error;
@@ -54,6 +55,16 @@ pub fn run(args: &CheckArgs) -> u8 {
     match check::classify(&detected, &probe.head) {
         FormatCheck::Qcow2 => {}
         FormatCheck::Unsupported(format) => {
+            // qemu-img opens the image before it asks the driver for a check, so a VHD that
+            // QEMU's vpc driver refuses to open exits 1 ("Could not open"), not 63. The
+            // inspector's invalid-header and truncated findings are the refusals of
+            // `vpc_open`. (A raw disk always opens; LUKS keeps its documented 63.)
+            if format == ImageFormat::Vpc
+                && let Some(refusal) = qemu_open_refusal(&src, &name)
+            {
+                print_error(format!("{name}: qemu-img cannot open it: {refusal}"));
+                return EXIT_CHECK_FAILED;
+            }
             print_error(format!(
                 "{name}: This image format does not support checks (qemu-img opens it as {})",
                 format.qemu_name()
@@ -96,6 +107,16 @@ pub fn run(args: &CheckArgs) -> u8 {
         ));
     }
     report.exit_status()
+}
+
+/// Why QEMU's driver would refuse to open the image, from the inspector's findings.
+fn qemu_open_refusal(src: &ImageFile, name: &str) -> Option<String> {
+    let info = vmimage::inspect(src, name).ok()?;
+    info.safety
+        .findings
+        .iter()
+        .find(|f| matches!(f.check, Check::InvalidHeader | Check::Truncated))
+        .map(|f| f.detail.clone())
 }
 
 /// `qemu-img check --output=json`'s object, in its key order, plus the findings.

@@ -150,15 +150,22 @@ impl Bar {
 }
 
 /// Deletes the temporary files and exits 130 on SIGINT, SIGTERM or SIGHUP.
-fn install_interrupt_handler() -> std::io::Result<()> {
+fn install_interrupt_handler(output: PathBuf) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if signals.forever().next().is_some() {
-                vmimage::convert::remove_temporary_files();
-                eprintln!("vmimage: interrupted; no output was written");
+                // Nothing removed: the conversion had not started writing, or its output was
+                // already complete and renamed into place.
+                let removed = vmimage::convert::remove_temporary_files();
+                let out = output.display();
+                if removed > 0 {
+                    eprintln!("vmimage: {out}: interrupted; the partial output was removed");
+                } else {
+                    eprintln!("vmimage: {out}: interrupted");
+                }
                 std::process::exit(130);
             }
         })?;
@@ -190,7 +197,7 @@ pub fn run(args: &ConvertArgs) -> u8 {
     if let Some(status) = precheck_metadata(args) {
         return status;
     }
-    if let Err(e) = install_interrupt_handler() {
+    if let Err(e) = install_interrupt_handler(args.output.clone()) {
         print_error(format!("cannot install the interrupt handler: {e}"));
         return EXIT_ERROR;
     }

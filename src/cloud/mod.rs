@@ -38,23 +38,29 @@ pub use record::{Absence, ImageRecord, RecordSource, Recorded};
 use crate::digest::{self, Algorithm};
 use crate::error::Error;
 use crate::inspect::inspect_path;
+use crate::source::FileIdentity;
 
 /// Gathers an image's facts: header facts from [`inspect_path`] (constant I/O), then, when
-/// `algorithms` is not empty, the digests of the whole file in one read. A file whose length
-/// changed between the two is refused: its digests would describe other bytes (SPEC
+/// `algorithms` is not empty, the digests of the whole file in one read. A file that changed
+/// while it was read (its identity, [`FileIdentity`]: inode, length, modification and change
+/// times, differs between before the inspection and after the digests) is refused: its
+/// digests would describe bytes the file no longer holds, or never held at once (SPEC
 /// "Honest").
 pub fn gather_facts(path: &Path, algorithms: &[Algorithm]) -> Result<ImageFacts, Error> {
+    let before = FileIdentity::of_path(path).map_err(|e| Error::io(path, e))?;
     let info = inspect_path(path)?;
     let digests = if algorithms.is_empty() {
         None
     } else {
         let d = digest::hash_path(path, algorithms)?;
-        if d.size != info.file_length {
+        let after = FileIdentity::of_path(path).map_err(|e| Error::io(path, e))?;
+        if d.size != info.file_length || after != before {
             return Err(Error::io(
                 path,
                 io::Error::other(format!(
                     "the file changed while it was read ({} bytes, then {})",
-                    info.file_length, d.size
+                    info.file_length,
+                    after.file_len()
                 )),
             ));
         }

@@ -196,9 +196,11 @@ pub fn decompress_cluster(
             let mut output = OutBuffer::around(cluster);
             // Several frames may follow each other (QEMU loops the same way); stop when the
             // cluster is full, or fail when a call makes no progress (input exhausted).
+            let mut unfinished = 0;
             while output.pos() < wanted {
                 let before = (input.pos(), output.pos());
-                d.decompress_stream(&mut output, &mut input)
+                unfinished = d
+                    .decompress_stream(&mut output, &mut input)
                     .map_err(invalid)?;
                 if (input.pos(), output.pos()) == before {
                     return Err(DecompressError::Short {
@@ -207,6 +209,15 @@ pub fn decompress_cluster(
                         wanted,
                     });
                 }
+            }
+            // A frame that still has bytes to give once the cluster is full expands past the
+            // cluster (a decompression bomb, or damage): QEMU's `qcow2_zstd_decompress` fails
+            // the read then, and so does this.
+            if unfinished > 0 {
+                return Err(DecompressError::Invalid {
+                    kind: "zstd",
+                    reason: "the frame expands past the cluster size".into(),
+                });
             }
             Ok(())
         }),
@@ -234,6 +245,20 @@ mod tests {
             decompress_cluster(kind, &out, &mut back).unwrap();
             assert_eq!(back, data);
         }
+    }
+
+    #[test]
+    fn a_zstd_frame_larger_than_the_cluster_is_refused_as_qemu_refuses_it() {
+        // 1 MiB of zeros in one frame (RLE blocks, a few hundred bytes): the first 64 KiB fill
+        // the cluster, the rest makes the frame unfinished.
+        let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 3).unwrap();
+        let mut cluster = vec![1u8; 65536];
+        let e = decompress_cluster(Compression::Zstd, &bomb, &mut cluster).unwrap_err();
+        assert!(e.to_string().contains("expands past the cluster"), "{e}");
+        // Exactly one cluster's worth is fine.
+        let exact = zstd::bulk::compress(&vec![7u8; 65536], 3).unwrap();
+        decompress_cluster(Compression::Zstd, &exact, &mut cluster).unwrap();
+        assert!(cluster.iter().all(|&b| b == 7));
     }
 
     #[test]

@@ -59,7 +59,6 @@ pub mod spill;
 pub mod vhd_reader;
 
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -73,7 +72,7 @@ use crate::format::ImageFormat;
 use crate::format::qcow2::Qcow2Header;
 use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
 use crate::safety::{Check, Severity};
-use crate::source::{ImageFile, ReadAt};
+use crate::source::{FileIdentity as Identity, ImageFile, ReadAt};
 use output::{HashedOutput, TempFile};
 use reader::{GuestReader, ReadFailure};
 
@@ -278,28 +277,6 @@ impl Failure {
     }
 }
 
-/// What identifies the input's content for the change check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Identity {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
-
 /// Checks `options` before any file is touched.
 pub fn validate_options(options: &ConvertOptions) -> Result<(), ConvertError> {
     let cs = options.cluster_size;
@@ -414,7 +391,19 @@ pub fn convert(
     }
     let pool = pool.build().map_err(|e| out_err(io::Error::other(e)))?;
 
-    let fail = |f: Failure| f.into_error(input, output);
+    // A pass that fails on an input that changed under it (a truncated file reads as a
+    // structure past the end, a rewritten one as garbage) reports the change, not the
+    // symptom.
+    let fail = |f: Failure| {
+        let changed = Identity::of_path(input).map_or(true, |now| now != identity);
+        if changed && !matches!(f, Failure::Output(_) | Failure::Spill(_)) {
+            ConvertError::InputChanged {
+                path: input.to_path_buf(),
+            }
+        } else {
+            f.into_error(input, output)
+        }
+    };
     let tmp = TempFile::create_beside(output, "vmimage-tmp").map_err(out_err)?;
     let virtual_size = reader.virtual_size();
     let (digests, allocated, compressed) = match options.format {
@@ -474,7 +463,7 @@ pub fn convert(
             path: input.to_path_buf(),
         });
     }
-    tmp.file().and_then(|f| f.sync_all()).map_err(out_err)?;
+    tmp.sync().map_err(out_err)?;
     let size = digests.size;
     tmp.persist(output).map_err(out_err)?;
     Ok(ConvertReport {

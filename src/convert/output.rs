@@ -9,17 +9,25 @@
 //!   never read back.
 //!
 //! Test hook: the environment variable `VMIMAGE_TEST_FAULT` (read only here, documented for
-//! the test suite) injects failures that are hard to cause otherwise:
-//! `enospc-after=N` fails the first write that would take the output past N bytes with
-//! `ENOSPC`; `stall-after=N` stops making progress once N bytes are written (the tests then
-//! interrupt the process to check the clean-up).
+//! the test suite; comma-separated settings) injects failures that are hard to cause otherwise:
+//! - `enospc-after=N` fails the first write that would take the output past N bytes with
+//!   `ENOSPC`;
+//! - `stall-after=N` stops making progress once N bytes are written (the tests then interrupt
+//!   the process to check the clean-up);
+//! - `fail-io=N` fails the N-th write-side operation of the conversion (counting from 1) with
+//!   `EIO`: creating the temporary output or spill file, each write to either, setting the
+//!   output's length, syncing it, renaming it into place. The tests try every N until the
+//!   conversion succeeds, so every write of a conversion is a tested failure point;
+//! - `spill-limit=N` keeps at most N bytes of compressed clusters in memory instead of
+//!   [`super::spill::SPILL_MEMORY_LIMIT`], so that small tests exercise the spill file.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::digest::{Algorithm, Digest, DigestSet, Digests};
@@ -50,13 +58,17 @@ fn registry() -> MutexGuard<'static, Registry> {
 
 /// Deletes every temporary file of conversions in progress and makes later ones fail; for a
 /// signal handler, which then exits. Holding the registry lock while deleting means no
-/// temporary file can be created or renamed into place concurrently.
-pub fn remove_temporary_files() {
+/// temporary file can be created or renamed into place concurrently. Returns how many files
+/// were removed: none when no conversion had started writing, or when its output had already
+/// been renamed into place, complete.
+pub fn remove_temporary_files() -> usize {
     let mut reg = registry();
     reg.aborted = true;
+    let removed = reg.paths.len();
     for p in reg.paths.drain(..) {
         let _ = std::fs::remove_file(&p);
     }
+    removed
 }
 
 /// A file beside the output that is removed unless [`TempFile::persist`] renames it.
@@ -85,6 +97,7 @@ impl TempFile {
         if reg.aborted {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
         }
+        io_point()?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -109,12 +122,19 @@ impl TempFile {
         &self.path
     }
 
+    /// Flushes the file's data and metadata to the disk.
+    pub fn sync(&self) -> io::Result<()> {
+        io_point()?;
+        self.file()?.sync_all()
+    }
+
     /// Renames the file to `target` (replacing it), unless an interrupt came first.
     pub fn persist(mut self, target: &Path) -> io::Result<()> {
         let mut reg = registry();
         if reg.aborted {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
         }
+        io_point()?;
         self.file = None;
         std::fs::rename(&self.path, target)?;
         reg.paths.retain(|p| p != &self.path);
@@ -141,6 +161,36 @@ impl Drop for TempFile {
 struct Fault {
     enospc_after: Option<u64>,
     stall_after: Option<u64>,
+    fail_io: Option<u64>,
+    spill_limit: Option<usize>,
+}
+
+/// Write-side operations so far, for `fail-io=N`.
+static IO_OPERATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The hook's settings, read once per process.
+fn fault() -> &'static Fault {
+    static FAULT: OnceLock<Fault> = OnceLock::new();
+    FAULT.get_or_init(Fault::from_env)
+}
+
+/// A write-side operation on the output or the spill file is about to happen: `fail-io=N`
+/// fails the N-th one.
+pub(crate) fn io_point() -> io::Result<()> {
+    if let Some(n) = fault().fail_io {
+        let this = IO_OPERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        if this == n {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+    }
+    Ok(())
+}
+
+/// The memory limit of the compressed-cluster store: `spill-limit=N`, or the default.
+pub(crate) fn spill_memory_limit() -> usize {
+    fault()
+        .spill_limit
+        .unwrap_or(super::spill::SPILL_MEMORY_LIMIT)
 }
 
 impl Fault {
@@ -152,6 +202,10 @@ impl Fault {
                     f.enospc_after = n.parse().ok();
                 } else if let Some(n) = part.strip_prefix("stall-after=") {
                     f.stall_after = n.parse().ok();
+                } else if let Some(n) = part.strip_prefix("fail-io=") {
+                    f.fail_io = n.parse().ok();
+                } else if let Some(n) = part.strip_prefix("spill-limit=") {
+                    f.spill_limit = n.parse().ok();
                 }
             }
         }
@@ -186,7 +240,7 @@ pub struct HashedOutput<'f> {
     holes: Vec<(usize, usize)>,
     senders: Vec<SyncSender<DigestMsg>>,
     threads: Vec<JoinHandle<Digest>>,
-    fault: Fault,
+    fault: &'static Fault,
 }
 
 impl<'f> HashedOutput<'f> {
@@ -215,7 +269,7 @@ impl<'f> HashedOutput<'f> {
             holes: Vec::new(),
             senders,
             threads,
-            fault: Fault::from_env(),
+            fault: fault(),
         })
     }
 
@@ -290,6 +344,7 @@ impl<'f> HashedOutput<'f> {
             .chain(std::iter::once(&(self.pending.len(), 0)))
         {
             if start > from {
+                io_point()?;
                 self.file
                     .write_all_at(&self.pending[from..start], self.pending_at + from as u64)?;
             }
@@ -332,6 +387,7 @@ impl<'f> HashedOutput<'f> {
         self.skip_zeros(len - pos)?;
         // A short tail hole rides in the buffer: flush it to the digests too.
         self.flush()?;
+        io_point()?;
         self.file.set_len(len)?;
         self.senders.clear();
         let mut digests = Vec::new();

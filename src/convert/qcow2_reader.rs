@@ -14,11 +14,23 @@
 //!   one cluster ([`super::compress::decompress_cluster`]).
 //!
 //! Internal snapshots are ignored: only the active L1 table is read, as `qemu-img convert` does
-//! without `-l`. The L1 table is held in memory (QEMU caps it at 32 MiB, checked by
+//! without `-l`.
+//!
+//! **No amplification.** QEMU never lets two entries of one L1 table share an L2 table, nor two
+//! guest clusters of one layer share a host cluster (a write to a shared cluster copies it
+//! first). A hostile image that does either makes a small file describe an unbounded amount of
+//! guest data (4096 L1 entries naming one L2 table whose 8192 entries name one data cluster:
+//! 64 KiB of metadata, 2 TiB of guest data), which `qemu-img convert` would faithfully write
+//! out. This reader refuses both as invalid: shared L2 tables when it opens the image, shared
+//! data clusters (uncompressed host clusters, or compressed clusters at the same offset) as
+//! [`GuestReader::extent_at`] maps them, so the work of a conversion follows what the file
+//! holds. The record costs one bit per host cluster of the file plus one set entry per
+//! compressed cluster. The L1 table is held in memory (QEMU caps it at 32 MiB, checked by
 //! [`Qcow2Header::read`]); L2 entries are read with one positional read per L2 table touched by
 //! a request, so worker threads need no shared cache. [`GuestReader::extent_at`], which only the
 //! scanning thread calls, keeps the last L2 table it read.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,10 +44,11 @@ use crate::format::qcow2::tables::{
 };
 use crate::source::{ImageFile, ReadAt, read_exact_at, read_vec_at};
 
-/// A qcow2 image opened for reading its guest content.
+/// A qcow2 image opened for reading its guest content, from a file or (in the fuzz targets)
+/// any other [`ReadAt`] source.
 #[derive(Debug)]
-pub struct Qcow2Reader {
-    file: ImageFile,
+pub struct Qcow2Reader<S = ImageFile> {
+    file: S,
     header: Qcow2Header,
     /// The active L1 table, limited to the entries that map the virtual size.
     l1: Vec<L1Entry>,
@@ -44,6 +57,36 @@ pub struct Qcow2Reader {
     scan_cache: Mutex<Option<(u64, Vec<u8>)>>,
     /// Whether a compressed cluster has been seen.
     saw_compressed: AtomicBool,
+    /// Host clusters and compressed clusters already mapped by `extent_at`.
+    mapped: Mutex<Mapped>,
+}
+
+/// What `extent_at` has mapped so far, to refuse a host cluster mapped twice.
+#[derive(Debug, Default)]
+struct Mapped {
+    /// One bit per host cluster of the file (allocated as zeros: pages are only touched when
+    /// a cluster is mapped).
+    clusters: Vec<u64>,
+    /// Host offsets of the compressed clusters (which may share host clusters legitimately:
+    /// QEMU packs them byte by byte).
+    compressed: HashSet<u64>,
+}
+
+impl Mapped {
+    /// Records a read of host cluster number `host_cluster`; `false` when it was already
+    /// mapped.
+    fn map_cluster(&mut self, host_cluster: u64) -> bool {
+        let (word, bit) = ((host_cluster / 64) as usize, host_cluster % 64);
+        match self.clusters.get_mut(word) {
+            Some(w) if *w & (1 << bit) != 0 => false,
+            Some(w) => {
+                *w |= 1 << bit;
+                true
+            }
+            // Outside the file: `decode` refuses those before they get here.
+            None => true,
+        }
+    }
 }
 
 /// How one guest cluster reads, decoded and validated from its L2 entry.
@@ -60,9 +103,9 @@ enum ClusterRead {
     Compressed { host: u64, len: u64 },
 }
 
-impl Qcow2Reader {
+impl<S: ReadAt> Qcow2Reader<S> {
     /// Opens the image in `file`, whose header has already been read and validated.
-    pub fn open(file: ImageFile, header: Qcow2Header) -> Result<Self, ReadFailure> {
+    pub fn open(file: S, header: Qcow2Header) -> Result<Self, ReadFailure> {
         let needed = header.l1_entries_needed();
         let bytes = needed
             .checked_mul(8)
@@ -88,10 +131,17 @@ impl Qcow2Reader {
         } else {
             read_vec_at(&file, header.l1_table_offset, bytes as usize)?
         };
-        let l1 = raw
+        let l1: Vec<L1Entry> = raw
             .chunks_exact(8)
             .map(|c| L1Entry(crate::format::bytes::be64(c, 0)))
             .collect();
+        drop(raw);
+        refuse_shared_l2_tables(&l1)?;
+        let file_clusters = file.len().div_ceil(header.cluster_size());
+        let mapped = Mapped {
+            clusters: vec![0; file_clusters.div_ceil(64) as usize],
+            compressed: HashSet::new(),
+        };
         Ok(Self {
             compression: header.compression_type.into(),
             file,
@@ -99,7 +149,32 @@ impl Qcow2Reader {
             l1,
             scan_cache: Mutex::new(None),
             saw_compressed: AtomicBool::new(false),
+            mapped: Mutex::new(mapped),
         })
+    }
+
+    /// Records the host cluster guest cluster `cluster` reads, refusing one already mapped.
+    fn record_mapping(&self, cluster: u64, how: ClusterRead) -> Result<(), ReadFailure> {
+        let mut mapped = self.mapped.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = match how {
+            ClusterRead::Zeros => true,
+            ClusterRead::Normal(host) | ClusterRead::Subclusters { host, .. } => {
+                mapped.map_cluster(host / self.cluster_size())
+            }
+            ClusterRead::Compressed { host, .. } => mapped.compressed.insert(host),
+        };
+        if fresh {
+            return Ok(());
+        }
+        let host = match how {
+            ClusterRead::Normal(h)
+            | ClusterRead::Subclusters { host: h, .. }
+            | ClusterRead::Compressed { host: h, .. } => h,
+            ClusterRead::Zeros => 0,
+        };
+        Err(ReadFailure::Invalid(format!(
+            "guest cluster {cluster} reads the host cluster at {host:#x}, which another guest cluster already reads (QEMU never shares a cluster within one layer)"
+        )))
     }
 
     fn cluster_size(&self) -> u64 {
@@ -268,7 +343,7 @@ impl Qcow2Reader {
     }
 }
 
-impl GuestReader for Qcow2Reader {
+impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
     fn virtual_size(&self) -> u64 {
         self.header.size
     }
@@ -330,6 +405,16 @@ impl GuestReader for Qcow2Reader {
         let mut c = first_cluster + 1;
         while c < table_end_cluster && status(c)? == data {
             c += 1;
+        }
+        // Record the host clusters of the run (only those starting inside it: a cluster that
+        // `offset` cuts was part of the previous extent).
+        if data {
+            for k in first_cluster..c {
+                if k * cs >= offset {
+                    let entry = l2_entry(table, (k % per_table) as usize, extended);
+                    self.record_mapping(k, self.decode(k, entry)?)?;
+                }
+            }
         }
         let end = (c * cs).min(size);
         Ok(Extent {
@@ -395,5 +480,65 @@ fn unreachable_zero_extent(offset: u64, size: u64) -> Result<(), ReadFailure> {
         Err(ReadFailure::Invalid(format!(
             "extent requested at {offset:#x}, past the {size}-byte disk"
         )))
+    }
+}
+
+/// Refuses an L1 table in which two entries name the same L2 table.
+fn refuse_shared_l2_tables(l1: &[L1Entry]) -> Result<(), ReadFailure> {
+    let mut offsets: Vec<u64> = l1
+        .iter()
+        .map(|e| e.l2_offset())
+        .filter(|&o| o != 0)
+        .collect();
+    offsets.sort_unstable();
+    let Some(shared) = offsets.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]) else {
+        return Ok(());
+    };
+    drop(offsets);
+    let mut users = l1
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.l2_offset() == shared)
+        .map(|(i, _)| i);
+    let (a, b) = (users.next().unwrap_or(0), users.next().unwrap_or(0));
+    Err(ReadFailure::Invalid(format!(
+        "L1 entries {a} and {b} both name the L2 table at {shared:#x} (QEMU never shares an L2 table within one L1 table)"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_l1_table_sharing_an_l2_table_is_refused() {
+        let l1 = [
+            L1Entry(0),
+            L1Entry(0x10000),
+            L1Entry(0x20000),
+            L1Entry(0x10000),
+        ];
+        let e = refuse_shared_l2_tables(&l1).unwrap_err().to_string();
+        assert!(
+            e.contains("entries 1 and 3") && e.contains("0x10000"),
+            "{e}"
+        );
+        assert!(refuse_shared_l2_tables(&l1[..3]).is_ok());
+        assert!(refuse_shared_l2_tables(&[L1Entry(0), L1Entry(0)]).is_ok());
+    }
+
+    #[test]
+    fn a_host_cluster_is_mapped_once() {
+        let mut m = Mapped {
+            clusters: vec![0; 2],
+            compressed: HashSet::new(),
+        };
+        assert!(m.map_cluster(70));
+        assert!(!m.map_cluster(70));
+        assert!(m.map_cluster(71));
+        assert!(
+            m.map_cluster(1 << 40),
+            "outside the file: refused elsewhere"
+        );
     }
 }

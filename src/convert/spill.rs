@@ -24,9 +24,10 @@ pub struct Spill<'a> {
 }
 
 impl<'a> Spill<'a> {
-    /// An empty store whose overflow file would live beside `target`.
+    /// An empty store whose overflow file would live beside `target`, keeping
+    /// [`SPILL_MEMORY_LIMIT`] bytes in memory (less under the test hook's `spill-limit`).
     pub fn new(target: &'a Path) -> Self {
-        Self::with_limit(target, SPILL_MEMORY_LIMIT)
+        Self::with_limit(target, super::output::spill_memory_limit())
     }
 
     /// Same, with a chosen memory limit (tests use a small one to exercise the file).
@@ -54,6 +55,7 @@ impl<'a> Spill<'a> {
             let w = BufWriter::with_capacity(1 << 20, tmp.file()?.try_clone()?);
             self.disk = Some((tmp, w));
         }
+        super::output::io_point()?;
         match &mut self.disk {
             Some((_, w)) => w.write_all(later),
             None => Err(io::Error::other("spill file missing")),
@@ -74,6 +76,7 @@ impl<'a> Spill<'a> {
     pub fn into_reader(self) -> io::Result<SpillReader> {
         let disk = match self.disk {
             Some((tmp, mut w)) => {
+                super::output::io_point()?;
                 w.flush()?;
                 let mut f = w.into_inner().map_err(|e| e.into_error())?;
                 f.seek(SeekFrom::Start(0))?;

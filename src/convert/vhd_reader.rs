@@ -24,13 +24,10 @@
 //! [`MAX_BLOCK_SIZE`], the BAT inside the file and at most [`MAX_BAT_BYTES`], every allocated
 //! block inside the file.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use super::raw::RawReader;
 use super::reader::{Extent, GuestReader, ReadFailure};
 use crate::format::bytes::{be16, be32, be64};
-use crate::source::{ImageFile, ReadAt, read_exact_at, read_vec_at};
+use crate::source::{ImageFile, ReadAt, ReadError, read_exact_at, read_vec_at};
 
 /// Size of the footer and of its copy at offset 0.
 pub const FOOTER_SIZE: u64 = 512;
@@ -127,7 +124,7 @@ impl VhdFooter {
 /// Looks for a VHD: a footer copy at offset 0 (dynamic) or a footer in the last 512 bytes
 /// (fixed). `Ok(None)`: not a VHD (a fixed VHD's footer must have a valid checksum to count,
 /// since a raw disk may end with anything).
-pub fn probe(file: &ImageFile) -> Result<Option<(VhdFooter, bool)>, ReadFailure> {
+pub fn probe<S: ReadAt + ?Sized>(file: &S) -> Result<Option<(VhdFooter, bool)>, ReadFailure> {
     let len = file.len();
     if len < FOOTER_SIZE {
         return Ok(None);
@@ -165,7 +162,7 @@ pub fn open(
             }
             Ok(Box::new(RawReader::new(file.file().try_clone()?, size)))
         }
-        TYPE_DYNAMIC if at_start => Ok(Box::new(DynamicVhd::open(file, &footer, size)?)),
+        TYPE_DYNAMIC if at_start => Ok(Box::new(DynamicVhd::open(file, &footer)?)),
         other => Err(ReadFailure::Invalid(format!(
             "the VHD disk type is {other}{}, which is not fixed (2) with a footer at the end nor dynamic (3) with a footer copy at the start",
             if at_start {
@@ -177,18 +174,20 @@ pub fn open(
     }
 }
 
-/// A dynamic VHD.
+/// A dynamic VHD, read from a file or (in the fuzz targets) any other [`ReadAt`] source.
 #[derive(Debug)]
-pub struct DynamicVhd {
-    file: File,
+pub struct DynamicVhd<S = ImageFile> {
+    file: S,
     size: u64,
     block_size: u64,
     bitmap_size: u64,
     bat: Vec<u32>,
 }
 
-impl DynamicVhd {
-    fn open(file: ImageFile, footer: &VhdFooter, size: u64) -> Result<Self, ReadFailure> {
+impl<S: ReadAt> DynamicVhd<S> {
+    /// Opens the dynamic VHD in `file`, whose footer copy at offset 0 is `footer`.
+    pub fn open(file: S, footer: &VhdFooter) -> Result<Self, ReadFailure> {
+        let size = footer.virtual_size()?;
         let hdr = read_vec_at(&file, footer.data_offset, DYNAMIC_HEADER_SIZE)?;
         if hdr.get(..8) != Some(&DYNAMIC_COOKIE[..]) {
             return Err(ReadFailure::Invalid(format!(
@@ -233,7 +232,7 @@ impl DynamicVhd {
             }
         }
         Ok(Self {
-            file: file.file().try_clone()?,
+            file,
             size,
             block_size,
             bitmap_size,
@@ -247,7 +246,7 @@ impl DynamicVhd {
     }
 }
 
-impl GuestReader for DynamicVhd {
+impl<S: ReadAt + Send + Sync> GuestReader for DynamicVhd<S> {
     fn virtual_size(&self) -> u64 {
         self.size
     }
@@ -291,25 +290,19 @@ impl GuestReader for DynamicVhd {
             let dst = &mut buf[(pos - offset) as usize..(pos - offset + n) as usize];
             match self.block_data(block) {
                 None => dst.fill(0),
-                Some(data) => {
-                    let mut done = 0;
-                    while done < dst.len() {
-                        match self
-                            .file
-                            .read_at(&mut dst[done..], data + within + done as u64)
-                        {
-                            Ok(0) => {
-                                return Err(ReadFailure::Io(std::io::Error::new(
-                                    std::io::ErrorKind::UnexpectedEof,
-                                    "the file shrank while it was read",
-                                )));
-                            }
-                            Ok(k) => done += k,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e.into()),
-                        }
+                // Every allocated block was checked to lie inside the file at open, so a
+                // short read means the file shrank while it was read: an I/O error, not an
+                // invalid image.
+                Some(data) => match read_exact_at(&self.file, dst, data + within) {
+                    Ok(()) => {}
+                    Err(ReadError::Io(e)) => return Err(ReadFailure::Io(e)),
+                    Err(ReadError::Truncated { .. }) => {
+                        return Err(ReadFailure::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the file shrank while it was read",
+                        )));
                     }
-                }
+                },
             }
             pos += n;
         }

@@ -5,8 +5,10 @@
 mod check;
 mod convert;
 mod damaged;
+mod data_safety;
 mod formats;
 mod hash;
+mod hostile;
 mod info;
 mod metadata;
 mod util;
