@@ -25,6 +25,7 @@ use std::time::SystemTime;
 use super::engine::{DigestSet, EngineConfig};
 use super::{Algorithm, Digests};
 use crate::error::Error;
+use crate::source::FileIdentity;
 
 /// What to digest: a named file or the process's standard input (`-` on the command line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +156,10 @@ fn check_unchanged(
         ))
     } else if modified(before) != modified(after) {
         Some("its modification time changed".to_string())
+    } else if FileIdentity::of(before) != FileIdentity::of(after) {
+        // A write, even one whose author set the modification time back, changes the
+        // status-change time, which no user can set.
+        Some("it was written to (its status-change time changed)".to_string())
     } else {
         None
     };

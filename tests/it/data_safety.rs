@@ -471,3 +471,40 @@ fn a_source_truncated_or_rewritten_during_convert_leaves_nothing_and_says_so() {
         }
     }
 }
+
+#[test]
+fn a_source_truncated_or_rewritten_during_hash_is_an_error_never_a_digest() {
+    for how in [Change::Truncate, Change::RewriteReadPart] {
+        let w = Workdir::new();
+        big_image(&w, "disk.raw");
+        let md5 = md5_of(&w.join("disk.raw"));
+        let sha512 = sha512_of(&w.join("disk.raw"));
+        let clean = vmimage(&w, &["hash", "disk.raw"], None);
+        assert_eq!(clean.status.code(), Some(0), "{clean:?}");
+        assert!(String::from_utf8_lossy(&clean.stdout).contains(&md5));
+        for json in [false, true] {
+            big_image(&w, "disk.raw");
+            let mut args = vec!["hash", "disk.raw"];
+            if json {
+                args.push("--json");
+            }
+            let out = change_during(&w, &args, "disk.raw", how);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(2), "{how:?} json={json}: {stderr}");
+            assert!(
+                stderr.contains("disk.raw") && stderr.contains("changed while it was read"),
+                "{how:?}: {stderr}"
+            );
+            assert!(
+                !stdout.contains(&md5) && !stdout.contains(&sha512),
+                "{how:?}: {stdout}"
+            );
+            // Whatever digests of the changed bytes would be, none is printed.
+            assert!(
+                !stdout.contains("MD5 (") && !stdout.contains("\"md5\""),
+                "{stdout}"
+            );
+        }
+    }
+}
