@@ -22,6 +22,14 @@ pub trait ReadAt {
 
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Whether the bytes at `offset` are stored (`true`) or a hole that reads as zeros
+    /// (`false`), and where that run ends; `None` when the source cannot tell, which callers
+    /// must treat as data. Lets a reader skip preallocated but never written clusters without
+    /// reading them, as QEMU does with the host file's block status.
+    fn allocation_at(&self, _offset: u64) -> Option<(bool, u64)> {
+        None
+    }
 }
 
 /// Why a bounds-checked read failed.
@@ -169,6 +177,27 @@ impl ImageFile {
 impl ReadAt for ImageFile {
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn allocation_at(&self, offset: u64) -> Option<(bool, u64)> {
+        use std::os::fd::AsRawFd;
+        if offset >= self.len {
+            return None;
+        }
+        let seek = |whence| {
+            let off = libc::off_t::try_from(offset).ok()?;
+            // SAFETY: lseek on a descriptor this struct owns touches no memory; every read
+            // here is positional, so moving the descriptor's offset affects nothing else.
+            let r = unsafe { libc::lseek(self.file.as_raw_fd(), off, whence) };
+            u64::try_from(r).ok()
+        };
+        match seek(libc::SEEK_DATA) {
+            // No data after `offset`: a hole to the end of the file.
+            None => (std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO))
+                .then_some((false, self.len)),
+            Some(data) if data > offset => Some((false, data.min(self.len))),
+            Some(_) => seek(libc::SEEK_HOLE).map(|hole| (true, hole.min(self.len))),
+        }
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {

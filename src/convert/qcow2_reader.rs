@@ -59,6 +59,8 @@ pub struct Qcow2Reader<S = ImageFile> {
     saw_compressed: AtomicBool,
     /// Host clusters and compressed clusters already mapped by `extent_at`.
     mapped: Mutex<Mapped>,
+    /// The last host run the file system described: (start, end, holds data).
+    host_run: Mutex<Option<(u64, u64, bool)>>,
 }
 
 /// What `extent_at` has mapped so far, to refuse a host cluster mapped twice.
@@ -150,6 +152,7 @@ impl<S: ReadAt> Qcow2Reader<S> {
             scan_cache: Mutex::new(None),
             saw_compressed: AtomicBool::new(false),
             mapped: Mutex::new(mapped),
+            host_run: Mutex::new(None),
         })
     }
 
@@ -338,8 +341,36 @@ impl<S: ReadAt> Qcow2Reader<S> {
     }
 
     /// Whether guest cluster `how` may hold data.
-    fn holds_data(how: ClusterRead) -> bool {
-        !matches!(how, ClusterRead::Zeros)
+    /// Whether the host cluster at `host` is a hole in the image file: allocated in the qcow2
+    /// metadata (preallocation=metadata) but never written, so it reads as zeros. One or two
+    /// `lseek`s per run of holes or data, cached, so a 1 TiB preallocated image is scanned
+    /// without reading its clusters.
+    fn host_is_hole(&self, host: u64) -> bool {
+        let cs = self.cluster_size();
+        let mut run = self.host_run.lock().unwrap_or_else(|p| p.into_inner());
+        let known = run.filter(|&(start, end, _)| start <= host && host < end);
+        let (end, data) = match known {
+            Some((_, end, data)) => (end, data),
+            None => match self.file.allocation_at(host) {
+                Some((data, end)) => {
+                    *run = Some((host, end, data));
+                    (end, data)
+                }
+                None => return false,
+            },
+        };
+        !data && host.saturating_add(cs) <= end
+    }
+
+    /// Whether guest cluster `cluster` holds data to read: not zeros, and not a host hole.
+    fn reads_data(&self, how: ClusterRead) -> bool {
+        match how {
+            ClusterRead::Zeros => false,
+            ClusterRead::Normal(host) | ClusterRead::Subclusters { host, .. } => {
+                !self.host_is_hole(host)
+            }
+            ClusterRead::Compressed { .. } => true,
+        }
     }
 }
 
@@ -399,7 +430,7 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
         let table_end_cluster = ((l1 + 1) * per_table).min(size.div_ceil(cs));
         let status = |c: u64| -> Result<bool, ReadFailure> {
             let entry = l2_entry(table, (c % per_table) as usize, extended);
-            Ok(Self::holds_data(self.decode(c, entry)?))
+            Ok(self.reads_data(self.decode(c, entry)?))
         };
         let data = status(first_cluster)?;
         let mut c = first_cluster + 1;
