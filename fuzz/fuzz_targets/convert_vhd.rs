@@ -6,13 +6,13 @@
 mod guest;
 
 use libfuzzer_sys::fuzz_target;
-use vmimage::convert::vhd_reader::{DynamicVhd, TYPE_DYNAMIC, probe};
+use vmimage::convert::vhd_reader::{DynamicVhd, TYPE_DYNAMIC, probe, virtual_size};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Some((footer, at_start))) = probe(data) else {
         return;
     };
-    let _ = footer.virtual_size();
+    let _ = virtual_size(&footer);
     if at_start && footer.disk_type == TYPE_DYNAMIC {
         if let Ok(reader) = DynamicVhd::open(data.to_vec(), &footer) {
             guest::read_guest(&reader);

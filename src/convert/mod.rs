@@ -335,25 +335,23 @@ fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identi
             })?;
             Box::new(qcow2_reader::Qcow2Reader::open(file, header).map_err(invalid)?)
         }
-        // Until `format::vpc` detects VHDs, a VHD shows up as raw: look for its footer here.
-        ImageFormat::Raw | ImageFormat::Iso | ImageFormat::Vpc => {
-            match vhd_reader::probe(&file).map_err(invalid)? {
-                Some((footer, at_start)) => {
-                    let r = vhd_reader::open(file, footer, at_start).map_err(invalid)?;
-                    return Ok((ImageFormat::Vpc, r, identity));
-                }
-                None if info.format == ImageFormat::Vpc => {
-                    return Err(ConvertError::InvalidInput {
-                        path: input.to_path_buf(),
-                        reason: "no valid VHD footer".into(),
-                    });
-                }
-                None => {
-                    let len = file.len();
-                    let f = file.file().try_clone().map_err(io_err)?;
-                    Box::new(raw::RawReader::new(f, len))
-                }
+        // The content decides: a raw disk that happens to end in a VHD footer is a fixed VHD
+        // (and `inspect` said vpc); an ISO is read as raw, as QEMU reads it.
+        ImageFormat::Vpc => match vhd_reader::probe(&file).map_err(invalid)? {
+            Some((footer, at_start)) => {
+                vhd_reader::open(file, footer, at_start).map_err(invalid)?
             }
+            None => {
+                return Err(ConvertError::InvalidInput {
+                    path: input.to_path_buf(),
+                    reason: "no valid VHD footer".into(),
+                });
+            }
+        },
+        ImageFormat::Raw | ImageFormat::Iso => {
+            let len = file.len();
+            let f = file.file().try_clone().map_err(io_err)?;
+            Box::new(raw::RawReader::new(f, len))
         }
         other => {
             return Err(ConvertError::UnsupportedFormat {

@@ -26,29 +26,17 @@
 
 use super::raw::RawReader;
 use super::reader::{Extent, GuestReader, ReadFailure};
-use crate::format::bytes::{be16, be32, be64};
+use crate::format::bytes::{be32, be64};
 use crate::source::{ImageFile, ReadAt, ReadError, read_exact_at, read_vec_at};
 
+pub use crate::format::vpc::{
+    BAT_UNALLOCATED, DISK_TYPE_DIFFERENCING as TYPE_DIFFERENCING,
+    DISK_TYPE_DYNAMIC as TYPE_DYNAMIC, DISK_TYPE_FIXED as TYPE_FIXED, DYNAMIC_COOKIE,
+    DYNAMIC_HEADER_LEN as DYNAMIC_HEADER_SIZE, VHD_MAX_SECTORS as MAX_SECTORS, VhdFooter,
+};
+
 /// Size of the footer and of its copy at offset 0.
-pub const FOOTER_SIZE: u64 = 512;
-/// Size of the dynamic disk header.
-pub const DYNAMIC_HEADER_SIZE: usize = 1024;
-/// The footer cookie.
-pub const FOOTER_COOKIE: &[u8; 8] = b"conectix";
-/// The dynamic header cookie.
-pub const DYNAMIC_COOKIE: &[u8; 8] = b"cxsparse";
-/// Disk type of a fixed VHD.
-pub const TYPE_FIXED: u32 = 2;
-/// Disk type of a dynamic VHD.
-pub const TYPE_DYNAMIC: u32 = 3;
-/// Disk type of a differencing VHD (has a parent).
-pub const TYPE_DIFFERENCING: u32 = 4;
-/// BAT entry of an unallocated block.
-pub const BAT_UNALLOCATED: u32 = 0xffff_ffff;
-/// QEMU's largest VHD: `VHD_MAX_SECTORS` = 0xff000000 sectors (about 2040 GiB).
-pub const MAX_SECTORS: u64 = 0xff00_0000;
-/// The maximum CHS geometry, 65535 × 16 × 255 sectors (`VHD_MAX_GEOMETRY`).
-pub const MAX_GEOMETRY: u64 = 65535 * 16 * 255;
+pub const FOOTER_SIZE: u64 = crate::format::vpc::FOOTER_LEN as u64;
 /// Largest block size accepted: 256 MiB. The spec's default is 2 MiB; QEMU only asks for a
 /// power of two, but a bitmap or a block beyond this size is not something any tool writes.
 pub const MAX_BLOCK_SIZE: u64 = 256 * 1024 * 1024;
@@ -56,69 +44,27 @@ pub const MAX_BLOCK_SIZE: u64 = 256 * 1024 * 1024;
 /// well above QEMU's 2040 GiB limit.
 pub const MAX_BAT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// A parsed and checked VHD footer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VhdFooter {
-    /// 2 fixed, 3 dynamic, 4 differencing.
-    pub disk_type: u32,
-    /// Offset of the dynamic header (dynamic and differencing disks).
-    pub data_offset: u64,
-    /// The creator application, four bytes.
-    pub creator_app: [u8; 4],
-    /// `current_size` in bytes.
-    pub current_size: u64,
-    /// CHS geometry: cylinders, heads, sectors per track.
-    pub geometry: (u16, u8, u8),
+/// The footer in `bytes`, checked: `None` without the cookie, an error with a bad checksum.
+/// Footer parsing and the size rule are `crate::format::vpc`'s, shared with `info`.
+fn checked_footer(bytes: &[u8]) -> Option<Result<VhdFooter, ReadFailure>> {
+    let footer = VhdFooter::from_slice(bytes)?;
+    if !footer.checksum_ok() {
+        return Some(Err(ReadFailure::Invalid(format!(
+            "the VHD footer checksum is {:#010x}, but its bytes sum to {:#010x}",
+            footer.checksum, footer.computed_checksum
+        ))));
+    }
+    Some(Ok(footer))
 }
 
-impl VhdFooter {
-    /// Parses 512 bytes that start with the cookie; `None` if they do not.
-    pub fn parse(b: &[u8]) -> Option<Result<Self, ReadFailure>> {
-        if b.len() < FOOTER_SIZE as usize || b.get(..8) != Some(&FOOTER_COOKIE[..]) {
-            return None;
-        }
-        let stored = be32(b, 64);
-        let sum = b
-            .iter()
-            .take(FOOTER_SIZE as usize)
-            .enumerate()
-            .filter(|(i, _)| !(64..68).contains(i))
-            .fold(0u32, |acc, (_, &x)| acc.wrapping_add(u32::from(x)));
-        if !sum != stored {
-            return Some(Err(ReadFailure::Invalid(format!(
-                "the VHD footer checksum is {stored:#010x}, but its bytes sum to {:#010x}",
-                !sum
-            ))));
-        }
-        let mut creator_app = [0u8; 4];
-        creator_app.copy_from_slice(&b[28..32]);
-        Some(Ok(Self {
-            disk_type: be32(b, 60),
-            data_offset: be64(b, 16),
-            creator_app,
-            current_size: be64(b, 48),
-            geometry: (be16(b, 56), b[58], b[59]),
-        }))
-    }
-
-    /// The guest size QEMU uses (`vpc_open`, `vpc_ignore_current_size`), in bytes, or an
-    /// error above QEMU's limit.
-    pub fn virtual_size(&self) -> Result<u64, ReadFailure> {
-        let (c, h, s) = self.geometry;
-        let chs = u64::from(c) * u64::from(h) * u64::from(s);
-        let use_chs = &self.creator_app == b"vpc " || &self.creator_app == b"qemu";
-        let sectors = if !use_chs || chs == MAX_GEOMETRY {
-            self.current_size / 512
-        } else {
-            chs
-        };
-        if sectors > MAX_SECTORS {
-            return Err(ReadFailure::Invalid(format!(
-                "the VHD declares {sectors} sectors, above QEMU's limit of {MAX_SECTORS}"
-            )));
-        }
-        Ok(sectors * 512)
-    }
+/// The guest size QEMU uses (`vpc_open`), or an error above QEMU's limit.
+pub fn virtual_size(footer: &VhdFooter) -> Result<u64, ReadFailure> {
+    footer.virtual_size().ok_or_else(|| {
+        ReadFailure::Invalid(format!(
+            "the VHD declares {} sectors, above QEMU's limit of {MAX_SECTORS}",
+            footer.virtual_sectors()
+        ))
+    })
 }
 
 /// Looks for a VHD: a footer copy at offset 0 (dynamic) or a footer in the last 512 bytes
@@ -131,12 +77,12 @@ pub fn probe<S: ReadAt + ?Sized>(file: &S) -> Result<Option<(VhdFooter, bool)>, 
     }
     let mut head = [0u8; FOOTER_SIZE as usize];
     read_exact_at(file, &mut head, 0)?;
-    if let Some(parsed) = VhdFooter::parse(&head) {
+    if let Some(parsed) = checked_footer(&head) {
         return parsed.map(|f| Some((f, true)));
     }
     let mut tail = [0u8; FOOTER_SIZE as usize];
     read_exact_at(file, &mut tail, len - FOOTER_SIZE)?;
-    match VhdFooter::parse(&tail) {
+    match checked_footer(&tail) {
         Some(Ok(f)) => Ok(Some((f, false))),
         _ => Ok(None),
     }
@@ -148,7 +94,7 @@ pub fn open(
     footer: VhdFooter,
     at_start: bool,
 ) -> Result<Box<dyn GuestReader>, ReadFailure> {
-    let size = footer.virtual_size()?;
+    let size = virtual_size(&footer)?;
     match footer.disk_type {
         TYPE_DIFFERENCING => Err(ReadFailure::Invalid(
             "a differencing VHD reads unallocated blocks from a parent image".into(),
@@ -187,7 +133,7 @@ pub struct DynamicVhd<S = ImageFile> {
 impl<S: ReadAt> DynamicVhd<S> {
     /// Opens the dynamic VHD in `file`, whose footer copy at offset 0 is `footer`.
     pub fn open(file: S, footer: &VhdFooter) -> Result<Self, ReadFailure> {
-        let size = footer.virtual_size()?;
+        let size = virtual_size(footer)?;
         let hdr = read_vec_at(&file, footer.data_offset, DYNAMIC_HEADER_SIZE)?;
         if hdr.get(..8) != Some(&DYNAMIC_COOKIE[..]) {
             return Err(ReadFailure::Invalid(format!(
@@ -316,7 +262,7 @@ mod tests {
 
     fn footer(app: &[u8; 4], size: u64, chs: (u16, u8, u8), disk_type: u32) -> Vec<u8> {
         let mut b = vec![0u8; 512];
-        b[..8].copy_from_slice(FOOTER_COOKIE);
+        b[..8].copy_from_slice(b"conectix");
         b[28..32].copy_from_slice(app);
         b[48..56].copy_from_slice(&size.to_be_bytes());
         b[56..58].copy_from_slice(&chs.0.to_be_bytes());
@@ -331,21 +277,21 @@ mod tests {
     #[test]
     fn qemu_created_vhds_are_sized_by_geometry_and_others_by_current_size() {
         let f = footer(b"qemu", 64 << 20, (1040, 8, 16), TYPE_FIXED);
-        let f = VhdFooter::parse(&f).unwrap().unwrap();
-        assert_eq!(f.virtual_size().unwrap(), 1040 * 8 * 16 * 512);
+        let f = checked_footer(&f).unwrap().unwrap();
+        assert_eq!(virtual_size(&f).unwrap(), 1040 * 8 * 16 * 512);
         let f = footer(b"win ", 64 << 20, (1040, 8, 16), TYPE_FIXED);
-        let f = VhdFooter::parse(&f).unwrap().unwrap();
-        assert_eq!(f.virtual_size().unwrap(), 64 << 20);
+        let f = checked_footer(&f).unwrap().unwrap();
+        assert_eq!(virtual_size(&f).unwrap(), 64 << 20);
         let f = footer(b"qemu", 3 << 40, (65535, 16, 255), TYPE_FIXED);
-        let f = VhdFooter::parse(&f).unwrap().unwrap();
-        assert!(f.virtual_size().is_err(), "above QEMU's 2040 GiB limit");
+        let f = checked_footer(&f).unwrap().unwrap();
+        assert!(virtual_size(&f).is_err(), "above QEMU's 2040 GiB limit");
     }
 
     #[test]
     fn a_footer_with_a_bad_checksum_is_refused() {
         let mut f = footer(b"qem2", 1 << 20, (0, 0, 0), TYPE_FIXED);
         f[48] ^= 1;
-        assert!(matches!(VhdFooter::parse(&f), Some(Err(_))));
-        assert!(VhdFooter::parse(&[0u8; 512]).is_none());
+        assert!(matches!(checked_footer(&f), Some(Err(_))));
+        assert!(checked_footer(&[0u8; 512]).is_none());
     }
 }

@@ -22,17 +22,19 @@ use crate::source::{ReadAt, read_exact_at, read_vec_at};
 /// Size of the footer, and of its copy at offset 0.
 pub const FOOTER_LEN: usize = 512;
 /// Size of the dynamic disk header (`VHDDynDiskHeader`).
-const DYNAMIC_HEADER_LEN: usize = 1024;
+pub const DYNAMIC_HEADER_LEN: usize = 1024;
 /// The footer's cookie.
-const FOOTER_COOKIE: &[u8; 8] = b"conectix";
+pub const FOOTER_COOKIE: &[u8; 8] = b"conectix";
 /// The dynamic disk header's cookie.
-const DYNAMIC_COOKIE: &[u8; 8] = b"cxsparse";
-/// Footer disk types (spec §"Disk Type").
-const DISK_TYPE_FIXED: u32 = 2;
-const DISK_TYPE_DYNAMIC: u32 = 3;
-const DISK_TYPE_DIFFERENCING: u32 = 4;
+pub const DYNAMIC_COOKIE: &[u8; 8] = b"cxsparse";
+/// Footer disk type of a fixed disk (spec §"Disk Type").
+pub const DISK_TYPE_FIXED: u32 = 2;
+/// Footer disk type of a dynamic disk.
+pub const DISK_TYPE_DYNAMIC: u32 = 3;
+/// Footer disk type of a differencing disk (it has a parent).
+pub const DISK_TYPE_DIFFERENCING: u32 = 4;
 /// QEMU's `VHD_MAX_SECTORS`: it refuses disks over 2040 GiB (`-EFBIG`).
-const VHD_MAX_SECTORS: u64 = 0xff00_0000;
+pub const VHD_MAX_SECTORS: u64 = 0xff00_0000;
 /// QEMU's `VHD_MAX_GEOMETRY` (65535 cylinders × 16 heads × 255 sectors): a disk with this
 /// geometry is sized by `current_size`, whatever its creator, to avoid truncating it.
 const VHD_MAX_GEOMETRY: u64 = 65535 * 16 * 255;
@@ -45,7 +47,7 @@ const MAX_BAT_SCAN_BYTES: u64 = 4 << 20;
 /// Chunk size of the BAT scan.
 const BAT_SCAN_CHUNK: usize = 64 * 1024;
 /// A BAT entry for a block that is not allocated.
-const BAT_UNALLOCATED: u32 = 0xffff_ffff;
+pub const BAT_UNALLOCATED: u32 = 0xffff_ffff;
 /// VHD sector size.
 const SECTOR: u64 = 512;
 
@@ -154,6 +156,25 @@ impl VhdFooter {
         } else {
             chs
         }
+    }
+
+    /// Decodes the footer in `bytes` if they start with the cookie.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let footer = <&[u8; FOOTER_LEN]>::try_from(bytes.get(..FOOTER_LEN)?).ok()?;
+        footer
+            .starts_with(FOOTER_COOKIE)
+            .then(|| Self::parse(footer))
+    }
+
+    /// Whether the stored checksum matches the footer's bytes.
+    pub fn checksum_ok(&self) -> bool {
+        self.checksum == self.computed_checksum
+    }
+
+    /// The guest-visible size in bytes, or `None` above QEMU's 2040 GiB limit.
+    pub fn virtual_size(&self) -> Option<u64> {
+        let sectors = self.virtual_sectors();
+        (sectors <= VHD_MAX_SECTORS).then_some(sectors * SECTOR)
     }
 
     fn creator(&self) -> String {
