@@ -37,20 +37,13 @@ sync
 # median SECONDS... -> the median
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-# time_cmd OUT CMD... : runs CMD RUNS times (removing OUT before each); prints the median wall
-# time and the median CPU time (user + sys, children included), which the other jobs on a
-# shared machine disturb less than the wall time.
-time_cmd() {
-    local out=$1; shift
-    local walls=() cpus=()
-    for _ in $(seq "$RUNS"); do
-        rm -f "$out"
-        /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$@" >/dev/null
-        read -r e u s < "$WORK/time"
-        walls+=("$e")
-        cpus+=("$(echo "$u + $s" | bc -l)")
-    done
-    echo "$(median "${walls[@]}") $(median "${cpus[@]}")"
+# timed CMD : runs the shell command CMD once; prints its wall time and CPU time (user + sys,
+# children included, which the other jobs on a shared machine disturb less than the wall time).
+timed() {
+    /usr/bin/time -f "%e %U %S" -o "$WORK/time" bash -c "$1" >/dev/null
+    local e u s
+    read -r e u s < "$WORK/time"
+    echo "$e $(echo "$u + $s" | bc -l)"
 }
 
 qemu_and_digests() { qemu-img convert "$@" && md5sum "${@: -1}" && sha512sum "${@: -1}"; }
@@ -70,28 +63,43 @@ row() {
 
 Q=$WORK/q.out
 V=$WORK/v.out
-case_run() {
-    local name=$1 qargs=$2 vargs=$3 input=$4
-    # shellcheck disable=SC2086
-    local tq tv sq sv
-    tq=$(time_cmd "$Q" qemu-img convert $qargs "$input" "$Q")
-    sq=$(stat -c %s "$Q")
-    # shellcheck disable=SC2086
-    tv=$(time_cmd "$V" "$VMIMAGE" convert "$input" "$V" $vargs)
-    sv=$(stat -c %s "$V")
-    row "$name" "$tq" "$tv" "$sq" "$sv"
+# pair NAME QEMU_CMD VMIMAGE_CMD : RUNS runs of each, alternating which of the two goes first
+# (on a virtual machine the second of two back-to-back 700 MB writers is sometimes much slower
+# as the host backs freshly freed guest memory again), outputs removed before each pair;
+# prints a row of medians.
+pair() {
+    local name=$1 qcmd=$2 vcmd=$3 i
+    local qw=() qc=() vw=() vc=() tq tv w c
+    for i in $(seq "$RUNS"); do
+        rm -f "$Q" "$V"
+        sync
+        if [ $((i % 2)) = 1 ]; then
+            tq=$(timed "$qcmd"); tv=$(timed "$vcmd")
+        else
+            tv=$(timed "$vcmd"); tq=$(timed "$qcmd")
+        fi
+        read -r w c <<< "$tq"; qw+=("$w"); qc+=("$c")
+        read -r w c <<< "$tv"; vw+=("$w"); vc+=("$c")
+    done
+    row "$name" "$(median "${qw[@]}") $(median "${qc[@]}")" \
+        "$(median "${vw[@]}") $(median "${vc[@]}")" "$(stat -c %s "$Q")" "$(stat -c %s "$V")"
 }
 
-case_run "raw->qcow2" "-O qcow2" "-O qcow2" "$IMG"
-case_run "raw->qcow2 -c zlib" "-O qcow2 -c" "-O qcow2 -c zlib" "$IMG"
-case_run "raw->qcow2 -c zstd" "-O qcow2 -c -o compression_type=zstd" "-O qcow2 -c zstd" "$IMG"
-case_run "qcow2->raw" "-O raw" "-O raw" "$QCOW"
+# The conversion alone: qemu-img computes no digest, so vmimage runs with --algo none here.
+# qemu-img's default cache mode for convert is `unsafe`: its output is not yet on the disk
+# when it exits, while vmimage syncs before renaming. The "durable" row gives qemu-img
+# `-t writeback`, which flushes at the end, for the like-for-like figure.
+vm="$VMIMAGE convert"
+pair "raw->qcow2" "qemu-img convert -O qcow2 $IMG $Q" "$vm $IMG $V -O qcow2 --algo none"
+pair "raw->qcow2, durable" "qemu-img convert -t writeback -O qcow2 $IMG $Q" \
+    "$vm $IMG $V -O qcow2 --algo none"
+pair "raw->qcow2 -c zlib" "qemu-img convert -O qcow2 -c $IMG $Q" \
+    "$vm $IMG $V -O qcow2 -c zlib --algo none"
+pair "raw->qcow2 -c zstd" "qemu-img convert -O qcow2 -c -o compression_type=zstd $IMG $Q" \
+    "$vm $IMG $V -O qcow2 -c zstd --algo none"
+pair "qcow2->raw" "qemu-img convert -O raw $QCOW $Q" "$vm $QCOW $V -O raw --algo none"
 
 # Convert plus the digests a cloud records: qemu-img convert, then md5sum and sha512sum.
-tq=$(time_cmd "$Q" bash -c 'qemu_and_digests "$@"' _ -O qcow2 "$IMG" "$Q")
-tv=$(time_cmd "$V" "$VMIMAGE" convert "$IMG" "$V" -O qcow2)
-row "raw->qcow2 + md5 + sha512" "$tq" "$tv" "$(stat -c %s "$Q")" "$(stat -c %s "$V")"
-tq=$(time_cmd "$Q" bash -c 'qemu_and_digests "$@"' _ -O raw "$QCOW" "$Q")
-tv=$(time_cmd "$V" "$VMIMAGE" convert "$QCOW" "$V" -O raw)
-row "qcow2->raw + md5 + sha512" "$tq" "$tv" "$(stat -c %s "$Q")" "$(stat -c %s "$V")"
+pair "raw->qcow2 + md5 + sha512" "qemu_and_digests -O qcow2 $IMG $Q" "$vm $IMG $V -O qcow2"
+pair "qcow2->raw + md5 + sha512" "qemu_and_digests -O raw $QCOW $Q" "$vm $QCOW $V -O raw"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -27,7 +27,7 @@ use super::compress::{Compression, compress_cluster};
 use super::output::HashedOutput;
 use super::plan::{Packer, Plan, Stored};
 use super::reader::{GuestReader, ReadFailure, is_zero};
-use super::scan::{ChunkScanner, Progress, chunk_size, map_in_order};
+use super::scan::{ChunkBuffers, ChunkScanner, Progress, chunk_size, map_in_order};
 use super::spill::{Spill, SpillReader};
 use crate::format::qcow2::header::{
     INCOMPAT_COMPRESSION, MAX_L1_SIZE_BYTES, MAX_REFTABLE_SIZE_BYTES, QCOW2_MAGIC,
@@ -59,16 +59,22 @@ pub fn scan_pass(
     let chunk = chunk_size(reader, cluster_size);
     let mut plan = Plan::new(cluster_size, cluster_size / 8);
     let mut scanner = ChunkScanner::new(reader, chunk);
+    let buffers = ChunkBuffers::default();
     progress.phase("scanning", size);
     loop {
         let batch = scanner.next_batch().map_err(Failure::Input)?;
         if batch.is_empty() {
             break;
         }
-        let parallel = compression.is_some() || reader.costly_reads();
+        // No digest thread runs during the scan, so even plain reads and zero tests are
+        // worth both cores.
         let results: Vec<Result<Vec<(u64, Decision)>, ReadFailure>> =
-            map_in_order(pool, parallel, &batch, |&c| {
-                analyse_chunk(reader, c, chunk, cluster_size, compression)
+            map_in_order(pool, true, &batch, |&c| {
+                let mut buf = buffers.take(0);
+                let decisions =
+                    analyse_chunk(reader, c, chunk, cluster_size, compression, &mut buf);
+                buffers.give(buf);
+                decisions
             });
         for r in results {
             for (cluster, decision) in r.map_err(Failure::Input)? {
@@ -88,21 +94,17 @@ pub fn scan_pass(
     Ok(plan)
 }
 
-/// Reads chunk `index` and decides each of its output clusters.
+/// Reads chunk `index` into `buf` and decides each of its output clusters.
 fn analyse_chunk(
     reader: &dyn GuestReader,
     index: u64,
     chunk: u64,
     cluster_size: u64,
     compression: Option<Compression>,
+    buf: &mut Vec<u8>,
 ) -> Result<Vec<(u64, Decision)>, ReadFailure> {
-    let size = reader.virtual_size();
     let start = index * chunk;
-    let len = chunk.min(size - start) as usize;
-    // The last cluster of a disk whose size is not a multiple of the cluster size is padded
-    // with zeros, as QEMU stores it.
-    let mut buf = vec![0u8; len.next_multiple_of(cluster_size as usize)];
-    reader.read_at(start, &mut buf[..len])?;
+    read_chunk(reader, start, chunk, cluster_size, buf)?;
     let mut out = Vec::new();
     let mut scratch = Vec::new();
     for (k, cluster) in buf.chunks(cluster_size as usize).enumerate() {
@@ -119,6 +121,22 @@ fn analyse_chunk(
         out.push((id, decision));
     }
     Ok(out)
+}
+
+/// Reads the chunk at `start` into `buf`. The last cluster of a disk whose size is not a
+/// multiple of the cluster size is padded with zeros, as QEMU stores it.
+fn read_chunk(
+    reader: &dyn GuestReader,
+    start: u64,
+    chunk: u64,
+    cluster_size: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), ReadFailure> {
+    let len = chunk.min(reader.virtual_size() - start) as usize;
+    buf.resize(len.next_multiple_of(cluster_size as usize), 0);
+    reader.read_at(start, &mut buf[..len])?;
+    buf[len..].fill(0);
+    Ok(())
 }
 
 /// Where everything goes in the output file (offsets in bytes, counts in clusters).
@@ -405,6 +423,7 @@ fn write_data(
     let per_chunk = chunk / cs;
     let max_chunks = (super::scan::BATCH_BYTES / chunk).max(1) as usize;
     let mut packer = Packer::new(cs);
+    let buffers = ChunkBuffers::default();
     let mut records = plan.iter().peekable();
     let mut compressed = Vec::new();
     loop {
@@ -425,13 +444,10 @@ fn write_data(
         if batch.is_empty() {
             break;
         }
-        let size = reader.virtual_size();
         let read: Vec<Result<Vec<u8>, ReadFailure>> =
             map_in_order(pool, reader.costly_reads(), &chunks, |&ch| {
-                let start = ch * chunk;
-                let len = chunk.min(size - start) as usize;
-                let mut buf = vec![0u8; len.next_multiple_of(cs as usize)];
-                reader.read_at(start, &mut buf[..len])?;
+                let mut buf = buffers.take(0);
+                read_chunk(reader, ch * chunk, chunk, cs, &mut buf)?;
                 Ok(buf)
             });
         let mut read_iter = chunks.iter().zip(read);
@@ -446,7 +462,10 @@ fn write_data(
                         let Some((&c, buf)) = read_iter.next() else {
                             return Err(Failure::Output(io::Error::other("chunk list mismatch")));
                         };
-                        current = Some((c, buf.map_err(Failure::Input)?));
+                        let next = (c, buf.map_err(Failure::Input)?);
+                        if let Some((_, used)) = current.replace(next) {
+                            buffers.give(used);
+                        }
                     }
                     let Some((_, buf)) = current.as_ref() else {
                         return Err(Failure::Output(io::Error::other("chunk missing")));
@@ -467,8 +486,38 @@ fn write_data(
                 }
             }
         }
+        if let Some((_, used)) = current {
+            buffers.give(used);
+        }
         progress.advance_to(out.position());
     }
     debug_assert_eq!(packer.position() + layout.data_offset, out.position());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::raw::RawReader;
+    use crate::convert::scan::ChunkBuffers;
+
+    #[test]
+    fn a_recycled_buffer_is_read_over_and_its_padding_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        // 1.5 clusters of 0xab: the last cluster is half guest data, half padding.
+        std::fs::write(&path, vec![0xabu8; 3 * 512]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = RawReader::new(file, 3 * 512);
+        let buffers = ChunkBuffers::default();
+        buffers.give(vec![0x55u8; 8192]);
+        let mut buf = buffers.take(0);
+        read_chunk(&reader, 0, 1 << 20, 1024, &mut buf).unwrap();
+        assert_eq!(buf.len(), 2048);
+        assert!(buf[..1536].iter().all(|&b| b == 0xab));
+        assert!(
+            buf[1536..].iter().all(|&b| b == 0),
+            "stale bytes in the padding"
+        );
+    }
 }

@@ -10,7 +10,7 @@
 use super::Failure;
 use super::output::HashedOutput;
 use super::reader::{GuestReader, ReadFailure, is_zero};
-use super::scan::{ChunkScanner, Progress, chunk_size, map_in_order};
+use super::scan::{ChunkBuffers, ChunkScanner, Progress, chunk_size, map_in_order};
 
 /// Smallest hole written: 4 KiB, the file system block and `qemu-img convert -S`'s default.
 pub const HOLE_GRANULARITY: usize = 4096;
@@ -25,6 +25,7 @@ pub fn write_raw(
     let size = reader.virtual_size();
     let chunk = chunk_size(reader, HOLE_GRANULARITY as u64);
     let mut scanner = ChunkScanner::new(reader, chunk);
+    let buffers = ChunkBuffers::default();
     progress.phase("converting", size);
     loop {
         let batch = scanner.next_batch().map_err(Failure::Input)?;
@@ -34,7 +35,7 @@ pub fn write_raw(
         let read: Vec<Result<Vec<u8>, ReadFailure>> =
             map_in_order(pool, reader.costly_reads(), &batch, |&c| {
                 let start = c * chunk;
-                let mut buf = vec![0u8; chunk.min(size - start) as usize];
+                let mut buf = buffers.take(chunk.min(size - start) as usize);
                 reader.read_at(start, &mut buf)?;
                 Ok(buf)
             });
@@ -51,6 +52,7 @@ pub fn write_raw(
                 }
                 .map_err(Failure::Output)?;
             }
+            buffers.give(buf);
         }
         progress.advance_to(out.position());
     }

@@ -6,6 +6,8 @@
 //! metadata or file system says hold nothing are never read. The batch of chunk indices handed
 //! to the workers is bounded by [`BATCH_BYTES`], which bounds the memory in flight.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use super::reader::{GuestReader, ReadFailure};
@@ -109,6 +111,36 @@ impl<'r> ChunkScanner<'r> {
         match self.current {
             Some((next, _)) => next * self.chunk,
             None => self.offset,
+        }
+    }
+}
+
+/// Chunk buffers recycled from batch to batch: a fresh zeroed buffer per chunk costs a
+/// `memset` as large as the read that then overwrites it. Holds at most one batch's worth.
+#[derive(Debug, Default)]
+pub struct ChunkBuffers {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl ChunkBuffers {
+    /// A buffer of `len` bytes whose contents are unspecified (left from an earlier chunk):
+    /// callers overwrite all of it.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Returns a buffer for reuse.
+    pub fn give(&self, buf: Vec<u8>) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if (free.len() as u64) < BATCH_BYTES / MIN_CHUNK {
+            free.push(buf);
         }
     }
 }
