@@ -15,7 +15,9 @@ bin=$PWD/target/release/vmimage
 if [ ! -f "$work/data.qcow2" ]; then
     # 4 GiB of guest data in 64 KiB clusters, written by qemu-io: a real multi-GiB image.
     qemu-img create -q -f qcow2 "$work/data.qcow2" 8G
-    qemu-io -c "write -P 0x5a 0 4G" "$work/data.qcow2" >/dev/null
+    # (qemu-io refuses one request of 4 GiB: four of 1 GiB.)
+    qemu-io -c "write -P 0x5a 0 1G" -c "write -P 0x5a 1G 1G" -c "write -P 0x5a 2G 1G" \
+        -c "write -P 0x5a 3G 1G" "$work/data.qcow2" >/dev/null
 fi
 [ -f "$work/big.raw" ] || qemu-img create -q -f raw "$work/big.raw" 64G
 

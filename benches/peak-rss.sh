@@ -74,9 +74,9 @@ for img in l1-2g.qcow2 size-8e.qcow2 1p.qcow2 1t-meta.qcow2 1t.raw; do
     label="$img ($((size / 1024 / 1024)) MiB file)"
     run "$label" info "$img"
     run "$label" check "$img"
-    # Converting the preallocated image reads every allocated cluster (a terabyte of holes
-    # in the host file: about 8 minutes here, 6.1 MiB peak); left out to keep this short.
-    [ "$img" = 1t-meta.qcow2 ] || run "$label" convert "$img" out.qcow2 -O qcow2
+    # The preallocated image's clusters are holes in its file: skipped after SEEK_DATA, not
+    # read, so this is quick too.
+    run "$label" convert "$img" out.qcow2 -O qcow2
 done
 # Raw output digests every byte of the output, holes included, so it costs time in proportion
 # to the virtual size (memory stays flat): run it on the hostile headers, which are refused,
