@@ -70,11 +70,7 @@ pub fn scan_pass(
         // worth both cores.
         let results: Vec<Result<Vec<(u64, Decision)>, ReadFailure>> =
             map_in_order(pool, true, &batch, |&c| {
-                let mut buf = buffers.take(0);
-                let decisions =
-                    analyse_chunk(reader, c, chunk, cluster_size, compression, &mut buf);
-                buffers.give(buf);
-                decisions
+                analyse_chunk(reader, &buffers, c, chunk, cluster_size, compression)
             });
         for r in results {
             for (cluster, decision) in r.map_err(Failure::Input)? {
@@ -94,17 +90,17 @@ pub fn scan_pass(
     Ok(plan)
 }
 
-/// Reads chunk `index` into `buf` and decides each of its output clusters.
+/// Reads chunk `index` and decides each of its output clusters.
 fn analyse_chunk(
     reader: &dyn GuestReader,
+    buffers: &ChunkBuffers,
     index: u64,
     chunk: u64,
     cluster_size: u64,
     compression: Option<Compression>,
-    buf: &mut Vec<u8>,
 ) -> Result<Vec<(u64, Decision)>, ReadFailure> {
     let start = index * chunk;
-    read_chunk(reader, start, chunk, cluster_size, buf)?;
+    let buf = read_chunk(reader, buffers, start, chunk, cluster_size)?;
     let mut out = Vec::new();
     let mut scratch = Vec::new();
     for (k, cluster) in buf.chunks(cluster_size as usize).enumerate() {
@@ -120,23 +116,24 @@ fn analyse_chunk(
         };
         out.push((id, decision));
     }
+    buffers.give(buf);
     Ok(out)
 }
 
-/// Reads the chunk at `start` into `buf`. The last cluster of a disk whose size is not a
-/// multiple of the cluster size is padded with zeros, as QEMU stores it.
+/// Reads the chunk at `start` into a buffer from `buffers`. The last cluster of a disk whose
+/// size is not a multiple of the cluster size is padded with zeros, as QEMU stores it.
 fn read_chunk(
     reader: &dyn GuestReader,
+    buffers: &ChunkBuffers,
     start: u64,
     chunk: u64,
     cluster_size: u64,
-    buf: &mut Vec<u8>,
-) -> Result<(), ReadFailure> {
+) -> Result<Vec<u8>, ReadFailure> {
     let len = chunk.min(reader.virtual_size() - start) as usize;
-    buf.resize(len.next_multiple_of(cluster_size as usize), 0);
+    let mut buf = buffers.take(len.next_multiple_of(cluster_size as usize));
     reader.read_at(start, &mut buf[..len])?;
     buf[len..].fill(0);
-    Ok(())
+    Ok(buf)
 }
 
 /// Where everything goes in the output file (offsets in bytes, counts in clusters).
@@ -446,9 +443,7 @@ fn write_data(
         }
         let read: Vec<Result<Vec<u8>, ReadFailure>> =
             map_in_order(pool, reader.costly_reads(), &chunks, |&ch| {
-                let mut buf = buffers.take(0);
-                read_chunk(reader, ch * chunk, chunk, cs, &mut buf)?;
-                Ok(buf)
+                read_chunk(reader, &buffers, ch * chunk, chunk, cs)
             });
         let mut read_iter = chunks.iter().zip(read);
         let mut current: Option<(u64, Vec<u8>)> = None;
@@ -511,8 +506,7 @@ mod tests {
         let reader = RawReader::new(file, 3 * 512);
         let buffers = ChunkBuffers::default();
         buffers.give(vec![0x55u8; 8192]);
-        let mut buf = buffers.take(0);
-        read_chunk(&reader, 0, 1 << 20, 1024, &mut buf).unwrap();
+        let buf = read_chunk(&reader, &buffers, 0, 1 << 20, 1024).unwrap();
         assert_eq!(buf.len(), 2048);
         assert!(buf[..1536].iter().all(|&b| b == 0xab));
         assert!(
