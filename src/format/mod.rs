@@ -178,6 +178,22 @@ impl Probe {
     pub fn head_bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
         self.head.get(offset..offset.checked_add(len)?)
     }
+
+    /// The `N`-byte header at offset 0, or, when the file is shorter, the finding that says so
+    /// (`what` names the header in it: "the QED header").
+    pub fn head_header<const N: usize>(&self, what: &str) -> Result<&[u8; N], Finding> {
+        self.head_bytes(0, N)
+            .and_then(|b| <&[u8; N]>::try_from(b).ok())
+            .ok_or_else(|| {
+                Finding::error(
+                    Check::Truncated,
+                    format!(
+                        "{what} ({N} bytes at offset 0x0) runs past the end of the file ({} bytes)",
+                        self.len
+                    ),
+                )
+            })
+    }
 }
 
 fn read_probe<S: ReadAt + ?Sized>(src: &S, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -429,5 +445,24 @@ pub(crate) mod bytes {
         b.get(off..off + 8).map_or(0, |s| {
             u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_longer_than_the_file_is_a_truncated_report_naming_it() {
+        let probe = Probe::from_bytes(&[7u8; 40]);
+        assert_eq!(probe.head_header::<8>("the X header"), Ok(&[7u8; 8]));
+        let finding = probe
+            .head_header::<64>("the QED header")
+            .expect_err("40 bytes hold no 64-byte header");
+        assert_eq!(finding.check, Check::Truncated);
+        assert_eq!(
+            finding.detail,
+            "the QED header (64 bytes at offset 0x0) runs past the end of the file (40 bytes)"
+        );
     }
 }

@@ -191,17 +191,14 @@ impl QedHeader {
 /// Describes the image as `qemu-img info -f qed` would. The backing file is reported, never
 /// opened.
 pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<FormatReport> {
-    let Some(bytes) = probe
-        .head_bytes(0, HEADER_LEN)
-        .and_then(|b| <&[u8; HEADER_LEN]>::try_from(b).ok())
-    else {
-        return Ok(FormatReport::invalid(
-            Check::Truncated,
-            format!(
-                "the QED header (64 bytes at offset 0x0) runs past the end of the file ({} bytes)",
-                probe.len
-            ),
-        ));
+    let bytes = match probe.head_header::<HEADER_LEN>("the QED header") {
+        Ok(bytes) => bytes,
+        Err(finding) => {
+            return Ok(FormatReport {
+                findings: vec![finding],
+                ..FormatReport::default()
+            });
+        }
     };
     let header = QedHeader::parse(bytes);
     if let Some(finding) = header.validate(probe.len) {

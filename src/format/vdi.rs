@@ -186,17 +186,14 @@ impl VdiHeader {
 
 /// Describes the image as `qemu-img info -f vdi` would.
 pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<FormatReport> {
-    let Some(bytes) = probe
-        .head_bytes(0, HEADER_LEN)
-        .and_then(|b| <&[u8; HEADER_LEN]>::try_from(b).ok())
-    else {
-        return Ok(FormatReport::invalid(
-            Check::Truncated,
-            format!(
-                "the VDI header (512 bytes at offset 0x0) runs past the end of the file ({} bytes)",
-                probe.len
-            ),
-        ));
+    let bytes = match probe.head_header::<HEADER_LEN>("the VDI header") {
+        Ok(bytes) => bytes,
+        Err(finding) => {
+            return Ok(FormatReport {
+                findings: vec![finding],
+                ..FormatReport::default()
+            });
+        }
     };
     let header = VdiHeader::parse(bytes);
     if let Some(finding) = header.validate() {
