@@ -285,6 +285,46 @@ impl DigestSet {
     }
 }
 
+/// One algorithm over a byte stream, computed on the caller's thread with no buffering but
+/// the algorithm's own block: for callers that already give each algorithm its own thread
+/// (`convert` hashes its output this way), where a [`DigestSet`] would add a copy and a
+/// second thread per algorithm.
+///
+/// ```
+/// use vmimage::digest::{Algorithm, Digester};
+/// let mut md5 = Digester::new(Algorithm::Md5);
+/// md5.update(b"hello\n");
+/// assert_eq!(md5.finish().hex(), "b1946ac92492d2347c6235b4d2611184");
+/// ```
+#[derive(Clone)]
+pub struct Digester {
+    algorithm: Algorithm,
+    hasher: Hasher,
+}
+
+impl Digester {
+    /// A fresh computation of `algorithm`.
+    pub fn new(algorithm: Algorithm) -> Self {
+        Self {
+            algorithm,
+            hasher: Hasher::new(algorithm),
+        }
+    }
+
+    /// Feeds the next bytes of the stream.
+    pub fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+    }
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digest {
+        Digest {
+            algorithm: self.algorithm,
+            bytes: self.hasher.finish(),
+        }
+    }
+}
+
 /// Starts one worker per hasher; `None` (and the hashers untouched) if any spawn fails.
 fn spawn_workers(hashers: &mut Vec<Hasher>) -> Option<Workers> {
     let (free_tx, free_rx) = mpsc::channel();

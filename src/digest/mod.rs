@@ -3,7 +3,8 @@
 //!
 //! - [`algorithm`]: the algorithms and their names.
 //! - [`engine`]: [`DigestSet`], one byte stream fed to every algorithm at once, one worker
-//!   thread per algorithm, in bounded memory.
+//!   thread per algorithm, in bounded memory; [`Digester`], one algorithm on the caller's
+//!   thread.
 //! - [`source`]: where bytes come from ([`hash_path`], [`hash_reader`], standard input), and
 //!   the check that a file did not change while it was read.
 //! - [`parallel`]: many files across cores, results in argument order.
@@ -24,7 +25,7 @@ pub mod source;
 use std::fmt;
 
 pub use algorithm::Algorithm;
-pub use engine::{DigestSet, EngineConfig};
+pub use engine::{DigestSet, Digester, EngineConfig};
 pub use parallel::hash_inputs;
 pub use source::{HashOptions, Input, hash_input, hash_path, hash_path_with, hash_reader};
 
