@@ -1,5 +1,5 @@
 //! `vmimage convert IN OUT -O qcow2|raw [-c zlib|zstd] [--cluster-size N] [--threads N]
-//! [--progress] [--json]`: converts, then prints the output's MD5 and SHA-512 (computed while it
+//! [--sync] [--progress] [--json]`: converts, then prints the output's MD5 and SHA-512 (computed while it
 //! was written) as BSD-tagged lines, like `vmimage hash`.
 
 use std::io::{IsTerminal, Write};
@@ -61,6 +61,11 @@ pub struct ConvertArgs {
     /// Worker threads (default: one per core). The output is the same for any value.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Flush OUT to the disk before renaming it into place, so that it survives a power loss
+    /// (like `qemu-img convert -t writeback`). Without it, as with qemu-img's default, OUT is
+    /// still never seen incomplete by another process.
+    #[arg(long)]
+    pub sync: bool,
     /// Show a progress bar on stderr even when it is not a terminal.
     #[arg(long)]
     pub progress: bool,
@@ -189,6 +194,7 @@ pub fn run(args: &ConvertArgs) -> u8 {
             .algo
             .as_ref()
             .map_or_else(|| Algorithm::DEFAULT.to_vec(), |l| l.0.clone()),
+        sync: args.sync,
     };
     if let Err(e) = vmimage::convert::validate_options(&options) {
         print_error(&e);

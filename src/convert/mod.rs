@@ -33,9 +33,11 @@
 //! order before they touch the plan or the file; compression contexts are reset per cluster.
 //! The same input and options give the same bytes for any `--threads`.
 //!
-//! **Atomic:** the output is written to `.<OUT>.vmimage-tmp.<pid>` beside OUT, synced, and
-//! renamed over OUT only when complete ([`output::TempFile`]). Any error removes it, and the
-//! CLI's signal handler calls [`remove_temporary_files`] before exiting.
+//! **Atomic:** the output is written to `.<OUT>.vmimage-tmp.<pid>` beside OUT and renamed over
+//! OUT only when complete ([`output::TempFile`]), so no process ever sees a partial OUT. Any
+//! error removes it, and the CLI's signal handler calls [`remove_temporary_files`] before
+//! exiting. With [`ConvertOptions::sync`] it is also synced before the rename, so that OUT
+//! survives a power loss.
 //!
 //! **Memory** stays flat: one batch of chunks in flight ([`scan::BATCH_BYTES`]), the L1 table,
 //! the plan's few bytes per allocated cluster, and at most
@@ -46,6 +48,7 @@
 //! **Honest:** the input's identity (device, inode, length, modification and change times) is
 //! checked after the last read; a change is an error, never a digest.
 
+pub mod buffers;
 pub mod compress;
 pub mod output;
 pub mod plan;
@@ -112,6 +115,11 @@ pub struct ConvertOptions {
     pub threads: Option<usize>,
     /// Digests of the output to compute while writing.
     pub algorithms: Vec<Algorithm>,
+    /// Make the output durable before renaming it into place: write-back starts as each
+    /// buffer is written and the file is synced at the end, so OUT survives a power loss.
+    /// Off by default, as in `qemu-img convert` (cache mode `unsafe`) and `cp`: without it
+    /// OUT is still complete for every other process the moment it appears.
+    pub sync: bool,
 }
 
 impl Default for ConvertOptions {
@@ -122,6 +130,7 @@ impl Default for ConvertOptions {
             cluster_size: DEFAULT_CLUSTER_SIZE,
             threads: None,
             algorithms: Algorithm::DEFAULT.to_vec(),
+            sync: false,
         }
     }
 }
@@ -406,8 +415,12 @@ pub fn convert(
     let virtual_size = reader.virtual_size();
     let (digests, allocated, compressed) = match options.format {
         OutputFormat::Raw => {
-            let mut out = HashedOutput::new(tmp.file().map_err(out_err)?, &options.algorithms)
-                .map_err(out_err)?;
+            let mut out = HashedOutput::new(
+                tmp.file().map_err(out_err)?,
+                &options.algorithms,
+                options.sync,
+            )
+            .map_err(out_err)?;
             raw_writer::write_raw(reader, &pool, &mut out, progress).map_err(fail)?;
             (out.finish(virtual_size).map_err(out_err)?, None, None)
         }
@@ -431,8 +444,12 @@ pub fn convert(
                     }
                 })?;
             let spilled = spill.into_reader().map_err(out_err)?;
-            let mut out = HashedOutput::new(tmp.file().map_err(out_err)?, &options.algorithms)
-                .map_err(out_err)?;
+            let mut out = HashedOutput::new(
+                tmp.file().map_err(out_err)?,
+                &options.algorithms,
+                options.sync,
+            )
+            .map_err(out_err)?;
             qcow2_writer::write_image(
                 reader,
                 &pool,
@@ -461,7 +478,9 @@ pub fn convert(
             path: input.to_path_buf(),
         });
     }
-    tmp.sync().map_err(out_err)?;
+    if options.sync {
+        tmp.sync().map_err(out_err)?;
+    }
     let size = digests.size;
     tmp.persist(output).map_err(out_err)?;
     Ok(ConvertReport {

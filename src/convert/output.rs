@@ -8,9 +8,10 @@
 //!   algorithm. The digests therefore cover exactly the bytes of OUT in file order, and OUT is
 //!   never read back. The writes themselves run on a writer thread, so that producing the next
 //!   buffer (reading the input) overlaps writing the last one, as qemu-img overlaps its
-//!   requests; the writer starts the kernel's write-back of each buffer as soon as it is
-//!   written, so the final `fsync` that makes the output durable before the rename has little
-//!   left to wait for.
+//!   requests. Large buffers (whole chunks read from the input) are handed to the writer and
+//!   the digests as they are, never copied into a write buffer. When the output must be
+//!   durable (`--sync`), the writer starts the kernel's write-back of each buffer as soon as
+//!   it is written, so the final `fsync` before the rename has little left to wait for.
 //!
 //! Test hook: the environment variable `VMIMAGE_TEST_FAULT` (read only here, documented for
 //! the test suite; comma-separated settings) injects failures that are hard to cause otherwise:
@@ -34,15 +35,19 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
-use crate::digest::{Algorithm, Digest, DigestSet, Digests};
+use super::buffers::{BufferPool, PooledBuffer};
+use crate::digest::{Algorithm, Digest, Digester, Digests};
 
 /// The environment variable of the test-only fault hook.
 pub const FAULT_ENV: &str = "VMIMAGE_TEST_FAULT";
 /// Bytes gathered before one write system call and one hand-off to the digest threads.
 pub const WRITE_BUFFER: usize = 4 * 1024 * 1024;
+/// Buffers smaller than this are copied into the write buffer rather than handed over: a
+/// system call per few kilobytes would cost more than the copy.
+const HANDOFF_MIN: usize = 256 * 1024;
 /// Buffers queued per digest thread and for the writer thread: bounds memory at
 /// `WRITE_BUFFER` times this, per thread.
-const DIGEST_QUEUE: usize = 4;
+pub const OUTPUT_QUEUE: usize = 8;
 /// Zeros fed to the digests per update for holes.
 const ZERO_BLOCK: usize = 1024 * 1024;
 
@@ -231,7 +236,7 @@ impl Fault {
 }
 
 enum DigestMsg {
-    Data(Arc<Vec<u8>>),
+    Data(Arc<PooledBuffer>),
     Zeros(u64),
 }
 
@@ -239,7 +244,7 @@ enum DigestMsg {
 /// (start, len) ranges of it, which are left unwritten.
 struct WriteJob {
     at: u64,
-    buf: Arc<Vec<u8>>,
+    buf: Arc<PooledBuffer>,
     holes: Vec<(usize, usize)>,
 }
 
@@ -248,7 +253,9 @@ pub struct HashedOutput<'f> {
     file: &'f File,
     /// Where `pending` starts in the file.
     pending_at: u64,
-    pending: Vec<u8>,
+    pending: PooledBuffer,
+    /// Where written-out buffers return once the writer and the digests are done with them.
+    pool: BufferPool,
     /// Ranges of `pending` (start, len) that are holes: digested as zeros, not written.
     holes: Vec<(usize, usize)>,
     senders: Vec<SyncSender<DigestMsg>>,
@@ -259,8 +266,10 @@ pub struct HashedOutput<'f> {
 
 impl<'f> HashedOutput<'f> {
     /// Starts writing `file` at offset 0, digesting with `algorithms` (one thread each: MD5
-    /// and SHA-512 are sequential, so two algorithms run on two cores at once).
-    pub fn new(file: &'f File, algorithms: &[Algorithm]) -> io::Result<Self> {
+    /// and SHA-512 are sequential, so two algorithms run on two cores at once). With
+    /// `write_back`, the kernel is asked to start writing each buffer to the disk as soon as
+    /// it is written, for a final `fsync` with little left to do.
+    pub fn new(file: &'f File, algorithms: &[Algorithm], write_back: bool) -> io::Result<Self> {
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         let mut seen = Vec::new();
@@ -269,22 +278,28 @@ impl<'f> HashedOutput<'f> {
                 continue;
             }
             seen.push(a);
-            let (tx, rx) = sync_channel(DIGEST_QUEUE);
+            let (tx, rx) = sync_channel(OUTPUT_QUEUE);
             let handle = std::thread::Builder::new()
                 .name(format!("digest-{a}"))
                 .spawn(move || digest_thread(a, rx))?;
             senders.push(tx);
             threads.push(handle);
         }
-        let (tx, rx) = sync_channel(DIGEST_QUEUE);
+        let (tx, rx) = sync_channel(OUTPUT_QUEUE);
         let owned = file.try_clone()?;
         let handle = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || writer_thread(owned, rx))?;
+            .spawn(move || writer_thread(owned, rx, write_back))?;
+        // Buffers in flight: one pending, and a queue's worth each for the writer and the
+        // digest threads (which share them).
+        let pool = BufferPool::new(2 * OUTPUT_QUEUE + 2);
+        let mut pending = pool.take(0);
+        pending.reserve(WRITE_BUFFER);
         Ok(Self {
             file,
             pending_at: 0,
-            pending: Vec::with_capacity(WRITE_BUFFER),
+            pending,
+            pool,
             holes: Vec::new(),
             senders,
             threads,
@@ -351,20 +366,50 @@ impl<'f> HashedOutput<'f> {
         Ok(())
     }
 
+    /// Appends `buf` without copying it when it is large: it goes to the writer and the
+    /// digests as it is. Its `holes` (start, len) ranges, which must hold zeros, are left
+    /// unwritten, as by [`HashedOutput::skip_zeros`].
+    pub fn write_buffer(
+        &mut self,
+        buf: PooledBuffer,
+        holes: Vec<(usize, usize)>,
+    ) -> io::Result<()> {
+        if buf.len() < HANDOFF_MIN {
+            let mut from = 0;
+            for &(start, len) in &holes {
+                self.write(&buf[from..start])?;
+                self.skip_zeros(len as u64)?;
+                from = start + len;
+            }
+            return self.write(&buf[from..]);
+        }
+        self.flush()?;
+        self.dispatch(buf, holes)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let end = self.position();
+        let mut next = self.pool.take(0);
+        next.reserve(WRITE_BUFFER);
+        let full = std::mem::replace(&mut self.pending, next);
+        let holes = std::mem::take(&mut self.holes);
+        self.dispatch(full, holes)
+    }
+
+    /// Sends `buf`, which goes at the current position, to the writer and the digests.
+    fn dispatch(&mut self, buf: PooledBuffer, holes: Vec<(usize, usize)>) -> io::Result<()> {
+        let end = self
+            .pending_at
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| io::Error::other("output offset overflow"))?;
         self.fault.check(end)?;
-        let full = Arc::new(std::mem::replace(
-            &mut self.pending,
-            Vec::with_capacity(WRITE_BUFFER),
-        ));
+        let full = Arc::new(buf);
         let job = WriteJob {
             at: self.pending_at,
             buf: Arc::clone(&full),
-            holes: std::mem::take(&mut self.holes),
+            holes,
         };
         let sent = match &self.writer {
             Some((tx, _)) => tx.send(job).is_ok(),
@@ -445,7 +490,7 @@ impl<'f> HashedOutput<'f> {
 
 /// Writes the jobs in order; the first error ends the thread (the producer then sees its
 /// channel closed and collects the error).
-fn writer_thread(file: File, rx: Receiver<WriteJob>) -> io::Result<()> {
+fn writer_thread(file: File, rx: Receiver<WriteJob>, write_back: bool) -> io::Result<()> {
     for job in rx {
         let tail = (job.buf.len(), 0);
         let mut from = 0usize;
@@ -454,7 +499,9 @@ fn writer_thread(file: File, rx: Receiver<WriteJob>) -> io::Result<()> {
                 io_point()?;
                 let at = job.at + from as u64;
                 file.write_all_at(&job.buf[from..start], at)?;
-                start_write_back(&file, at, (start - from) as u64);
+                if write_back {
+                    start_write_back(&file, at, (start - from) as u64);
+                }
             }
             from = start + len;
         }
@@ -490,22 +537,18 @@ fn start_write_back(file: &File, at: u64, len: u64) {
 
 fn digest_thread(algorithm: Algorithm, rx: Receiver<DigestMsg>) -> Digest {
     let zeros = vec![0u8; ZERO_BLOCK];
-    let mut set = DigestSet::new(&[algorithm]);
+    let mut digester = Digester::new(algorithm);
     for msg in rx {
         match msg {
-            DigestMsg::Data(buf) => set.update(&buf),
+            DigestMsg::Data(buf) => digester.update(&buf),
             DigestMsg::Zeros(mut n) => {
                 while n > 0 {
                     let k = n.min(ZERO_BLOCK as u64) as usize;
-                    set.update(&zeros[..k]);
+                    digester.update(&zeros[..k]);
                     n -= k as u64;
                 }
             }
         }
     }
-    let mut d = set.finish();
-    d.digests.pop().unwrap_or(Digest {
-        algorithm,
-        bytes: Vec::new(),
-    })
+    digester.finish()
 }

@@ -23,11 +23,12 @@
 use std::io;
 
 use super::Failure;
+use super::buffers::{BufferPool, PooledBuffer};
 use super::compress::{Compression, compress_cluster};
 use super::output::HashedOutput;
 use super::plan::{Packer, Plan, Stored};
 use super::reader::{GuestReader, ReadFailure, is_zero};
-use super::scan::{ChunkBuffers, ChunkScanner, Progress, chunk_size, map_in_order};
+use super::scan::{ChunkScanner, Progress, batch_chunks, chunk_pool, chunk_size, map_in_order};
 use super::spill::{Spill, SpillReader};
 use crate::format::qcow2::header::{
     INCOMPAT_COMPRESSION, MAX_L1_SIZE_BYTES, MAX_REFTABLE_SIZE_BYTES, QCOW2_MAGIC,
@@ -59,10 +60,12 @@ pub fn scan_pass(
     let chunk = chunk_size(reader, cluster_size);
     let mut plan = Plan::new(cluster_size, cluster_size / 8);
     let mut scanner = ChunkScanner::new(reader, chunk);
-    let buffers = ChunkBuffers::default();
+    let buffers = chunk_pool(chunk);
     progress.phase("scanning", size);
     loop {
-        let batch = scanner.next_batch().map_err(Failure::Input)?;
+        let batch = scanner
+            .next_batch(batch_chunks(chunk, true))
+            .map_err(Failure::Input)?;
         if batch.is_empty() {
             break;
         }
@@ -90,16 +93,28 @@ pub fn scan_pass(
     Ok(plan)
 }
 
+/// Bytes first read from each cluster when the scan only has to tell data from zeros: a
+/// cluster of data almost always has a non-zero byte in its first sector, and then the rest
+/// of it is not read (and not copied) until the write pass.
+const PROBE_BYTES: u64 = 512;
+/// Probing pays only for clusters much larger than the probe: smaller ones are read a whole
+/// chunk at a time.
+const PROBE_MIN_CLUSTER: u64 = 16 * 1024;
+
 /// Reads chunk `index` and decides each of its output clusters.
 fn analyse_chunk(
     reader: &dyn GuestReader,
-    buffers: &ChunkBuffers,
+    buffers: &BufferPool,
     index: u64,
     chunk: u64,
     cluster_size: u64,
     compression: Option<Compression>,
 ) -> Result<Vec<(u64, Decision)>, ReadFailure> {
     let start = index * chunk;
+    if compression.is_none() && cluster_size >= PROBE_MIN_CLUSTER && reader.small_reads_are_cheap()
+    {
+        return probe_chunk(reader, buffers, start, chunk, cluster_size);
+    }
     let buf = read_chunk(reader, buffers, start, chunk, cluster_size)?;
     let mut out = Vec::new();
     let mut scratch = Vec::new();
@@ -116,7 +131,39 @@ fn analyse_chunk(
         };
         out.push((id, decision));
     }
-    buffers.give(buf);
+    Ok(out)
+}
+
+/// The clusters of the chunk at `start` that hold data, told from zeros by their first
+/// [`PROBE_BYTES`] and, only when those are zero, by the whole cluster.
+fn probe_chunk(
+    reader: &dyn GuestReader,
+    buffers: &BufferPool,
+    start: u64,
+    chunk: u64,
+    cluster_size: u64,
+) -> Result<Vec<(u64, Decision)>, ReadFailure> {
+    let end = start.saturating_add(chunk).min(reader.virtual_size());
+    let mut probe = [0u8; PROBE_BYTES as usize];
+    let mut whole: Option<PooledBuffer> = None;
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let len = cluster_size.min(end - at);
+        let head = &mut probe[..PROBE_BYTES.min(len) as usize];
+        reader.read_at(at, head)?;
+        let data = if !is_zero(head) {
+            true
+        } else {
+            let buf = whole.get_or_insert_with(|| buffers.take(cluster_size as usize));
+            reader.read_at(at, &mut buf[..len as usize])?;
+            !is_zero(&buf[..len as usize])
+        };
+        if data {
+            out.push((at / cluster_size, Decision::Raw));
+        }
+        at += len;
+    }
     Ok(out)
 }
 
@@ -124,11 +171,11 @@ fn analyse_chunk(
 /// size is not a multiple of the cluster size is padded with zeros, as QEMU stores it.
 fn read_chunk(
     reader: &dyn GuestReader,
-    buffers: &ChunkBuffers,
+    buffers: &BufferPool,
     start: u64,
     chunk: u64,
     cluster_size: u64,
-) -> Result<Vec<u8>, ReadFailure> {
+) -> Result<PooledBuffer, ReadFailure> {
     let len = chunk.min(reader.virtual_size() - start) as usize;
     let mut buf = buffers.take(len.next_multiple_of(cluster_size as usize));
     reader.read_at(start, &mut buf[..len])?;
@@ -405,7 +452,8 @@ fn write_l2_tables(layout: &Layout, plan: &Plan, out: &mut HashedOutput<'_>) -> 
 }
 
 /// Writes the data area: replays the plan, reading uncompressed clusters again a batch of
-/// chunks at a time (in parallel), compressed ones from the spill.
+/// chunks at a time (in parallel), compressed ones from the spill. A chunk whose clusters are
+/// all stored, in a row, goes to the output as it was read, without a copy.
 fn write_data(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
@@ -418,13 +466,13 @@ fn write_data(
     let cs = layout.cluster_size;
     let chunk = chunk_size(reader, cs);
     let per_chunk = chunk / cs;
-    let max_chunks = (super::scan::BATCH_BYTES / chunk).max(1) as usize;
     let mut packer = Packer::new(cs);
-    let buffers = ChunkBuffers::default();
+    let buffers = chunk_pool(chunk);
     let mut records = plan.iter().peekable();
     let mut compressed = Vec::new();
     loop {
         // The next batch: records whose chunks number at most `max_chunks`.
+        let max_chunks = batch_chunks(chunk, reader.costly_reads());
         let mut batch = Vec::new();
         let mut chunks: Vec<u64> = Vec::new();
         while let Some(&(cluster, stored)) = records.peek() {
@@ -441,48 +489,58 @@ fn write_data(
         if batch.is_empty() {
             break;
         }
-        let read: Vec<Result<Vec<u8>, ReadFailure>> =
+        let read: Vec<Result<PooledBuffer, ReadFailure>> =
             map_in_order(pool, reader.costly_reads(), &chunks, |&ch| {
                 read_chunk(reader, &buffers, ch * chunk, chunk, cs)
             });
         let mut read_iter = chunks.iter().zip(read);
-        let mut current: Option<(u64, Vec<u8>)> = None;
-        for (cluster, stored) in batch {
+        let mut current: Option<(u64, PooledBuffer)> = None;
+        let mut i = 0;
+        while i < batch.len() {
+            let (cluster, stored) = batch[i];
             let p = packer.place(stored);
             out.write_zeros(p.padding).map_err(Failure::Output)?;
-            match stored {
-                Stored::Raw => {
-                    let ch = cluster / per_chunk;
-                    if current.as_ref().is_none_or(|(c, _)| *c != ch) {
-                        let Some((&c, buf)) = read_iter.next() else {
-                            return Err(Failure::Output(io::Error::other("chunk list mismatch")));
-                        };
-                        let next = (c, buf.map_err(Failure::Input)?);
-                        if let Some((_, used)) = current.replace(next) {
-                            buffers.give(used);
-                        }
-                    }
-                    let Some((_, buf)) = current.as_ref() else {
-                        return Err(Failure::Output(io::Error::other("chunk missing")));
+            let Stored::Compressed(len) = stored else {
+                let ch = cluster / per_chunk;
+                if current.as_ref().is_none_or(|(c, _)| *c != ch) {
+                    let Some((&c, buf)) = read_iter.next() else {
+                        return Err(Failure::Output(io::Error::other("chunk list mismatch")));
                     };
-                    let at = ((cluster % per_chunk) * cs) as usize;
-                    let data = &buf[at..at + cs as usize];
+                    current = Some((c, buf.map_err(Failure::Input)?));
+                }
+                let Some((_, buf)) = current.as_ref() else {
+                    return Err(Failure::Output(io::Error::other("chunk missing")));
+                };
+                let clusters = buf.len() / cs as usize;
+                let first = cluster % per_chunk == 0;
+                if first && whole_chunk_stored(&batch[i..], cluster, clusters) {
                     // The input must still hold what the scan saw: an all-zero cluster here
                     // means it changed between the passes.
-                    if is_zero(data) {
+                    if buf.chunks(cs as usize).any(is_zero) {
                         return Err(Failure::Changed);
                     }
-                    out.write(data).map_err(Failure::Output)?;
+                    for &(_, stored) in &batch[i + 1..i + clusters] {
+                        packer.place(stored);
+                    }
+                    if let Some((_, buf)) = current.take() {
+                        out.write_buffer(buf, Vec::new()).map_err(Failure::Output)?;
+                    }
+                    i += clusters;
+                    continue;
                 }
-                Stored::Compressed(len) => {
-                    compressed.resize(len as usize, 0);
-                    spill.read_exact(&mut compressed).map_err(Failure::Spill)?;
-                    out.write(&compressed).map_err(Failure::Output)?;
+                let at = ((cluster % per_chunk) * cs) as usize;
+                let data = &buf[at..at + cs as usize];
+                if is_zero(data) {
+                    return Err(Failure::Changed);
                 }
-            }
-        }
-        if let Some((_, used)) = current {
-            buffers.give(used);
+                out.write(data).map_err(Failure::Output)?;
+                i += 1;
+                continue;
+            };
+            compressed.resize(len as usize, 0);
+            spill.read_exact(&mut compressed).map_err(Failure::Spill)?;
+            out.write(&compressed).map_err(Failure::Output)?;
+            i += 1;
         }
         progress.advance_to(out.position());
     }
@@ -490,11 +548,20 @@ fn write_data(
     Ok(())
 }
 
+/// Whether `records` starts with `clusters` uncompressed clusters numbered from `first` on: a
+/// whole chunk, stored as read. (Uncompressed clusters after the first need no padding.)
+fn whole_chunk_stored(records: &[(u64, Stored)], first: u64, clusters: usize) -> bool {
+    records.len() >= clusters
+        && records[..clusters]
+            .iter()
+            .zip(first..)
+            .all(|(&(c, s), want)| c == want && s == Stored::Raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::convert::raw::RawReader;
-    use crate::convert::scan::ChunkBuffers;
 
     #[test]
     fn a_recycled_buffer_is_read_over_and_its_padding_zeroed() {
@@ -504,8 +571,10 @@ mod tests {
         std::fs::write(&path, vec![0xabu8; 3 * 512]).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let reader = RawReader::new(file, 3 * 512);
-        let buffers = ChunkBuffers::default();
-        buffers.give(vec![0x55u8; 8192]);
+        let buffers = BufferPool::new(1);
+        let mut stale = buffers.take(8192);
+        stale.fill(0x55);
+        drop(stale);
         let buf = read_chunk(&reader, &buffers, 0, 1 << 20, 1024).unwrap();
         assert_eq!(buf.len(), 2048);
         assert!(buf[..1536].iter().all(|&b| b == 0xab));
@@ -513,5 +582,33 @@ mod tests {
             buf[1536..].iter().all(|&b| b == 0),
             "stale bytes in the padding"
         );
+    }
+
+    /// Every kind of cluster the probe meets: data from its first byte, data only past the
+    /// probe, its last byte only, all zeros, and a short last cluster with data in its tail.
+    #[test]
+    fn probing_finds_data_wherever_it_is_in_a_cluster() {
+        let cs = PROBE_MIN_CLUSTER;
+        let size = 5 * cs + cs / 2;
+        let mut disk = vec![0u8; size as usize];
+        disk[0] = 1;
+        disk[(cs + PROBE_BYTES) as usize] = 2;
+        disk[(3 * cs - 1) as usize] = 3;
+        disk[(size - 1) as usize] = 4;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        std::fs::write(&path, &disk).unwrap();
+        let reader = RawReader::new(std::fs::File::open(&path).unwrap(), size);
+        assert!(reader.small_reads_are_cheap());
+        let buffers = BufferPool::new(1);
+        let found: Vec<u64> = analyse_chunk(&reader, &buffers, 0, 1 << 20, cs, None)
+            .unwrap()
+            .into_iter()
+            .map(|(c, d)| {
+                assert!(matches!(d, Decision::Raw));
+                c
+            })
+            .collect();
+        assert_eq!(found, [0, 1, 2, 5]);
     }
 }

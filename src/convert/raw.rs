@@ -47,6 +47,10 @@ impl GuestReader for RawReader {
         RAW_GRANULARITY
     }
 
+    fn small_reads_are_cheap(&self) -> bool {
+        true
+    }
+
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
         let end = self.len;
         let all_data = Extent {

@@ -66,6 +66,13 @@ pub trait GuestReader: Send + Sync {
         false
     }
 
+    /// Whether a small read costs little more than its system call (the bytes are stored as
+    /// they are, uncompressed and without a table lookup): the scan then tells a cluster's
+    /// data from zeros by its first sector, without copying the rest.
+    fn small_reads_are_cheap(&self) -> bool {
+        false
+    }
+
     /// Fills `buf` with the guest bytes at `offset`; the range must lie within the virtual
     /// size.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure>;

@@ -6,17 +6,33 @@
 //! metadata or file system says hold nothing are never read. The batch of chunk indices handed
 //! to the workers is bounded by [`BATCH_BYTES`], which bounds the memory in flight.
 
-use std::sync::Mutex;
-
 use rayon::prelude::*;
+
+use super::buffers::BufferPool;
+use super::output::OUTPUT_QUEUE;
 
 use super::reader::{GuestReader, ReadFailure};
 
 /// Smallest chunk: 1 MiB, so that a task is worth scheduling even for 512-byte clusters and a
 /// read costs one system call per MiB (qemu-img reads 2 MiB at a time).
 pub const MIN_CHUNK: u64 = 1024 * 1024;
-/// Guest bytes per batch: 32 MiB (plus at most as much compressed output) in flight.
+/// Guest bytes per batch spread over the worker threads: 32 MiB (plus at most as much
+/// compressed output) in flight.
 pub const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+/// Guest bytes per batch read on the calling thread: what the output's queue holds in chunks,
+/// so that the next batch is read while the writer drains the last one.
+pub const READ_AHEAD_BYTES: u64 = (OUTPUT_QUEUE as u64) * MIN_CHUNK;
+
+/// Chunks per batch: [`BATCH_BYTES`] worth when they are read on the worker threads,
+/// [`READ_AHEAD_BYTES`] when on the calling thread.
+pub fn batch_chunks(chunk: u64, parallel: bool) -> usize {
+    let bytes = if parallel {
+        BATCH_BYTES
+    } else {
+        READ_AHEAD_BYTES
+    };
+    (bytes / chunk).max(1) as usize
+}
 
 /// What the worker threads report, to draw a progress bar.
 pub trait Progress: Sync {
@@ -68,9 +84,8 @@ impl<'r> ChunkScanner<'r> {
         }
     }
 
-    /// The next batch (empty at the end).
-    pub fn next_batch(&mut self) -> Result<Vec<u64>, ReadFailure> {
-        let max = (BATCH_BYTES / self.chunk).max(1) as usize;
+    /// The next batch of at most `max` chunks (empty at the end).
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<u64>, ReadFailure> {
         let size = self.reader.virtual_size();
         let mut batch = Vec::with_capacity(max.min(1024));
         while batch.len() < max {
@@ -115,34 +130,10 @@ impl<'r> ChunkScanner<'r> {
     }
 }
 
-/// Chunk buffers recycled from batch to batch: a fresh zeroed buffer per chunk costs a
-/// `memset` as large as the read that then overwrites it. Holds at most one batch's worth.
-#[derive(Debug, Default)]
-pub struct ChunkBuffers {
-    free: Mutex<Vec<Vec<u8>>>,
-}
-
-impl ChunkBuffers {
-    /// A buffer of `len` bytes whose contents are unspecified (left from an earlier chunk):
-    /// callers overwrite all of it.
-    pub fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = self
-            .free
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_default();
-        buf.resize(len, 0);
-        buf
-    }
-
-    /// Returns a buffer for reuse.
-    pub fn give(&self, buf: Vec<u8>) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if (free.len() as u64) < BATCH_BYTES / MIN_CHUNK {
-            free.push(buf);
-        }
-    }
+/// A pool for the chunk buffers of one pass: a batch's worth, and as many again in the output's
+/// queues when the buffers are handed to the writer.
+pub fn chunk_pool(chunk: u64) -> BufferPool {
+    BufferPool::new(batch_chunks(chunk, true) + 2 * OUTPUT_QUEUE)
 }
 
 /// Maps `f` over `items`, results in order: on the worker pool when the work is costly
