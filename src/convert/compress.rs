@@ -95,6 +95,7 @@ thread_local! {
     static DEFLATER: RefCell<Option<Compress>> = const { RefCell::new(None) };
     static INFLATER: RefCell<Option<Decompress>> = const { RefCell::new(None) };
     static ZSTD_COMPRESSOR: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
+    static COMPRESS_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static ZSTD_DECOMPRESSOR: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
@@ -103,9 +104,28 @@ thread_local! {
 /// in which case the cluster is to be stored uncompressed.
 pub fn compress_cluster(kind: Compression, cluster: &[u8], out: &mut Vec<u8>) -> bool {
     let limit = cluster.len().saturating_sub(1);
-    out.clear();
-    out.resize(limit, 0);
-    let produced = match kind {
+    // The compressor writes into a per-thread buffer that keeps its length, so it is zeroed
+    // once per thread rather than once per cluster; `out` receives only the bytes produced.
+    COMPRESS_SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        if scratch.len() < limit {
+            scratch.resize(limit, 0);
+        }
+        let produced = compress_into(kind, cluster, &mut scratch[..limit]);
+        out.clear();
+        match produced {
+            Some(n) if n <= limit => {
+                out.extend_from_slice(&scratch[..n]);
+                true
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Compresses `cluster` into `out`: the compressed length, or `None` when it does not fit.
+fn compress_into(kind: Compression, cluster: &[u8], out: &mut [u8]) -> Option<usize> {
+    match kind {
         Compression::Zlib => DEFLATER.with(|cell| {
             let mut cell = cell.borrow_mut();
             let c = cell.get_or_insert_with(|| {
@@ -133,15 +153,8 @@ pub fn compress_cluster(kind: Compression, cluster: &[u8], out: &mut Vec<u8>) ->
             if !ok {
                 return None;
             }
-            c.compress2(&mut out[..], cluster).ok()
+            c.compress2(out, cluster).ok()
         }),
-    };
-    match produced {
-        Some(n) if n <= limit => {
-            out.truncate(n);
-            true
-        }
-        _ => false,
     }
 }
 
