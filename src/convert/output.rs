@@ -48,6 +48,8 @@ const HANDOFF_MIN: usize = 256 * 1024;
 /// Buffers queued per digest thread and for the writer thread: bounds memory at
 /// `WRITE_BUFFER` times this, per thread.
 pub const OUTPUT_QUEUE: usize = 8;
+/// With `--sync`, the writer starts the kernel's write-back every this many bytes.
+const WRITE_BACK_BYTES: u64 = 16 * 1024 * 1024;
 /// Zeros fed to the digests per update for holes.
 const ZERO_BLOCK: usize = 1024 * 1024;
 
@@ -491,6 +493,9 @@ impl<'f> HashedOutput<'f> {
 /// Writes the jobs in order; the first error ends the thread (the producer then sees its
 /// channel closed and collects the error).
 fn writer_thread(file: File, rx: Receiver<WriteJob>, write_back: bool) -> io::Result<()> {
+    // Written bytes whose write-back is not started yet: kicked WRITE_BACK_BYTES at a time,
+    // since a call per buffer makes the file system allocate and submit in small pieces.
+    let mut unflushed: Option<(u64, u64)> = None;
     for job in rx {
         let tail = (job.buf.len(), 0);
         let mut from = 0usize;
@@ -498,13 +503,23 @@ fn writer_thread(file: File, rx: Receiver<WriteJob>, write_back: bool) -> io::Re
             if start > from {
                 io_point()?;
                 let at = job.at + from as u64;
+                let end = at + (start - from) as u64;
                 file.write_all_at(&job.buf[from..start], at)?;
                 if write_back {
-                    start_write_back(&file, at, (start - from) as u64);
+                    let (first, _) = *unflushed.get_or_insert((at, end));
+                    if end - first >= WRITE_BACK_BYTES {
+                        start_write_back(&file, first, end - first);
+                        unflushed = None;
+                    } else {
+                        unflushed = Some((first, end));
+                    }
                 }
             }
             from = start + len;
         }
+    }
+    if let Some((first, end)) = unflushed {
+        start_write_back(&file, first, end - first);
     }
     Ok(())
 }
