@@ -63,22 +63,26 @@ row() {
 
 Q=$WORK/q.out
 V=$WORK/v.out
-# pair NAME QEMU_CMD VMIMAGE_CMD : RUNS runs of each, alternating which of the two goes first
-# (on a virtual machine the second of two back-to-back 700 MB writers is sometimes much slower
-# as the host backs freshly freed guest memory again), outputs removed before each pair;
-# prints a row of medians.
+# pair NAME QEMU_CMD VMIMAGE_CMD : one untimed run of each, then RUNS timed runs of each,
+# alternating which of the two goes first; prints a row of medians.
+#
+# Each tool's previous output is deleted just before it runs, and `sync` runs before each:
+# on this virtual machine, new page cache is written at ~400 MB/s unless a file of about the
+# same size was just deleted (then ~3.5 GB/s: the host no longer backs long-freed guest
+# memory), and a tool must not share the CPU and the disk with the write-back of the other's
+# output. Both tools are timed in the same state.
 pair() {
     local name=$1 qcmd=$2 vcmd=$3 i
     local qw=() qc=() vw=() vc=() tq tv w c
+    run_q() { rm -f "$Q"; sync; timed "$qcmd"; }
+    run_v() { rm -f "$V"; sync; timed "$vcmd"; }
+    run_q >/dev/null
+    run_v >/dev/null
     for i in $(seq "$RUNS"); do
-        rm -f "$Q" "$V"
-        sync
-        # A sync between the two as well, untimed: the second tool must not share the CPU
-        # and the disk with the write-back of the first one's output.
         if [ $((i % 2)) = 1 ]; then
-            tq=$(timed "$qcmd"); sync; tv=$(timed "$vcmd")
+            tq=$(run_q); tv=$(run_v)
         else
-            tv=$(timed "$vcmd"); sync; tq=$(timed "$qcmd")
+            tv=$(run_v); tq=$(run_q)
         fi
         read -r w c <<< "$tq"; qw+=("$w"); qc+=("$c")
         read -r w c <<< "$tv"; vw+=("$w"); vc+=("$c")

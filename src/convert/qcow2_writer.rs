@@ -26,6 +26,8 @@
 
 use std::io;
 
+use rayon::prelude::*;
+
 use super::Failure;
 use super::buffers::{BufferPool, PooledBuffer};
 use super::compress::{Compression, compress_cluster};
@@ -51,6 +53,9 @@ enum Decision {
     Compressed(Vec<u8>),
 }
 
+/// What the workers found in one batch of chunks, in chunk order.
+type BatchResults = Vec<Result<Vec<(u64, Decision)>, ReadFailure>>;
+
 /// Pass 1: decides every output cluster.
 pub fn scan_pass(
     reader: &dyn GuestReader,
@@ -66,35 +71,59 @@ pub fn scan_pass(
     let mut scanner = ChunkScanner::new(reader, chunk);
     let buffers = chunk_pool(chunk);
     progress.phase("scanning", size);
+    // Batch k is recorded (its compressed clusters copied into the spill, which touches new
+    // memory) while the workers analyse batch k + 1, so neither waits for the other. No
+    // digest thread runs during the scan, so even plain reads and zero tests are worth both
+    // cores.
+    let mut previous: Option<BatchResults> = None;
     loop {
         let batch = scanner
             .next_batch(batch_chunks(chunk, true))
             .map_err(Failure::Input)?;
+        let last = previous.take();
+        let (results, recorded) = pool.install(|| {
+            rayon::join(
+                || -> BatchResults {
+                    batch
+                        .par_iter()
+                        .map(|&c| {
+                            analyse_chunk(reader, &buffers, c, chunk, cluster_size, compression)
+                        })
+                        .collect()
+                },
+                || last.map_or(Ok(()), |r| record_batch(r, &mut plan, spill)),
+            )
+        });
+        recorded?;
         if batch.is_empty() {
             break;
         }
-        // No digest thread runs during the scan, so even plain reads and zero tests are
-        // worth both cores.
-        let results: Vec<Result<Vec<(u64, Decision)>, ReadFailure>> =
-            map_in_order(pool, true, &batch, |&c| {
-                analyse_chunk(reader, &buffers, c, chunk, cluster_size, compression)
-            });
-        for r in results {
-            for (cluster, decision) in r.map_err(Failure::Input)? {
-                let stored = match decision {
-                    Decision::Raw => Stored::Raw,
-                    Decision::Compressed(bytes) => {
-                        spill.push(&bytes).map_err(Failure::Spill)?;
-                        Stored::Compressed(bytes.len() as u32)
-                    }
-                };
-                plan.push(cluster, stored).map_err(Failure::Spill)?;
-            }
-        }
+        previous = Some(results);
         progress.advance_to(scanner.position().min(size));
     }
     progress.advance_to(size);
     Ok(plan)
+}
+
+/// Adds one batch's decisions to the plan, in order, and its compressed clusters to the spill.
+fn record_batch(
+    results: BatchResults,
+    plan: &mut Plan,
+    spill: &mut Spill<'_>,
+) -> Result<(), Failure> {
+    for r in results {
+        for (cluster, decision) in r.map_err(Failure::Input)? {
+            let stored = match decision {
+                Decision::Raw => Stored::Raw,
+                Decision::Compressed(bytes) => {
+                    spill.push(&bytes).map_err(Failure::Spill)?;
+                    Stored::Compressed(bytes.len() as u32)
+                }
+            };
+            plan.push(cluster, stored).map_err(Failure::Spill)?;
+        }
+    }
+    Ok(())
 }
 
 /// Bytes first read from each cluster when the scan only has to tell data from zeros: a
