@@ -2,9 +2,9 @@
 //!
 //! The library is what the `vmimage` command runs; every command is a thin layer over it.
 //!
-//! - [`inspect`]: detect an image's format from its content and describe it (`vmimage info`),
+//! - [`inspect`](mod@inspect): detect an image's format from its content and describe it (`vmimage info`),
 //!   with the [`safety`] verdict a cloud image service needs.
-//! - [`format`]: one module per image format; [`format::qcow2`] holds the qcow2 header, table
+//! - [`format`](mod@format): one module per image format; [`format::qcow2`] holds the qcow2 header, table
 //!   and snapshot parsers shared by `check` and `convert`.
 //! - [`source`]: bounds-checked positional reads, the only way parsers touch a file.
 //!

@@ -6,7 +6,7 @@
 //! **Readers** ([`reader::GuestReader`]) give the guest disk of an input: which ranges may hold
 //! data (format metadata or file-system holes) and the bytes (zeros where nothing is stored).
 //! One module per input: [`raw`], [`qcow2_reader`], [`vhd_reader`]. The input is inspected
-//! first ([`crate::inspect`]) and refused, exit status 1, when the inspector finds it unsafe
+//! first ([`crate::inspect()`]) and refused, exit status 1, when the inspector finds it unsafe
 //! (backing file, external data file, unknown incompatible features, polyglot, ...) or
 //! encrypted.
 //!

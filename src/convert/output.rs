@@ -10,8 +10,9 @@
 //!   buffer (reading the input) overlaps writing the last one, as qemu-img overlaps its
 //!   requests. Large buffers (whole chunks read from the input) are handed to the writer and
 //!   the digests as they are, never copied into a write buffer. When the output must be
-//!   durable (`--sync`), the writer starts the kernel's write-back of each buffer as soon as
-//!   it is written, so the final `fsync` before the rename has little left to wait for.
+//!   durable (`--sync`), the writer starts the kernel's write-back every
+//!   [`WRITE_BACK_BYTES`] as it writes, so the final `fsync` before the rename has little left
+//!   to wait for.
 //!
 //! Test hook: the environment variable `VMIMAGE_TEST_FAULT` (read only here, documented for
 //! the test suite; comma-separated settings) injects failures that are hard to cause otherwise:
@@ -49,7 +50,7 @@ const HANDOFF_MIN: usize = 256 * 1024;
 /// `WRITE_BUFFER` times this, per thread.
 pub const OUTPUT_QUEUE: usize = 8;
 /// With `--sync`, the writer starts the kernel's write-back every this many bytes.
-const WRITE_BACK_BYTES: u64 = 16 * 1024 * 1024;
+pub const WRITE_BACK_BYTES: u64 = 16 * 1024 * 1024;
 /// Zeros fed to the digests per update for holes.
 const ZERO_BLOCK: usize = 1024 * 1024;
 
@@ -269,8 +270,8 @@ pub struct HashedOutput<'f> {
 impl<'f> HashedOutput<'f> {
     /// Starts writing `file` at offset 0, digesting with `algorithms` (one thread each: MD5
     /// and SHA-512 are sequential, so two algorithms run on two cores at once). With
-    /// `write_back`, the kernel is asked to start writing each buffer to the disk as soon as
-    /// it is written, for a final `fsync` with little left to do.
+    /// `write_back`, the kernel is asked to start writing the output to the disk every
+    /// [`WRITE_BACK_BYTES`], for a final `fsync` with little left to do.
     pub fn new(file: &'f File, algorithms: &[Algorithm], write_back: bool) -> io::Result<Self> {
         let mut senders = Vec::new();
         let mut threads = Vec::new();
@@ -369,8 +370,8 @@ impl<'f> HashedOutput<'f> {
     }
 
     /// Appends `buf` without copying it when it is large: it goes to the writer and the
-    /// digests as it is. Its `holes` (start, len) ranges, which must hold zeros, are left
-    /// unwritten, as by [`HashedOutput::skip_zeros`].
+    /// digests as it is. Its `holes` (start, len) ranges, in order, apart and within `buf`,
+    /// must hold zeros: they are left unwritten, as by [`HashedOutput::skip_zeros`].
     pub fn write_buffer(
         &mut self,
         buf: PooledBuffer,

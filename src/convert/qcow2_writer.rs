@@ -129,10 +129,10 @@ fn record_batch(
 /// Bytes first read from each cluster when the scan only has to tell data from zeros: a
 /// cluster of data almost always has a non-zero byte in its first sector, and then the rest
 /// of it is not read (and not copied) until the write pass.
-const PROBE_BYTES: u64 = 512;
+pub const PROBE_BYTES: u64 = 512;
 /// Probing pays only for clusters much larger than the probe: smaller ones are read a whole
 /// chunk at a time.
-const PROBE_MIN_CLUSTER: u64 = 16 * 1024;
+pub const PROBE_MIN_CLUSTER: u64 = 16 * 1024;
 
 /// Reads chunk `index` and decides each of its output clusters.
 fn analyse_chunk(

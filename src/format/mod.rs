@@ -2,7 +2,7 @@
 //!
 //! Detection never looks at the file name. Every detector runs on the same [`Probe`] (the first
 //! [`PROBE_HEAD_LEN`] bytes and the last 512), and every match is kept: content that matches two
-//! formats is a polyglot, which [`crate::inspect`] reports as unsafe.
+//! formats is a polyglot, which [`crate::inspect()`] reports as unsafe.
 //!
 //! A format module exposes `detect(&Probe) -> Option<..>`, a cheap signature test, and
 //! `describe(src, &Probe) -> io::Result<FormatReport>`, the full header parse. `describe` never
