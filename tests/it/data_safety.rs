@@ -117,6 +117,7 @@ fn a_failure_at_every_write_of_convert_leaves_neither_output_nor_temporary_file(
         ),
         ("out.raw", &["-O", "raw"], ""),
     ];
+    let mut counted = Vec::new();
     for (out, options, extra) in configurations {
         let mut args = vec!["convert", "in.raw", out];
         args.extend_from_slice(options);
@@ -150,7 +151,14 @@ fn a_failure_at_every_write_of_convert_leaves_neither_output_nor_temporary_file(
         // Creating the file, its writes, its length, (sync,) rename: there are several.
         assert!(points >= 5, "{args:?}: only {points} write points");
         println!("{args:?}: {points} write points, each failed once");
+        counted.push(points);
     }
+    // The same conversion with --sync has exactly one more: the fsync before the rename.
+    assert_eq!(
+        counted[1],
+        counted[0] + 1,
+        "--sync did not sync: {counted:?}"
+    );
 }
 
 /// Sends `signal` to the child.
