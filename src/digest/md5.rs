@@ -15,6 +15,8 @@
 //! that `c & !d` is ready before `b` is. The output equals `md5sum`'s and RustCrypto's; the
 //! unit tests below and `tests/it/hash.rs` check both.
 
+use super::block::BlockBuffer;
+
 /// Bytes in one MD5 block.
 pub const BLOCK_LEN: usize = 64;
 
@@ -220,8 +222,7 @@ pub fn compress(state: &mut [u32; 4], blocks: &[[u8; BLOCK_LEN]]) {
 pub struct Md5 {
     state: [u32; 4],
     /// Bytes of an incomplete block, waiting for more input.
-    pending: [u8; BLOCK_LEN],
-    pending_len: usize,
+    pending: BlockBuffer<BLOCK_LEN>,
     /// Total bytes hashed so far (the length field is this times 8, modulo 2^64).
     total: u64,
 }
@@ -237,48 +238,24 @@ impl Md5 {
     pub fn new() -> Self {
         Self {
             state: INIT,
-            pending: [0; BLOCK_LEN],
-            pending_len: 0,
+            pending: BlockBuffer::new(),
             total: 0,
         }
     }
 
     /// Feeds the next bytes.
-    pub fn update(&mut self, mut data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         self.total = self.total.wrapping_add(data.len() as u64);
-        if self.pending_len > 0 {
-            let take = (BLOCK_LEN - self.pending_len).min(data.len());
-            let (head, rest) = data.split_at(take);
-            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(head);
-            self.pending_len += take;
-            data = rest;
-            if self.pending_len < BLOCK_LEN {
-                return;
-            }
-            let block = self.pending;
-            compress(&mut self.state, &[block]);
-            self.pending_len = 0;
-        }
-        let (blocks, tail) = data.as_chunks::<BLOCK_LEN>();
-        compress(&mut self.state, blocks);
-        self.pending[..tail.len()].copy_from_slice(tail);
-        self.pending_len = tail.len();
+        let state = &mut self.state;
+        self.pending.update(data, |blocks| compress(state, blocks));
     }
 
     /// Pads the message (RFC 1321, 3.1 and 3.2) and returns the 16-byte digest.
     pub fn finalize(mut self) -> [u8; 16] {
         let bit_len = self.total.wrapping_mul(8);
-        let mut tail = [0u8; 2 * BLOCK_LEN];
-        tail[..self.pending_len].copy_from_slice(&self.pending[..self.pending_len]);
-        tail[self.pending_len] = 0x80;
-        // The length needs 8 bytes after the 0x80 marker; a second block when they do not fit.
-        let end = if self.pending_len < BLOCK_LEN - 8 {
-            BLOCK_LEN
-        } else {
-            2 * BLOCK_LEN
-        };
-        tail[end - 8..end].copy_from_slice(&bit_len.to_le_bytes());
-        compress(&mut self.state, tail[..end].as_chunks::<BLOCK_LEN>().0);
+        let state = &mut self.state;
+        self.pending
+            .finish(&bit_len.to_le_bytes(), |blocks| compress(state, blocks));
         let mut out = [0u8; 16];
         for (bytes, word) in out.as_chunks_mut::<4>().0.iter_mut().zip(self.state) {
             *bytes = word.to_le_bytes();

@@ -14,6 +14,7 @@
 
 pub mod algorithm;
 mod backend;
+mod block;
 pub mod check;
 pub mod engine;
 pub mod manifest;

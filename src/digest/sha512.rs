@@ -11,6 +11,8 @@
 //! own assembly: 1080). The output equals `sha512sum` / `sha384sum` and RustCrypto's; unit
 //! tests below compare every length up to 700 bytes, split anywhere.
 
+use super::block::BlockBuffer;
+
 /// Bytes in one SHA-512 block.
 pub const BLOCK_LEN: usize = 128;
 
@@ -126,8 +128,7 @@ const K: [u64; 80] = [
 #[derive(Clone)]
 pub struct Sha512 {
     state: [u64; 8],
-    pending: [u8; BLOCK_LEN],
-    pending_len: usize,
+    pending: BlockBuffer<BLOCK_LEN>,
     /// Total bytes hashed (the length field is this times 8, modulo 2^128).
     total: u128,
     /// 64 for SHA-512, 48 for SHA-384.
@@ -153,49 +154,27 @@ impl Sha512 {
     fn with_iv(state: [u64; 8], out_len: usize) -> Option<Self> {
         Self::supported().then_some(Self {
             state,
-            pending: [0; BLOCK_LEN],
-            pending_len: 0,
+            pending: BlockBuffer::new(),
             total: 0,
             out_len,
         })
     }
 
     /// Feeds the next bytes.
-    pub fn update(&mut self, mut data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         self.total = self.total.wrapping_add(data.len() as u128);
-        if self.pending_len > 0 {
-            let take = (BLOCK_LEN - self.pending_len).min(data.len());
-            let (head, rest) = data.split_at(take);
-            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(head);
-            self.pending_len += take;
-            data = rest;
-            if self.pending_len < BLOCK_LEN {
-                return;
-            }
-            let block = self.pending;
-            accel::compress(&mut self.state, &[block]);
-            self.pending_len = 0;
-        }
-        let (blocks, tail) = data.as_chunks::<BLOCK_LEN>();
-        accel::compress(&mut self.state, blocks);
-        self.pending[..tail.len()].copy_from_slice(tail);
-        self.pending_len = tail.len();
+        let state = &mut self.state;
+        self.pending
+            .update(data, |blocks| accel::compress(state, blocks));
     }
 
     /// Pads the message (FIPS 180-4, 5.1.2) and returns the digest.
     pub fn finalize(mut self) -> Vec<u8> {
         let bit_len = self.total.wrapping_mul(8);
-        let mut tail = [0u8; 2 * BLOCK_LEN];
-        tail[..self.pending_len].copy_from_slice(&self.pending[..self.pending_len]);
-        tail[self.pending_len] = 0x80;
-        // The length takes the last 16 bytes; a second block when they do not fit.
-        let end = if self.pending_len < BLOCK_LEN - 16 {
-            BLOCK_LEN
-        } else {
-            2 * BLOCK_LEN
-        };
-        tail[end - 16..end].copy_from_slice(&bit_len.to_be_bytes());
-        accel::compress(&mut self.state, tail[..end].as_chunks::<BLOCK_LEN>().0);
+        let state = &mut self.state;
+        self.pending.finish(&bit_len.to_be_bytes(), |blocks| {
+            accel::compress(state, blocks)
+        });
         let mut out: Vec<u8> = self.state.iter().flat_map(|w| w.to_be_bytes()).collect();
         out.truncate(self.out_len);
         out
