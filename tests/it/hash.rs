@@ -2,11 +2,10 @@
 //! `cksum -c` reads, and `--check` behaves as `md5sum -c` / `sha256sum -c` on the same
 //! manifests.
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::util::Workdir;
+use crate::util::{Workdir, run_with_stdin};
 
 /// The engine's default chunk size (`vmimage::digest::engine::DEFAULT_CHUNK_SIZE`) and pool
 /// size: the boundaries where a bug in the hand-off would show.
@@ -24,26 +23,7 @@ const TOOLS: [(&str, &str); 6] = [
 
 /// Runs a coreutils tool in `dir` and returns (stdout, stderr, status).
 fn tool(dir: &Path, program: &str, args: &[&str], stdin: Option<&[u8]>) -> (String, String, i32) {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} is required as the oracle: {e}"));
-    if let Some(data) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&data);
-        });
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(program, dir, args, stdin);
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

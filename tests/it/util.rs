@@ -95,30 +95,38 @@ impl Workdir {
 
     /// Runs `vmimage ARGS` with `input` on stdin.
     pub fn vmimage_stdin(&self, args: &[&str], input: Option<&[u8]>) -> Run {
-        use std::io::Write;
-        use std::process::Stdio;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vmimage"))
-            .args(args)
-            .current_dir(self.path())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run vmimage");
-        if let Some(data) = input {
-            let mut stdin = child.stdin.take().expect("stdin");
-            let data = data.to_vec();
-            std::thread::spawn(move || {
-                let _ = stdin.write_all(&data);
-            });
-        }
-        let out = child.wait_with_output().expect("wait vmimage");
+        let out = run_with_stdin(env!("CARGO_BIN_EXE_vmimage"), self.path(), args, input);
         Run::from(out, args)
     }
+}
+
+/// Runs `program ARGS` in `dir` with `input` on stdin (fed from a thread, so a program that
+/// writes before it has read everything cannot deadlock) and collects its output.
+pub fn run_with_stdin(program: &str, dir: &Path, args: &[&str], input: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} is required to run the tests: {e}"));
+    if let Some(data) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {program}: {e}"))
 }
 
 /// The outcome of one `vmimage` run.
