@@ -197,11 +197,7 @@ fn parse_line(
             line: number,
             algorithm,
             expected: decode_hex(hex)?,
-            file: if escaped {
-                unescape(name)?
-            } else {
-                name.to_vec()
-            },
+            file: file_name(name, escaped)?,
             binary: false,
             tagged: true,
         });
@@ -234,11 +230,7 @@ fn parse_line(
         line: number,
         algorithm,
         expected: decode_hex(hex)?,
-        file: if escaped {
-            unescape(name)?
-        } else {
-            name.to_vec()
-        },
+        file: file_name(name, escaped)?,
         binary,
         tagged: false,
     })
@@ -261,6 +253,15 @@ fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
         .iter()
         .map(|[hi, lo]| Some(nibble(*hi)? << 4 | nibble(*lo)?))
         .collect()
+}
+
+/// A line's file name, unescaped when the line began with a backslash (GNU's escaped names).
+fn file_name(name: &[u8], escaped: bool) -> Option<Vec<u8>> {
+    if escaped {
+        unescape(name)
+    } else {
+        Some(name.to_vec())
+    }
 }
 
 /// Undoes coreutils' name escaping: `\\` is a backslash, `\n` a newline, `\r` a carriage
