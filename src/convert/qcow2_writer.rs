@@ -533,47 +533,51 @@ fn write_data(
             let (cluster, stored) = batch[i];
             let p = packer.place(stored);
             out.write_zeros(p.padding).map_err(Failure::Output)?;
-            let Stored::Compressed(len) = stored else {
-                let ch = cluster / per_chunk;
-                if current.as_ref().is_none_or(|(c, _)| *c != ch) {
-                    let Some((&c, buf)) = read_iter.next() else {
-                        return Err(Failure::Output(io::Error::other("chunk list mismatch")));
-                    };
-                    current = Some((c, buf.map_err(Failure::Input)?));
+            match stored {
+                Stored::Compressed(len) => {
+                    compressed.resize(len as usize, 0);
+                    spill.read_exact(&mut compressed).map_err(Failure::Spill)?;
+                    out.write(&compressed).map_err(Failure::Output)?;
+                    i += 1;
                 }
-                let Some((_, buf)) = current.as_ref() else {
-                    return Err(Failure::Output(io::Error::other("chunk missing")));
-                };
-                let clusters = buf.len() / cs as usize;
-                let first = cluster % per_chunk == 0;
-                if first && whole_chunk_stored(&batch[i..], cluster, clusters) {
+                Stored::Raw => {
+                    let ch = cluster / per_chunk;
+                    if current.as_ref().is_none_or(|(c, _)| *c != ch) {
+                        let Some((&c, buf)) = read_iter.next() else {
+                            return Err(Failure::Output(io::Error::other("chunk list mismatch")));
+                        };
+                        current = Some((c, buf.map_err(Failure::Input)?));
+                    }
+                    let Some((_, buf)) = current.as_ref() else {
+                        return Err(Failure::Output(io::Error::other("chunk missing")));
+                    };
                     // The input must still hold what the scan saw: an all-zero cluster here
                     // means it changed between the passes.
-                    if buf.chunks(cs as usize).any(is_zero) {
-                        return Err(Failure::Changed);
+                    let clusters = buf.len() / cs as usize;
+                    if cluster % per_chunk == 0
+                        && whole_chunk_stored(&batch[i..], cluster, clusters)
+                    {
+                        if buf.chunks(cs as usize).any(is_zero) {
+                            return Err(Failure::Changed);
+                        }
+                        for &(_, stored) in &batch[i + 1..i + clusters] {
+                            packer.place(stored);
+                        }
+                        if let Some((_, buf)) = current.take() {
+                            out.write_buffer(buf, Vec::new()).map_err(Failure::Output)?;
+                        }
+                        i += clusters;
+                    } else {
+                        let at = ((cluster % per_chunk) * cs) as usize;
+                        let data = &buf[at..at + cs as usize];
+                        if is_zero(data) {
+                            return Err(Failure::Changed);
+                        }
+                        out.write(data).map_err(Failure::Output)?;
+                        i += 1;
                     }
-                    for &(_, stored) in &batch[i + 1..i + clusters] {
-                        packer.place(stored);
-                    }
-                    if let Some((_, buf)) = current.take() {
-                        out.write_buffer(buf, Vec::new()).map_err(Failure::Output)?;
-                    }
-                    i += clusters;
-                    continue;
                 }
-                let at = ((cluster % per_chunk) * cs) as usize;
-                let data = &buf[at..at + cs as usize];
-                if is_zero(data) {
-                    return Err(Failure::Changed);
-                }
-                out.write(data).map_err(Failure::Output)?;
-                i += 1;
-                continue;
-            };
-            compressed.resize(len as usize, 0);
-            spill.read_exact(&mut compressed).map_err(Failure::Spill)?;
-            out.write(&compressed).map_err(Failure::Output)?;
-            i += 1;
+            }
         }
         progress.advance_to(out.position());
     }
