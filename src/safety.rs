@@ -41,6 +41,9 @@ pub enum Check {
     PartitionTable,
     /// A format version this tool (and QEMU) does not support, such as LUKS2.
     UnsupportedVersion,
+    /// The header's disk size is not a whole number of 512-byte sectors: QEMU exposes it
+    /// rounded down, so the bytes of the last partial sector are not part of the guest disk.
+    UnalignedSize,
 }
 
 impl Check {
@@ -62,6 +65,7 @@ impl Check {
             Check::Truncated => "truncated",
             Check::PartitionTable => "partition-table",
             Check::UnsupportedVersion => "unsupported-version",
+            Check::UnalignedSize => "unaligned-size",
         }
     }
 }

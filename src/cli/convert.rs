@@ -9,13 +9,12 @@ use std::sync::Mutex;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use vmimage::convert::{
-    Compression, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE, OutputFormat, Progress,
-    convert,
+    Compression, ConvertError, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE,
+    MetadataRequest, OutputFormat, Progress, convert_with_metadata,
 };
 use vmimage::digest::Algorithm;
 
-use vmimage::cloud::{ImageFacts, Target, build, write_atomically};
-use vmimage::format::ImageFormat;
+use vmimage::cloud::Target;
 
 use super::metadata::{MetadataFlags, parse_target, report_violations};
 use super::render::print_json;
@@ -200,9 +199,15 @@ pub fn run(args: &ConvertArgs) -> u8 {
         print_error(&e);
         return EXIT_ERROR;
     }
-    if let Some(status) = precheck_metadata(args) {
-        return status;
-    }
+    let metadata = match (&args.metadata, args.target) {
+        (Some(body), Some(target)) => Some(MetadataRequest {
+            target,
+            options: args.properties.to_options(),
+            body: body.clone(),
+            sidecar: args.sidecar.clone(),
+        }),
+        _ => None,
+    };
     if let Err(e) = install_interrupt_handler(args.output.clone()) {
         print_error(format!("cannot install the interrupt handler: {e}"));
         return EXIT_ERROR;
@@ -211,109 +216,37 @@ pub fn run(args: &ConvertArgs) -> u8 {
     let bar = Bar {
         bar: Mutex::new(None),
     };
-    let result = if show {
-        convert(&args.input, &args.output, &options, &bar)
+    let progress: &dyn Progress = if show {
+        &bar
     } else {
-        convert(
-            &args.input,
-            &args.output,
-            &options,
-            &vmimage::convert::NoProgress,
-        )
+        &vmimage::convert::NoProgress
     };
+    let result = convert_with_metadata(
+        &args.input,
+        &args.output,
+        &options,
+        progress,
+        metadata.as_ref(),
+    );
     bar.finish();
     match result {
-        Ok(report) => {
-            if let Some(status) = write_metadata(args, &report) {
-                return status;
-            }
-            match render(&report, args.json) {
-                Ok(()) => EXIT_OK,
-                Err(_) => EXIT_ERROR,
-            }
-        }
+        Ok(report) => match render(&report, args.json) {
+            Ok(()) => EXIT_OK,
+            Err(_) => EXIT_ERROR,
+        },
+        Err(ConvertError::MetadataRules {
+            target, violations, ..
+        }) => report_violations(
+            &args.output.display().to_string(),
+            target,
+            args.json,
+            &violations,
+        ),
         Err(e) => {
             print_error(&e);
             e.exit_code()
         }
     }
-}
-
-fn output_image_format(args: &ConvertArgs) -> ImageFormat {
-    match args.format {
-        FormatArg::Qcow2 => ImageFormat::Qcow2,
-        FormatArg::Raw => ImageFormat::Raw,
-    }
-}
-
-/// Checks the metadata rules that do not depend on the output's bytes before converting, so a
-/// broken rule (a bad name, a missing URL) costs nothing and writes nothing. `None` means go on.
-fn precheck_metadata(args: &ConvertArgs) -> Option<u8> {
-    let (Some(_), Some(target)) = (&args.metadata, args.target) else {
-        return None;
-    };
-    let input = match vmimage::inspect_path(&args.input) {
-        Ok(info) => info,
-        // Let the conversion report the unreadable input with its own message.
-        Err(_) => return None,
-    };
-    let predicted = ImageFacts::new(
-        output_image_format(args),
-        input.file_length,
-        input.virtual_size,
-        None,
-    );
-    match build(target, &predicted, &args.properties.to_options()) {
-        Ok(_) => None,
-        Err(violations) => Some(report_violations(
-            &args.output.display().to_string(),
-            target,
-            args.json,
-            &violations,
-        )),
-    }
-}
-
-/// Builds the metadata from what was written and writes it (and the sidecar) atomically. If a
-/// rule that depends on the written bytes breaks, OUT is removed too: a conversion asked to
-/// produce an uploadable image with its metadata leaves both or neither.
-fn write_metadata(args: &ConvertArgs, report: &ConvertReport) -> Option<u8> {
-    let (Some(path), Some(target)) = (&args.metadata, args.target) else {
-        return None;
-    };
-    let facts = ImageFacts::new(
-        output_image_format(args),
-        report.size,
-        Some(report.virtual_size),
-        Some(report.digests.clone()),
-    );
-    let doc = match build(target, &facts, &args.properties.to_options()) {
-        Ok(doc) => doc,
-        Err(violations) => {
-            let _ = std::fs::remove_file(&args.output);
-            return Some(report_violations(
-                &args.output.display().to_string(),
-                target,
-                args.json,
-                &violations,
-            ));
-        }
-    };
-    let mut files = vec![(path, doc.body_json())];
-    if let Some(sidecar) = &args.sidecar {
-        files.push((sidecar, doc.sidecar_json()));
-    }
-    for (file, text) in files {
-        if let Err(e) = write_atomically(file, text.as_bytes()) {
-            print_error(format!(
-                "{}: cannot write the metadata: {}",
-                file.display(),
-                vmimage::error::describe_io(&e)
-            ));
-            return Some(EXIT_ERROR);
-        }
-    }
-    None
 }
 
 fn render(report: &ConvertReport, json: bool) -> std::io::Result<()> {

@@ -72,6 +72,7 @@ pub use compress::Compression;
 pub use output::remove_temporary_files;
 pub use scan::{NoProgress, Progress};
 
+use crate::cloud::{ImageFacts, MetadataDocument, MetadataOptions, RuleViolations, Target};
 use crate::digest::{Algorithm, Digests};
 use crate::format::ImageFormat;
 use crate::format::qcow2::Qcow2Header;
@@ -134,6 +135,32 @@ impl Default for ConvertOptions {
             algorithms: Algorithm::DEFAULT.to_vec(),
             sync: false,
         }
+    }
+}
+
+/// The upload metadata to write with the output (`convert --metadata`): the request body that
+/// registers OUT with `target`, and optionally the sidecar of digests and sizes.
+#[derive(Debug, Clone)]
+pub struct MetadataRequest {
+    /// The image service.
+    pub target: Target,
+    /// The user's properties (name, distribution, ...).
+    pub options: MetadataOptions,
+    /// Where the request body goes.
+    pub body: PathBuf,
+    /// Where the sidecar goes, if anywhere.
+    pub sidecar: Option<PathBuf>,
+}
+
+impl MetadataRequest {
+    fn build(&self, facts: &ImageFacts) -> Result<MetadataDocument, ConvertError> {
+        crate::cloud::build(self.target, facts, &self.options).map_err(|violations| {
+            ConvertError::MetadataRules {
+                path: self.body.clone(),
+                target: self.target,
+                violations,
+            }
+        })
     }
 }
 
@@ -233,6 +260,25 @@ pub enum ConvertError {
         /// Which limit.
         reason: String,
     },
+    /// The metadata asked for with the output breaks a rule of its target; nothing was
+    /// written.
+    #[error("{}: {violations}", path.display())]
+    MetadataRules {
+        /// The metadata file that was not written.
+        path: PathBuf,
+        /// The target whose rules broke.
+        target: Target,
+        /// Every broken rule.
+        violations: RuleViolations,
+    },
+    /// The metadata could not be written; neither it nor the output was put in place.
+    #[error("{}: cannot write the metadata: {}", path.display(), crate::error::describe_io(source))]
+    MetadataIo {
+        /// The metadata (or sidecar) file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
     /// An interrupt arrived.
     #[error("interrupted")]
     Interrupted,
@@ -243,7 +289,9 @@ impl ConvertError {
     /// be done, 130 when interrupted.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ConvertError::Unsafe { .. } | ConvertError::InvalidInput { .. } => 1,
+            ConvertError::Unsafe { .. }
+            | ConvertError::InvalidInput { .. }
+            | ConvertError::MetadataRules { .. } => 1,
             ConvertError::Interrupted => 130,
             _ => 2,
         }
@@ -286,6 +334,17 @@ impl Failure {
             },
         }
     }
+}
+
+/// Writes a metadata document to its temporary file and syncs it: it must be durable before it
+/// is renamed into place, as [`crate::cloud::write_atomically`] makes `vmimage metadata`'s.
+fn write_metadata(tmp: &TempFile, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    output::io_point()?;
+    let mut f = tmp.file()?;
+    f.write_all(bytes)?;
+    output::io_point()?;
+    f.sync_all()
 }
 
 /// Checks `options` before any file is touched.
@@ -381,9 +440,52 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<ConvertReport, ConvertError> {
+    convert_with_metadata(input, output, options, progress, None)
+}
+
+/// Converts `input` to `output` and, with `metadata`, writes the upload metadata that
+/// registers it. The output and its metadata appear together or not at all, and no existing
+/// file is touched unless all of them do:
+/// 1. before converting, the rules that the output's bytes cannot change are checked against
+///    the input's virtual size (a broken rule costs nothing), and the metadata's temporary
+///    files are created beside their targets (an unwritable directory costs nothing);
+/// 2. the output is written to its temporary file;
+/// 3. the metadata is built from what was written and validated, then written and synced to
+///    its temporary files;
+/// 4. only then are the files moved into place, all or none ([`output::persist_all`]).
+///
+/// A failure before step 4 leaves every existing file as it was and removes the temporary
+/// ones.
+pub fn convert_with_metadata(
+    input: &Path,
+    output: &Path,
+    options: &ConvertOptions,
+    progress: &dyn Progress,
+    metadata: Option<&MetadataRequest>,
+) -> Result<ConvertReport, ConvertError> {
     validate_options(options)?;
     let (input_format, reader, identity) = open_input(input)?;
     let reader = reader.as_ref();
+    let output_format = match options.format {
+        OutputFormat::Qcow2 => ImageFormat::Qcow2,
+        OutputFormat::Raw => ImageFormat::Raw,
+    };
+    let mut metadata_files = Vec::new();
+    if let Some(request) = metadata {
+        // The output's length is not known yet and no rule reads it; its virtual size is the
+        // input's.
+        let predicted = ImageFacts::new(output_format, 0, Some(reader.virtual_size()), None);
+        request.build(&predicted)?;
+        for path in std::iter::once(&request.body).chain(request.sidecar.as_ref()) {
+            let tmp = TempFile::create_beside(path, "vmimage-tmp").map_err(|source| {
+                ConvertError::MetadataIo {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            metadata_files.push((tmp, path.as_path()));
+        }
+    }
     let out_err = |source: io::Error| {
         if source.kind() == io::ErrorKind::Interrupted {
             ConvertError::Interrupted
@@ -480,11 +582,39 @@ pub fn convert(
             path: input.to_path_buf(),
         });
     }
+    let size = digests.size;
+    if let Some(request) = metadata {
+        let facts = ImageFacts::new(
+            output_format,
+            size,
+            Some(virtual_size),
+            Some(digests.clone()),
+        );
+        let mut doc = request.build(&facts)?;
+        if output::fault_breaks_metadata_rule() {
+            doc = request.build(&ImageFacts::new(output_format, size, None, None))?;
+        }
+        let texts = std::iter::once(doc.body_json())
+            .chain(request.sidecar.as_ref().map(|_| doc.sidecar_json()));
+        for ((tmp, path), text) in metadata_files.iter().zip(texts) {
+            write_metadata(tmp, text.as_bytes()).map_err(|source| {
+                if source.kind() == io::ErrorKind::Interrupted {
+                    ConvertError::Interrupted
+                } else {
+                    ConvertError::MetadataIo {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                }
+            })?;
+        }
+    }
     if options.sync {
         tmp.sync().map_err(out_err)?;
     }
-    let size = digests.size;
-    tmp.persist(output).map_err(out_err)?;
+    let mut files = vec![(tmp, output)];
+    files.append(&mut metadata_files);
+    output::persist_all(files).map_err(out_err)?;
     Ok(ConvertReport {
         input: input.to_path_buf(),
         input_format,

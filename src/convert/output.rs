@@ -22,8 +22,12 @@
 //!   the process to check the clean-up);
 //! - `fail-io=N` fails the N-th write-side operation of the conversion (counting from 1) with
 //!   `EIO`: creating the temporary output or spill file, each write to either, setting the
-//!   output's length, syncing it, renaming it into place. The tests try every N until the
+//!   output's length, syncing it, renaming it into place (and, with `--metadata`, creating,
+//!   writing, syncing and renaming each metadata file). The tests try every N until the
 //!   conversion succeeds, so every write of a conversion is a tested failure point;
+//! - `metadata-rule` makes `convert --metadata` find, once the output is written, that the
+//!   metadata breaks a rule (its virtual size unknown): no rule the output's bytes decide can
+//!   break otherwise, since the virtual size the rules read is known before converting;
 //! - `spill-limit=N` keeps at most N bytes of compressed clusters in memory instead of
 //!   [`super::spill::SPILL_MEMORY_LIMIT`], so that small tests exercise the spill file.
 
@@ -157,6 +161,110 @@ impl TempFile {
     }
 }
 
+/// How one file of [`persist_all`] went into place, so that it can be undone.
+enum Placed {
+    /// The target did not exist: undo by renaming it back.
+    Created,
+    /// Exchanged with an existing target, whose old content now sits at the temporary path:
+    /// undo by exchanging again.
+    Exchanged,
+    /// Renamed over an existing target on a file system that cannot exchange: cannot be undone.
+    Replaced,
+}
+
+/// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two paths atomically.
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Moves every temporary file to its target, all or none: a failure part way puts back every
+/// target already replaced (an existing target is exchanged with its temporary file, not
+/// overwritten, so its old content stays at hand until every file is in place) and removes the
+/// new files. This is how OUT and its metadata appear together or not at all (issue 13,
+/// defect 6). On a file system without `RENAME_EXCHANGE`, an existing target is renamed over
+/// and that one replacement cannot be undone.
+pub fn persist_all(files: Vec<(TempFile, &Path)>) -> io::Result<()> {
+    let mut reg = registry();
+    if reg.aborted {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+    }
+    let mut files = files;
+    let mut placed: Vec<Placed> = Vec::new();
+    let mut failure = None;
+    for (tmp, target) in &mut files {
+        tmp.file = None;
+        let result = io_point().and_then(|()| {
+            let existing = std::fs::symlink_metadata(&*target).ok();
+            match existing {
+                Some(m) if !m.is_dir() => match exchange(&tmp.path, target) {
+                    Ok(()) => Ok(Placed::Exchanged),
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                        ) =>
+                    {
+                        std::fs::rename(&tmp.path, &*target).map(|()| Placed::Replaced)
+                    }
+                    Err(e) => Err(e),
+                },
+                Some(_) => std::fs::rename(&tmp.path, &*target).map(|()| Placed::Replaced),
+                None => std::fs::rename(&tmp.path, &*target).map(|()| Placed::Created),
+            }
+        });
+        match result {
+            Ok(p) => placed.push(p),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        // Undo in reverse order; each temporary path then holds a new file again, which the
+        // drop of its `TempFile` removes.
+        for (p, (tmp, target)) in placed.iter().zip(&files).rev() {
+            let _ = match p {
+                Placed::Created => std::fs::rename(target, &tmp.path),
+                Placed::Exchanged => exchange(&tmp.path, target),
+                Placed::Replaced => Ok(()),
+            };
+        }
+        drop(reg);
+        return Err(e);
+    }
+    for (p, (tmp, _)) in placed.iter().zip(&mut files) {
+        if matches!(p, Placed::Exchanged) {
+            // The old content of the target.
+            let _ = std::fs::remove_file(&tmp.path);
+        }
+        let path = std::mem::take(&mut tmp.path);
+        reg.paths.retain(|q| q != &path);
+    }
+    drop(reg);
+    Ok(())
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if self.path.as_os_str().is_empty() {
@@ -176,6 +284,7 @@ struct Fault {
     stall_after: Option<u64>,
     fail_io: Option<u64>,
     spill_limit: Option<usize>,
+    metadata_rule: bool,
 }
 
 /// Write-side operations so far, for `fail-io=N`.
@@ -185,6 +294,12 @@ static IO_OPERATIONS: AtomicU64 = AtomicU64::new(0);
 fn fault() -> &'static Fault {
     static FAULT: OnceLock<Fault> = OnceLock::new();
     FAULT.get_or_init(Fault::from_env)
+}
+
+/// Whether `metadata-rule` asks the conversion to see its metadata break a rule once the
+/// output is written.
+pub(crate) fn fault_breaks_metadata_rule() -> bool {
+    fault().metadata_rule
 }
 
 /// A write-side operation on the output or the spill file is about to happen: `fail-io=N`
@@ -219,6 +334,8 @@ impl Fault {
                     f.fail_io = n.parse().ok();
                 } else if let Some(n) = part.strip_prefix("spill-limit=") {
                     f.spill_limit = n.parse().ok();
+                } else if part == "metadata-rule" {
+                    f.metadata_rule = true;
                 }
             }
         }

@@ -4,8 +4,10 @@
 //! `qcow2_get_host_offset` / `qcow2_get_subcluster_type`:
 //! - unallocated clusters and zero clusters (v3 bit 0, with or without a preallocated host
 //!   cluster) read as zeros; there is no backing file (the inspector refused those);
-//! - normal clusters are read from their host cluster, which must be cluster-aligned and inside
-//!   the file;
+//! - normal clusters are read from their host cluster, which must be cluster-aligned and start
+//!   inside the file; the part of the last host cluster past the end of the file reads as
+//!   zeros (QEMU writes only what a cluster holds, with extended L2 only the written
+//!   subclusters, so a valid file may end inside its last cluster);
 //! - with extended L2 entries, each of the 32 subclusters is allocated (read from the host
 //!   cluster), zero, or unallocated (zeros); allocated *and* zero is invalid, as is an allocated
 //!   subcluster without a host cluster, or a compressed cluster with a non-zero bitmap;
@@ -248,7 +250,12 @@ impl<S: ReadAt> Qcow2Reader<S> {
                     "points at host offset {host:#x}, not aligned to the {cs}-byte cluster"
                 )));
             }
-            if host.checked_add(cs).is_none_or(|end| end > file_len) {
+            // A host cluster may end past the end of the file (QEMU allocates the cluster but
+            // writes only what it holds: with extended L2, only the written subclusters), and
+            // the missing tail reads as zeros, as in QEMU. One that starts at or past the end
+            // holds nothing at all, which `qemu-img check` calls a corruption ("exceeding the
+            // end of the file by one cluster or more").
+            if host >= file_len {
                 return Err(bad(format!(
                     "points at host cluster {host:#x}, past the end of the file ({file_len} bytes)"
                 )));
@@ -308,6 +315,20 @@ impl<S: ReadAt> Qcow2Reader<S> {
             .collect()
     }
 
+    /// Fills `buf` with the host bytes at `host`, zeros past the end of the file: the last host
+    /// cluster may end there, and QEMU's file driver reads the missing bytes as zeros
+    /// (`qcow2_co_preadv_part` reads the cluster; `raw_co_preadv` pads a short read).
+    fn read_host(&self, buf: &mut [u8], host: u64) -> Result<(), ReadFailure> {
+        let in_file = self.file.len().saturating_sub(host);
+        let n = usize::try_from(in_file).map_or(buf.len(), |n| n.min(buf.len()));
+        let (stored, past_end) = buf.split_at_mut(n);
+        past_end.fill(0);
+        if !stored.is_empty() {
+            read_exact_at(&self.file, stored, host)?;
+        }
+        Ok(())
+    }
+
     /// Fills `out` (one whole cluster) with guest cluster `cluster`'s bytes.
     fn read_cluster(
         &self,
@@ -317,12 +338,12 @@ impl<S: ReadAt> Qcow2Reader<S> {
     ) -> Result<(), ReadFailure> {
         match how {
             ClusterRead::Zeros => out.fill(0),
-            ClusterRead::Normal(host) => read_exact_at(&self.file, out, host)?,
+            ClusterRead::Normal(host) => self.read_host(out, host)?,
             ClusterRead::Subclusters { host, alloc } => {
                 let sub = out.len() / SUBCLUSTERS_PER_CLUSTER as usize;
                 for (i, piece) in out.chunks_mut(sub).enumerate() {
                     if alloc & (1 << i) != 0 {
-                        read_exact_at(&self.file, piece, host + (i * sub) as u64)?;
+                        self.read_host(piece, host + (i * sub) as u64)?;
                     } else {
                         piece.fill(0);
                     }
@@ -376,7 +397,7 @@ impl<S: ReadAt> Qcow2Reader<S> {
 
 impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
     fn virtual_size(&self) -> u64 {
-        self.header.size
+        self.header.virtual_size()
     }
 
     fn granularity(&self) -> u64 {
@@ -389,7 +410,7 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
 
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
         let cs = self.cluster_size();
-        let size = self.header.size;
+        let size = self.header.virtual_size();
         let per_table = self.header.l2_entries();
         let span = self.header.bytes_per_l1_entry();
         let first_l1 = offset / span;
@@ -457,7 +478,7 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure> {
         let cs = self.cluster_size();
-        let size = self.header.size;
+        let size = self.header.virtual_size();
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|e| *e <= size)

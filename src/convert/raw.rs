@@ -9,12 +9,15 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 
 use super::reader::{Extent, GuestReader, ReadFailure};
+use crate::format::raw_virtual_size;
 
-/// Reads of a raw guest disk stored in `file[0..len)`.
+/// Reads of a raw guest disk stored in `file[0..len)`, which QEMU exposes as
+/// [`raw_virtual_size`]`(len)` bytes: the part of the last sector past `len` reads as zeros.
 #[derive(Debug)]
 pub struct RawReader {
     file: File,
     len: u64,
+    size: u64,
 }
 
 /// Granularity of raw reads: any sector can be read on its own.
@@ -24,7 +27,22 @@ impl RawReader {
     /// A reader of the first `len` bytes of `file` (the caller checked `len` against the
     /// file's length).
     pub fn new(file: File, len: u64) -> Self {
-        Self { file, len }
+        Self {
+            file,
+            len,
+            size: raw_virtual_size(len),
+        }
+    }
+
+    /// The extent of `len` bytes from `start`, stretched to the end of the disk when it stops
+    /// at the end of the file: the zeros of the last partial sector belong to the same run.
+    fn extent(&self, start: u64, end: u64, data: bool) -> Extent {
+        let end = if end >= self.len { self.size } else { end };
+        Extent {
+            start,
+            len: end - start,
+            data,
+        }
     }
 
     /// `lseek(fd, offset, whence)`: the new position, or the errno (`ENXIO`: no data after
@@ -40,7 +58,7 @@ impl RawReader {
 
 impl GuestReader for RawReader {
     fn virtual_size(&self) -> u64 {
-        self.len
+        self.size
     }
 
     fn granularity(&self) -> u64 {
@@ -53,45 +71,35 @@ impl GuestReader for RawReader {
 
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
         let end = self.len;
-        let all_data = Extent {
-            start: offset,
-            len: end - offset,
-            data: true,
-        };
+        if offset >= end {
+            // Inside the last sector, past the end of the file: zeros.
+            return Ok(self.extent(offset, end, false));
+        }
         match self.seek(offset, libc::SEEK_DATA) {
             // No data after offset: the rest is a hole.
-            Err(Some(libc::ENXIO)) => Ok(Extent {
-                start: offset,
-                len: end - offset,
-                data: false,
-            }),
-            Err(_) => Ok(all_data),
-            Ok(d) if d > offset => Ok(Extent {
-                start: offset,
-                len: d.min(end) - offset,
-                data: false,
-            }),
+            Err(Some(libc::ENXIO)) => Ok(self.extent(offset, end, false)),
+            Err(_) => Ok(self.extent(offset, end, true)),
+            Ok(d) if d > offset => Ok(self.extent(offset, d.min(end), false)),
             Ok(_) => {
                 let hole = self.seek(offset, libc::SEEK_HOLE).unwrap_or(end);
-                let stop = hole.clamp(offset + 1, end);
-                Ok(Extent {
-                    start: offset,
-                    len: stop - offset,
-                    data: true,
-                })
+                Ok(self.extent(offset, hole.clamp(offset + 1, end), true))
             }
         }
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure> {
         let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|e| e > self.len) {
+        if end.is_none_or(|e| e > self.size) {
             return Err(ReadFailure::Invalid(format!(
                 "read of {} bytes at {offset:#x} past the {}-byte disk",
                 buf.len(),
-                self.len
+                self.size
             )));
         }
+        // The bytes past the end of the file, in the last sector, read as zeros.
+        let in_file = usize::try_from(self.len.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let (buf, past_end) = buf.split_at_mut(in_file.min(buf.len()));
+        past_end.fill(0);
         let mut done = 0usize;
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {

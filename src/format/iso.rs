@@ -79,7 +79,7 @@ fn primary_volume_size(pvd: &[u8]) -> Result<u64, Finding> {
 /// Describes the image as `qemu-img info -f raw` would, plus the ISO 9660 volume size check.
 pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<FormatReport> {
     let mut report = FormatReport {
-        virtual_size: Some(probe.len.next_multiple_of(512)),
+        virtual_size: Some(super::raw_virtual_size(probe.len)),
         ..FormatReport::default()
     };
     let pvd = (FIRST_DESCRIPTOR..LAST_DESCRIPTOR)

@@ -453,7 +453,7 @@ pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<Forma
         format_specific: Some(FormatSpecific::Luks(header.info.clone())),
         ..FormatReport::default()
     };
-    let file_sectors_len = probe.len.next_multiple_of(SECTOR);
+    let file_sectors_len = super::raw_virtual_size(probe.len);
     match file_sectors_len.checked_sub(header.payload_offset()) {
         Some(size) => report.virtual_size = Some(size),
         None => report.findings.push(Finding::error(

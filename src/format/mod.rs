@@ -332,6 +332,15 @@ pub fn detect_all(probe: &Probe) -> Vec<Detection> {
     found
 }
 
+/// The guest-visible size of a disk stored as raw bytes of length `len`: QEMU's file driver
+/// counts whole 512-byte sectors, rounding up (`raw_co_getlength` through
+/// `bdrv_co_refresh_total_sectors`: `DIV_ROUND_UP(length, BDRV_SECTOR_SIZE)`), and reads the
+/// part of the last sector past the end of the file as zeros. The one computation of a raw
+/// (and ISO, and LUKS container) size: `info` and `convert` both use it.
+pub const fn raw_virtual_size(len: u64) -> u64 {
+    len.div_ceil(512).saturating_mul(512)
+}
+
 /// Describes `src` as `format`, whatever its content says: the equivalent of
 /// `qemu-img info -f FORMAT`.
 pub fn describe<S: ReadAt + ?Sized>(
@@ -340,9 +349,8 @@ pub fn describe<S: ReadAt + ?Sized>(
     format: ImageFormat,
 ) -> io::Result<FormatReport> {
     match format {
-        // QEMU's raw driver reports the file length rounded up to whole 512-byte sectors.
         ImageFormat::Raw => Ok(FormatReport {
-            virtual_size: Some(probe.len.next_multiple_of(512)),
+            virtual_size: Some(raw_virtual_size(probe.len)),
             ..FormatReport::default()
         }),
         ImageFormat::Qcow2 => qcow2::describe(src, probe),

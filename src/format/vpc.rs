@@ -240,7 +240,8 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<Format
         ));
     }
     let sectors = footer.virtual_sectors();
-    if sectors > VHD_MAX_SECTORS {
+    // The one computation of a VHD's virtual size, shared with the converter's reader.
+    let Some(virtual_size) = footer.virtual_size() else {
         report.findings.push(Finding::error(
             Check::InvalidHeader,
             format!(
@@ -254,8 +255,7 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<Format
             ),
         ));
         return Ok(report);
-    }
-    let virtual_size = sectors * SECTOR;
+    };
 
     match kind {
         VpcDetection::FooterOnly => {

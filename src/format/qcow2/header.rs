@@ -97,6 +97,14 @@ impl CompressionType {
     }
 }
 
+/// The guest-visible size of a qcow2 image whose header says `header_size`: QEMU counts a
+/// block device in 512-byte sectors (`qcow2_do_open`: `bs->total_sectors = header.size /
+/// BDRV_SECTOR_SIZE`), so a size that is not a sector multiple loses its last partial sector.
+/// The one computation of a qcow2 virtual size: `info`, `check` and `convert` all use it.
+pub const fn guest_size(header_size: u64) -> u64 {
+    header_size / 512 * 512
+}
+
 /// A parsed and validated qcow2 header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qcow2Header {
@@ -699,6 +707,12 @@ impl Qcow2Header {
     /// Guest bytes mapped by one L1 entry.
     pub fn bytes_per_l1_entry(&self) -> u64 {
         self.cluster_size() * self.l2_entries()
+    }
+
+    /// The guest-visible size: the header's `size` rounded down to whole 512-byte sectors,
+    /// what QEMU exposes ([`guest_size`]). `size` itself still sizes the L1 table.
+    pub fn virtual_size(&self) -> u64 {
+        guest_size(self.size)
     }
 
     /// L1 entries needed to map `size` guest bytes (QEMU `size_to_l1`).

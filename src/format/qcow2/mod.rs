@@ -83,7 +83,7 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<Forma
         Err(e) => return invalid_report(e),
     };
     let mut report = FormatReport {
-        virtual_size: Some(header.size),
+        virtual_size: Some(header.virtual_size()),
         cluster_size: Some(header.cluster_size()),
         dirty: header.is_dirty(),
         encrypted: header.crypt_method != CryptMethod::None,
@@ -224,6 +224,17 @@ fn policy_findings(header: &Qcow2Header) -> Vec<Finding> {
         findings.push(Finding::error(
             Check::DataFile,
             format!("the guest data lives in the external data file {name}"),
+        ));
+    }
+    if header.virtual_size() != header.size {
+        findings.push(Finding::warning(
+            Check::UnalignedSize,
+            format!(
+                "the header's size, {} bytes, is not a multiple of 512: QEMU reads the disk as {} bytes and its last {} bytes are not part of the guest disk",
+                header.size,
+                header.virtual_size(),
+                header.size - header.virtual_size()
+            ),
         ));
     }
     let unknown = header.unknown_incompatible_features();

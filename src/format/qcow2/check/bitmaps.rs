@@ -94,7 +94,7 @@ pub(super) fn load_directory<S: ReadAt + ?Sized>(
         }
         out
     };
-    let virtual_len = layout.size / 512 * 512;
+    let virtual_len = layout.virtual_size();
     let mut entries = Vec::new();
     let mut pos = 0u64;
     let broken = || invalid("Broken bitmap directory");
@@ -187,7 +187,7 @@ pub(super) fn validate_at_open<S: ReadAt + ?Sized>(
         }
         // load_bitmap_data(): the table must have exactly the clusters the serialized bitmap
         // needs (64-bit words of `size / granularity` bits).
-        let len = layout.size / 512 * 512;
+        let len = layout.virtual_size();
         let bytes = if len == 0 {
             0
         } else {

@@ -140,10 +140,15 @@ impl CheckLayout {
             (1u64 << self.refcount_bits()) - 1
         }
     }
-    /// Guest clusters: QEMU rounds the size down to sectors (`total_sectors`), then up to
-    /// clusters.
+
+    /// The guest-visible size QEMU exposes ([`crate::format::qcow2::header::guest_size`]).
+    pub fn virtual_size(&self) -> u64 {
+        crate::format::qcow2::header::guest_size(self.size)
+    }
+
+    /// Guest clusters: `bs->total_sectors` in clusters, as `qemu-img check` counts them.
     pub fn total_clusters(&self) -> u64 {
-        (self.size / 512 * 512).div_ceil(self.cluster_size())
+        self.virtual_size().div_ceil(self.cluster_size())
     }
 }
 
