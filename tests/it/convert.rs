@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::util::{Run, Workdir};
 
 /// The output variants every input is converted to: vmimage args, qemu-img format of OUT.
-const ALL_OUTPUTS: [(&[&str], &str); 4] = [
+pub(crate) const ALL_OUTPUTS: [(&[&str], &str); 4] = [
     (&["-O", "qcow2"], "qcow2"),
     (&["-O", "qcow2", "-c", "zlib"], "qcow2"),
     (&["-O", "qcow2", "-c", "zstd"], "qcow2"),
@@ -61,7 +61,12 @@ fn assert_dir_holds(w: &Workdir, names: &[&str]) {
 }
 
 /// Converts `input` (qemu-img format `in_fmt`) to each output, checking everything.
-fn check_conversions(w: &Workdir, input: &str, in_fmt: &str, outputs: &[(&[&str], &str)]) {
+pub(crate) fn check_conversions(
+    w: &Workdir,
+    input: &str,
+    in_fmt: &str,
+    outputs: &[(&[&str], &str)],
+) {
     for (i, (opts, out_fmt)) in outputs.iter().enumerate() {
         let out = format!("out{i}.{out_fmt}");
         let mut args = vec!["convert", input, &out];
@@ -124,7 +129,7 @@ fn check_conversions(w: &Workdir, input: &str, in_fmt: &str, outputs: &[(&[&str]
 }
 
 /// Writes a recognisable, partly compressible pattern into the image with qemu-io.
-fn qemu_io_write(w: &Workdir, fmt: &str, file: &str, cmds: &[&str]) {
+pub(crate) fn qemu_io_write(w: &Workdir, fmt: &str, file: &str, cmds: &[&str]) {
     let mut args = vec!["-f", fmt];
     for c in cmds {
         args.extend(["-c", c]);

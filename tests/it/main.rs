@@ -4,6 +4,7 @@
 
 mod check;
 mod convert;
+mod convert_metadata;
 mod damaged;
 mod data_safety;
 mod formats;
@@ -13,3 +14,4 @@ mod info;
 mod metadata;
 mod util;
 mod verify;
+mod virtual_size;
