@@ -214,7 +214,7 @@ pub fn persist_all(files: Vec<(TempFile, &Path)>) -> io::Result<()> {
     for (tmp, target) in &mut files {
         tmp.file = None;
         let result = io_point().and_then(|()| {
-            let existing = std::fs::symlink_metadata(&*target).ok();
+            let existing = std::fs::symlink_metadata(*target).ok();
             match existing {
                 Some(m) if !m.is_dir() => match exchange(&tmp.path, target) {
                     Ok(()) => Ok(Placed::Exchanged),
@@ -224,12 +224,12 @@ pub fn persist_all(files: Vec<(TempFile, &Path)>) -> io::Result<()> {
                             Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
                         ) =>
                     {
-                        std::fs::rename(&tmp.path, &*target).map(|()| Placed::Replaced)
+                        std::fs::rename(&tmp.path, *target).map(|()| Placed::Replaced)
                     }
                     Err(e) => Err(e),
                 },
-                Some(_) => std::fs::rename(&tmp.path, &*target).map(|()| Placed::Replaced),
-                None => std::fs::rename(&tmp.path, &*target).map(|()| Placed::Created),
+                Some(_) => std::fs::rename(&tmp.path, *target).map(|()| Placed::Replaced),
+                None => std::fs::rename(&tmp.path, *target).map(|()| Placed::Created),
             }
         });
         match result {
