@@ -472,6 +472,24 @@ pub fn convert_with_metadata(
     };
     let mut metadata_files = Vec::new();
     if let Some(request) = metadata {
+        let paths: Vec<&Path> = [
+            Some(output),
+            Some(request.body.as_path()),
+            request.sidecar.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let Some(same) = paths
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| paths[..i].contains(p).then_some(p))
+        {
+            return Err(ConvertError::Usage(format!(
+                "{}: the output, the metadata and the sidecar must be three different files",
+                same.display()
+            )));
+        }
         // The output's length is not known yet and no rule reads it; its virtual size is the
         // input's.
         let predicted = ImageFacts::new(output_format, 0, Some(reader.virtual_size()), None);

@@ -166,3 +166,15 @@ fn a_failure_at_every_write_or_rename_leaves_every_existing_file_untouched() {
         ["body.json", "in.raw", "out.qcow2", "sidecar.json"]
     );
 }
+
+#[test]
+fn the_output_and_its_metadata_must_be_different_files() {
+    let w = setup();
+    for (body, sidecar) in [("out.qcow2", "sidecar.json"), ("body.json", "body.json")] {
+        let out = vmimage(&w, &args(body, sidecar), None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("three different files"), "{stderr}");
+        assert_untouched(&w, body);
+    }
+}
