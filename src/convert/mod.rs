@@ -39,7 +39,8 @@
 //! OUT only when complete ([`output::TempFile`]), so no process ever sees a partial OUT. Any
 //! error removes it, and the CLI's signal handler calls [`remove_temporary_files`] before
 //! exiting. With [`ConvertOptions::sync`] it is also synced before the rename, so that OUT
-//! survives a power loss.
+//! survives a power loss. With upload metadata ([`convert_with_metadata`]) the metadata files
+//! are written aside too, and all of them are moved into place together or not at all.
 //!
 //! **Memory** stays flat: one batch of chunks in flight ([`scan::BATCH_BYTES`]), the L1 table,
 //! the plan's few bytes per allocated cluster, and at most
@@ -444,8 +445,8 @@ pub fn convert(
 }
 
 /// Converts `input` to `output` and, with `metadata`, writes the upload metadata that
-/// registers it. The output and its metadata appear together or not at all, and no existing
-/// file is touched unless all of them do:
+/// registers it. The output and its metadata appear together or not at all, and an existing
+/// file at any of their paths is replaced only when all of them are (issue 13, defect 6):
 /// 1. before converting, the rules that the output's bytes cannot change are checked against
 ///    the input's virtual size (a broken rule costs nothing), and the metadata's temporary
 ///    files are created beside their targets (an unwritable directory costs nothing);
@@ -454,8 +455,8 @@ pub fn convert(
 ///    its temporary files;
 /// 4. only then are the files moved into place, all or none ([`output::persist_all`]).
 ///
-/// A failure before step 4 leaves every existing file as it was and removes the temporary
-/// ones.
+/// A failure at any step, the moves included, leaves every existing file as it was and
+/// removes the temporary ones.
 pub fn convert_with_metadata(
     input: &Path,
     output: &Path,
@@ -646,4 +647,46 @@ pub fn convert_with_metadata(
         compressed_clusters: compressed,
         digests,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metadata_file_that_cannot_be_written_leaves_an_existing_output_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.raw");
+        std::fs::write(&input, vec![0x5a; 5000]).unwrap();
+        let output = dir.path().join("out.qcow2");
+        std::fs::write(&output, b"previous image").unwrap();
+        let request = MetadataRequest {
+            target: Target::Glance,
+            options: MetadataOptions::default(),
+            body: dir.path().join("missing").join("body.json"),
+            sidecar: None,
+        };
+        let options = ConvertOptions {
+            algorithms: Vec::new(),
+            ..ConvertOptions::default()
+        };
+        let e = convert_with_metadata(&input, &output, &options, &NoProgress, Some(&request))
+            .unwrap_err();
+        assert!(matches!(e, ConvertError::MetadataIo { .. }), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(std::fs::read(&output).unwrap(), b"previous image");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+
+        // Written where it can be: the output (5000 bytes, read as 5120) and the body together.
+        let request = MetadataRequest {
+            body: dir.path().join("body.json"),
+            ..request
+        };
+        let report =
+            convert_with_metadata(&input, &output, &options, &NoProgress, Some(&request)).unwrap();
+        assert_eq!(report.virtual_size, 5120);
+        let body = std::fs::read_to_string(dir.path().join("body.json")).unwrap();
+        assert!(body.contains("\"disk_format\": \"qcow2\""), "{body}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
 }
