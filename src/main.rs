@@ -8,10 +8,21 @@ use clap::{Parser, Subcommand};
 
 /// Inspect, hash, verify and convert VM disk images for cloud image services.
 #[derive(Debug, Parser)]
-#[command(name = "vmimage", version, about, long_about = None)]
+#[command(
+    name = "vmimage",
+    version,
+    about,
+    long_about = None,
+    arg_required_else_help = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    /// Print the man page or a shell completion script, generated from this command line's
+    /// definitions, and exit (`vmimage --generate man | man -l -`).
+    #[arg(long, value_enum, value_name = "KIND", exclusive = true)]
+    generate: Option<cli::generate::Generate>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +61,24 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let status = match cli.command {
+    let command = match (cli.command, cli.generate) {
+        (Some(command), _) => command,
+        (None, Some(kind)) => {
+            use clap::CommandFactory;
+            let mut out = std::io::stdout().lock();
+            return match cli::generate::write(kind, Cli::command(), &mut out) {
+                Ok(()) => ExitCode::from(cli::EXIT_OK),
+                Err(e) => {
+                    cli::print_error(format_args!("cannot write the generated text: {e}"));
+                    ExitCode::from(cli::EXIT_ERROR)
+                }
+            };
+        }
+        // `arg_required_else_help` and `exclusive` leave no other case: clap has already
+        // printed the help and exited.
+        (None, None) => return ExitCode::from(cli::EXIT_ERROR),
+    };
+    let status = match command {
         Command::Info(args) => cli::info::run(&args),
         Command::Hash(args) => cli::hash::run(&args),
         Command::Check(args) => cli::check::run(&args),

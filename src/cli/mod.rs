@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod convert;
+pub mod generate;
 pub mod hash;
 pub mod info;
 pub mod metadata;

@@ -8,6 +8,7 @@ mod convert_metadata;
 mod damaged;
 mod data_safety;
 mod formats;
+mod generate;
 mod hash;
 mod hostile;
 mod info;
