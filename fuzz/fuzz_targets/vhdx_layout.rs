@@ -192,9 +192,9 @@ fn build(r: &mut Recipe) -> Vec<u8> {
     // cut anywhere.
     let len = match r.u8() % 8 {
         7 => 6 * MIB,
-        1 => DATA + 64 * KIB,
+        1 | 6 => 5 * MIB,
         2 => u64::from(r.u32()) % DATA,
-        _ => 5 * MIB,
+        _ => DATA + 64 * KIB,
     };
     let mut img = Image {
         bytes: vec![0; len as usize],
@@ -337,8 +337,9 @@ fn build(r: &mut Recipe) -> Vec<u8> {
     // The BAT (spec 2.5): payload entries, with a sector bitmap entry after every chunk.
     let entries = u64::from(r.u8()) + 1;
     for i in 0..entries {
-        // 6 is "fully present", the state whose block must lie inside the file.
-        let state = u64::from(r.u8().wrapping_add(6) % 8);
+        // 0 is "not present"; 6 is "fully present", the state whose block must lie inside
+        // the file.
+        let state = u64::from(r.u8() % 8);
         let mib = match r.u8() % 8 {
             7 => 4 + u64::from(r.u8() % 4),
             1 => (METADATA / MIB) + u64::from(r.u8() % 2),
