@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Times two vmimage binaries against each other on the hot paths (hash, convert), interleaved
 # run by run so that a change in machine load hits both alike, and prints each one's median
-# wall time and the ratio NEW / BASE (above 1: NEW is slower).
+# wall time and user CPU time (the binary's own computation, which a loaded machine disturbs
+# less; the system time of these runs is page-cache work, the same code in both) and the
+# ratios NEW / BASE (above 1: NEW is slower).
 #
 #   benches/ab-side-by-side.sh BASE_BIN NEW_BIN [RUNS]     (default RUNS=5)
 #
@@ -36,33 +38,36 @@ cat rand.bin disk.raw disk.qcow2 >/dev/null
 
 # median SECONDS...
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
-# seconds CMD...: wall time of one run.
+# seconds CMD...: "WALL USER" seconds of one run.
 seconds() {
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc -l
+    /usr/bin/time -o time.out -f '%e %U' "$@" >/dev/null
+    cat time.out
 }
 
-printf '%-34s %9s %9s %7s\n' case base new new/base
+printf '%-34s %9s %9s %7s %9s %9s %7s\n' case base new new/base base-usr new-usr new/base
 case_ab() {
     local name=$1
     shift
-    local -a tb=() tn=()
+    local -a tb=() tn=() cb=() cn=()
+    local r
     rm -f out.*
     "$base" "${@}" >/dev/null # untimed warm-up
     for ((i = 0; i < runs; i++)); do
         rm -f out.*
-        tb+=("$(seconds "$base" "$@")")
+        read -r -a r <<<"$(seconds "$base" "$@")"
+        tb+=("${r[0]}") cb+=("${r[1]}")
         rm -f out.*
-        tn+=("$(seconds "$new" "$@")")
+        read -r -a r <<<"$(seconds "$new" "$@")"
+        tn+=("${r[0]}") cn+=("${r[1]}")
     done
     rm -f out.*
-    local mb mn
+    local mb mn ub un
     mb=$(median "${tb[@]}")
     mn=$(median "${tn[@]}")
-    printf '%-34s %8.3fs %8.3fs %7.3f\n' "$name" "$mb" "$mn" "$(echo "$mn / $mb" | bc -l)"
+    ub=$(median "${cb[@]}")
+    un=$(median "${cn[@]}")
+    printf '%-34s %8.2fs %8.2fs %7.3f %8.2fs %8.2fs %7.3f\n' "$name" "$mb" "$mn" \
+        "$(echo "$mn / $mb" | bc -l)" "$ub" "$un" "$(echo "$un / $ub" | bc -l)"
 }
 
 case_ab "hash 1 GiB (md5 + sha512)" hash rand.bin
