@@ -66,8 +66,13 @@ case_ab() {
     mn=$(median "${tn[@]}")
     ub=$(median "${cb[@]}")
     un=$(median "${cn[@]}")
-    printf '%-34s %8.2fs %8.2fs %7.3f %8.2fs %8.2fs %7.3f\n' "$name" "$mb" "$mn" \
-        "$(echo "$mn / $mb" | bc -l)" "$ub" "$un" "$(echo "$un / $ub" | bc -l)"
+    local ratio_usr=-
+    # A conversion without digests spends next to no user time: no ratio then.
+    if [ "$(echo "$ub > 0" | bc -l)" = 1 ]; then
+        ratio_usr=$(printf '%.3f' "$(echo "$un / $ub" | bc -l)")
+    fi
+    printf '%-34s %8.2fs %8.2fs %7.3f %8.2fs %8.2fs %7s\n' "$name" "$mb" "$mn" \
+        "$(echo "$mn / $mb" | bc -l)" "$ub" "$un" "$ratio_usr"
 }
 
 case_ab "hash 1 GiB (md5 + sha512)" hash rand.bin
