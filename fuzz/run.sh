@@ -142,6 +142,13 @@ mk sparse.vmdk 1M -f vmdk
 mk stream.vmdk 1M -f vmdk -o subformat=streamOptimized
 mk flat.vmdk 64k -f vmdk -o subformat=monolithicFlat
 mk d.vdi 1M -f vdi
+# QEMU's legacy qcow (version 1): plain, with data, with a backing file, AES-encrypted.
+mk v1.qcow 1M -f qcow
+io v1.qcow qcow "write -P 0x21 0 8k"
+mk v1-backing.qcow 1M -f qcow -b v1.qcow -F qcow
+qemu-img create -q --object secret,id=s0,data=123456 -f qcow \
+    -o encrypt.format=aes,encrypt.key-secret=s0 "$seeds/v1-aes.qcow" 1M >/dev/null 2>&1 ||
+    rm -f "$seeds/v1-aes.qcow"
 mk q.qed 1M -f qed -o cluster_size=4096,table_size=1
 mk r.raw 64k -f raw
 # MBR signature, and an ISO 9660 primary volume descriptor at 32 KiB.
@@ -171,7 +178,7 @@ seed_target() {
         done ;;
     cloud_record)
         cp ../testdata/records/*.json "$dir"/ 2>/dev/null || true ;;
-    qcow2_layout)
+    qcow2_layout | vhdx_layout)
         cp "$seeds"/recipe-* "$dir"/ ;;
     manifest)
         # GNU (text and binary marker, escaped name, Packer's TAB), BSD-tagged with CRLF and a

@@ -31,6 +31,8 @@ pub enum Check {
     VmdkFooter,
     /// QED images are refused outright (OpenStack bans the format).
     Qed,
+    /// QEMU's legacy qcow (version 1) images are refused: no cloud takes the format.
+    Qcow,
     /// The bytes parse as more than one format (a polyglot).
     MultipleFormats,
     /// A header field is out of range or inconsistent.
@@ -60,6 +62,7 @@ impl Check {
             Check::VmdkCreateType => "vmdk-create-type",
             Check::VmdkFooter => "vmdk-footer",
             Check::Qed => "qed",
+            Check::Qcow => "qcow",
             Check::MultipleFormats => "multiple-formats",
             Check::InvalidHeader => "invalid-header",
             Check::Truncated => "truncated",

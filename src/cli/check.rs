@@ -55,11 +55,12 @@ pub fn run(args: &CheckArgs) -> u8 {
     match check::classify(&detected, &probe.head) {
         FormatCheck::Qcow2 => {}
         FormatCheck::Unsupported(format) => {
-            // qemu-img opens the image before it asks the driver for a check, so a VHD that
-            // QEMU's vpc driver refuses to open exits 1 ("Could not open"), not 63. The
+            // qemu-img opens the image before it asks the driver for a check, so a VHD or qcow
+            // image that QEMU's driver refuses to open exits 1 ("Could not open"), not 63. The
             // inspector's invalid-header and truncated findings are the refusals of
-            // `vpc_open`. (A raw disk always opens; LUKS keeps its documented 63.)
-            if format == ImageFormat::Vpc
+            // `vpc_open` and `qcow_open`. (A raw disk always opens; LUKS keeps its documented
+            // 63.)
+            if matches!(format, ImageFormat::Vpc | ImageFormat::Qcow)
                 && let Some(refusal) = qemu_open_refusal(&src, &name)
             {
                 print_error(format!("{name}: qemu-img cannot open it: {refusal}"));

@@ -12,6 +12,7 @@
 pub mod iso;
 pub mod luks;
 pub mod partition;
+pub mod qcow;
 pub mod qcow2;
 pub mod qed;
 pub mod vdi;
@@ -41,6 +42,8 @@ pub enum ImageFormat {
     Raw,
     /// QEMU copy-on-write v2 (compat 0.10) or v3 (compat 1.1).
     Qcow2,
+    /// QEMU's legacy copy-on-write format, version 1 (refused: no cloud takes it).
+    Qcow,
     /// Microsoft Virtual PC / VHD, fixed or dynamic (QEMU calls it `vpc`).
     Vpc,
     /// Microsoft VHDX.
@@ -59,8 +62,9 @@ pub enum ImageFormat {
 
 impl ImageFormat {
     /// Every format, in the order detectors run.
-    pub const ALL: [ImageFormat; 9] = [
+    pub const ALL: [ImageFormat; 10] = [
         ImageFormat::Qcow2,
+        ImageFormat::Qcow,
         ImageFormat::Vpc,
         ImageFormat::Vhdx,
         ImageFormat::Vmdk,
@@ -76,6 +80,7 @@ impl ImageFormat {
         match self {
             ImageFormat::Raw => "raw",
             ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Qcow => "qcow",
             ImageFormat::Vpc => "vpc",
             ImageFormat::Vhdx => "vhdx",
             ImageFormat::Vmdk => "vmdk",
@@ -105,7 +110,7 @@ impl ImageFormat {
             ImageFormat::Vmdk => Some("vmdk"),
             ImageFormat::Vdi => Some("vdi"),
             ImageFormat::Iso => Some("iso"),
-            ImageFormat::Qed | ImageFormat::Luks => None,
+            ImageFormat::Qcow | ImageFormat::Qed | ImageFormat::Luks => None,
         }
     }
 
@@ -115,6 +120,7 @@ impl ImageFormat {
         Some(match lower.as_str() {
             "raw" => ImageFormat::Raw,
             "qcow2" => ImageFormat::Qcow2,
+            "qcow" => ImageFormat::Qcow,
             "vpc" | "vhd" => ImageFormat::Vpc,
             "vhdx" => ImageFormat::Vhdx,
             "vmdk" => ImageFormat::Vmdk,
@@ -305,7 +311,9 @@ pub fn detect_all(probe: &Probe) -> Vec<Detection> {
             allows_partition_table,
         })
     };
-    if qcow2::detect(probe) {
+    if qcow::detect(probe) {
+        push(ImageFormat::Qcow, false);
+    } else if qcow2::detect(probe) {
         push(ImageFormat::Qcow2, false);
     }
     if let Some(kind) = vpc::detect(probe) {
@@ -354,6 +362,7 @@ pub fn describe<S: ReadAt + ?Sized>(
             ..FormatReport::default()
         }),
         ImageFormat::Qcow2 => qcow2::describe(src, probe),
+        ImageFormat::Qcow => qcow::describe(src, probe),
         ImageFormat::Vpc => vpc::describe(src, probe),
         ImageFormat::Vhdx => vhdx::describe(src, probe),
         ImageFormat::Vmdk => vmdk::describe(src, probe),
@@ -398,7 +407,11 @@ pub(crate) fn read_zero_padded<S: ReadAt + ?Sized>(
 ) -> io::Result<usize> {
     let avail = src.len().saturating_sub(offset);
     let n = buf.len().min(usize::try_from(avail).unwrap_or(usize::MAX));
-    read_probe(src, &mut buf[..n], offset)?;
+    // An offset past the end reads nothing from the file (an empty read there would be
+    // reported as a truncation).
+    if n > 0 {
+        read_probe(src, &mut buf[..n], offset)?;
+    }
     buf[n..].fill(0);
     Ok(n)
 }

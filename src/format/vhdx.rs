@@ -596,7 +596,16 @@ fn read_item<S: ReadAt + ?Sized>(
     }
     // The length is capped at MAX_METADATA_ITEM above.
     let len = if k == 5 { item.length as usize } else { need };
-    match read_vec_at(src, region.offset + item.offset, len) {
+    // Both ends were checked against the region and the region against the file, but the
+    // region's end saturates: add with a check rather than rely on that.
+    let Some(at) = region.offset.checked_add(item.offset) else {
+        p.invalid(format!(
+            "the VHDX {} item offset {:#x} overflows past the metadata region at {:#x}",
+            names[k], item.offset, region.offset
+        ));
+        return Ok(None);
+    };
+    match read_vec_at(src, at, len) {
         Ok(b) => Ok(Some(b)),
         Err(e) => {
             p.report
@@ -620,8 +629,8 @@ fn report_parent(locator: &[u8], report: &mut FormatReport) {
         (0..count).find_map(|i| {
             let e = locator.get(20 + 12 * i..32 + 12 * i)?;
             let slice = |off: u32, len: u16| {
-                let start = off as usize;
-                locator.get(start..start + usize::from(len))
+                let start = usize::try_from(off).ok()?;
+                locator.get(start..start.checked_add(usize::from(len))?)
             };
             if slice(le32(e, 0), le16(e, 8))? != wanted.as_slice() {
                 return None;
@@ -707,7 +716,11 @@ fn check_bat<S: ReadAt + ?Sized>(
                     ));
                     return Ok(());
                 }
-                if start + block_size > file_len {
+                // `start` comes from the entry: up to 2^64 - 1 MiB, so the end may not fit.
+                if start
+                    .checked_add(block_size)
+                    .is_none_or(|end| end > file_len)
+                {
                     report.findings.push(Finding::error(
                         Check::Truncated,
                         format!(

@@ -174,6 +174,53 @@ fn vmdk_sparse_and_stream_optimized_images_match_qemu_img() {
     assert!(has(&ours, "vmdk-footer"), "{ours:#}");
 }
 
+/// oslo.utils' `_test_vmdk_bad_descriptor_mem_limit`: a qemu-img VMDK of 5 MiB of random
+/// data (`qemu-img convert -S 0`, so every grain is allocated) whose header then claims a
+/// 2 MiB descriptor (4096 sectors at offset 0x24). The descriptor area now runs from the
+/// text through its NUL padding into the grain table and grain data: not text, but not
+/// descriptor either, since the descriptor ends at its first NUL for QEMU and oslo.utils.
+#[test]
+fn a_vmdk_whose_descriptor_area_holds_non_text_past_the_nul_is_valid() {
+    let w = Workdir::new();
+    // Random data (xorshift64), as oslo.utils' `dd if=/dev/urandom`: the streamOptimized image
+    // stays 5 MiB, longer than the 2 MiB descriptor area. A compressible one ends inside that
+    // area, which QEMU reads as zeros past the end of the file: valid too.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..5 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
+    w.write("src.raw", &random);
+    let compressible: Vec<u8> = (0..5u32 << 20).map(|i| (i / 4096) as u8).collect();
+    w.write("compressible.raw", &compressible);
+    for (file, subformat, source) in [
+        ("sparse.vmdk", "monolithicSparse", "src.raw"),
+        ("stream.vmdk", "streamOptimized", "src.raw"),
+        ("short-stream.vmdk", "streamOptimized", "compressible.raw"),
+    ] {
+        let opt = format!("subformat={subformat}");
+        w.qemu_img(&[
+            "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", &opt, "-S", "0", source, file,
+        ]);
+        poke(&w, file, 0x24, &4096u64.to_le_bytes());
+        let ours = assert_info_matches_qemu(&w, file, "vmdk", "vmdk");
+        assert!(safe(&ours), "{file}: {ours:#}");
+        assert_eq!(ours["virtual-size"], json!(5 << 20), "{file}");
+
+        // Text after the NUL that would break the grammar (a line that is no comment, field
+        // or extent, then non-ASCII bytes) is ignored as well.
+        let d = std::fs::read(w.join(file)).expect("read");
+        let nul = 512 + d[512..].iter().position(|&b| b == 0).expect("NUL");
+        poke(&w, file, nul + 1, b"this is not a field\n\xff\xfe\n");
+        let ours = assert_info_matches_qemu(&w, file, "vmdk", "vmdk");
+        assert!(safe(&ours), "{file} with text after the NUL: {ours:#}");
+    }
+}
+
 #[test]
 fn a_vmdk_with_a_parent_matches_qemu_img_and_is_unsafe() {
     let w = Workdir::new();
@@ -329,6 +376,95 @@ fn vdi_images_match_qemu_img() {
     }
     w.qemu_io(&["-f", "vdi", "-c", "write -P 9 2M 3M", "dynamic.vdi"]);
     assert_info_matches_qemu(&w, "dynamic.vdi", "vdi", "vdi");
+}
+
+/// QEMU's legacy qcow (version 1): `qcow`, as qemu-img names it, with qemu-img's size, cluster
+/// size, backing file and encryption, refused by the `qcow` rule; `check` exits 63 as
+/// `qemu-img check` does ("This image format does not support checks"), and `convert` refuses
+/// it with the finding.
+#[test]
+fn qcow_version_1_images_match_qemu_img_and_are_refused() {
+    let w = Workdir::new();
+    create(&w, "qcow", "", "plain.qcow", "10M");
+    w.qemu_io(&["-f", "qcow", "-c", "write -P 7 1M 64k", "plain.qcow"]);
+    w.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow",
+        "-b",
+        "plain.qcow",
+        "-F",
+        "qcow",
+        "child.qcow",
+    ]);
+    w.qemu_img(&[
+        "create",
+        "-q",
+        "--object",
+        "secret,id=sec0,data=123456",
+        "-f",
+        "qcow",
+        "-o",
+        "encrypt.format=aes,encrypt.key-secret=sec0",
+        "aes.qcow",
+        "1M",
+    ]);
+    // A size that is not a sector multiple (qemu-img create rounds it up; QEMU reads it down).
+    create(&w, "qcow", "", "odd.qcow", "10M");
+    poke(&w, "odd.qcow", 24, &1000u64.to_be_bytes());
+    for (file, rules) in [
+        ("plain.qcow", &["qcow"][..]),
+        ("child.qcow", &["qcow", "backing-file"][..]),
+        ("aes.qcow", &["qcow", "encrypted"][..]),
+        ("odd.qcow", &["qcow"][..]),
+    ] {
+        let qemu = w.qemu_info(file, None);
+        assert_eq!(qemu["format"], json!("qcow"), "{file}: {qemu:#}");
+        let ours = assert_info_matches_qemu(&w, file, "qcow", "qcow");
+        assert_eq!(checks(&ours), rules, "{file}: {ours:#}");
+        assert!(!safe(&ours), "{file}");
+        w.vmimage(&["info", file]).expect_code(1);
+
+        // qemu-img cannot open the AES image without its key (exit 1, "Parameter
+        // 'encrypt.key-secret' is required"); with it, or for vmimage, which needs no key to
+        // read the header, the format has no check.
+        let qemu_check = w.qemu_img_any(&["check", file]);
+        let qemu_code = if file == "aes.qcow" { 1 } else { 63 };
+        assert_eq!(
+            qemu_check.status.code(),
+            Some(qemu_code),
+            "qemu-img check {file}"
+        );
+        let run = w.vmimage(&["check", file]);
+        run.expect_code(63);
+        assert!(
+            run.stderr.contains("does not support checks"),
+            "{}",
+            run.stderr
+        );
+
+        let run = w.vmimage(&["convert", file, "out.qcow2", "-O", "qcow2"]);
+        run.expect_code(1);
+        assert!(run.stderr.contains("legacy qcow"), "{}", run.stderr);
+        assert!(!w.join("out.qcow2").exists());
+    }
+    assert_eq!(
+        info(&w, "odd.qcow", 1)["virtual-size"],
+        json!(512),
+        "QEMU counts whole sectors"
+    );
+
+    // A header QEMU refuses to open: invalid-header, and check exits 1 as qemu-img's does.
+    create(&w, "qcow", "", "bad.qcow", "10M");
+    poke(&w, "bad.qcow", 32, &[17]);
+    assert_eq!(
+        w.qemu_img_any(&["check", "bad.qcow"]).status.code(),
+        Some(1)
+    );
+    w.vmimage(&["check", "bad.qcow"]).expect_code(1);
+    let ours = info(&w, "bad.qcow", 1);
+    assert_eq!(checks(&ours), ["qcow", "invalid-header"], "{ours:#}");
 }
 
 #[test]

@@ -527,6 +527,85 @@ fn qed_table_claims_terabytes(w: &Workdir) -> String {
     name.into()
 }
 
+/// The on-disk bytes of the VHDX BAT region GUID 2DC27766-F623-4200-9D64-115E9BFD4A08
+/// (VHDX specification 2.2.3.1: three little-endian fields, then 8 bytes).
+const VHDX_BAT_GUID: [u8; 16] = [
+    0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08,
+];
+
+/// A qemu-img VHDX with guest data in its first block; returns it with its BAT offset (from
+/// the region table at 192 KiB: a 16-byte header, then 32-byte entries of GUID, offset (le64),
+/// length, flags).
+fn base_vhdx(w: &Workdir, name: &str) -> (Bytes, u64) {
+    w.qemu_img(&["create", "-q", "-f", "vhdx", name, "64M"]);
+    w.qemu_io(&["-f", "vhdx", "-c", "write -P 0x44 0 64k", name]);
+    let b = Bytes::read(w, name);
+    let table = 192 * 1024;
+    let count = u32::from_le_bytes(b.0[table + 8..table + 12].try_into().unwrap()) as usize;
+    let bat = (0..count)
+        .map(|i| table + 16 + 32 * i)
+        .find(|&e| b.0[e..e + 16] == VHDX_BAT_GUID)
+        .map(|e| u64::from_le_bytes(b.0[e + 16..e + 24].try_into().unwrap()))
+        .expect("qemu-img's VHDX has a BAT region");
+    (b, bat)
+}
+
+fn vhdx_bat_entry_offset_overflows(w: &Workdir) -> String {
+    // BAT entry 0, "fully present" (state 6) at offset 2^64 - 1 MiB: the block's end does not
+    // fit in 64 bits. The BAT has no checksum, so this one edit leaves a valid file around it.
+    let name = "bat-entry-overflow.vhdx";
+    let (mut b, bat) = base_vhdx(w, name);
+    b.put(bat, &0xffff_ffff_fff0_0006u64.to_le_bytes());
+    b.save(w, name);
+    name.into()
+}
+
+/// A qemu-img qcow (version 1) image of 64 MiB with guest data, patched by `patch` (header:
+/// big-endian, backing file offset at 8 and length at 16, size at 24, cluster_bits at 32,
+/// l2_bits at 33, crypt_method at 36, L1 table offset at 40).
+fn patched_qcow(w: &Workdir, name: &str, patch: impl FnOnce(&mut Bytes)) -> String {
+    w.qemu_img(&["create", "-q", "-f", "qcow", name, "64M"]);
+    w.qemu_io(&["-f", "qcow", "-c", "write -P 0x66 0 64k", name]);
+    let mut b = Bytes::read(w, name);
+    patch(&mut b);
+    b.save(w, name);
+    name.into()
+}
+
+fn qcow_v1_size_2_pow_63(w: &Workdir) -> String {
+    // An L1 table of 2^34 entries (QEMU's limit: INT_MAX / 8).
+    patched_qcow(w, "size-2-63.qcow", |b| {
+        b.put64(24, 1 << 63);
+    })
+}
+
+fn qcow_v1_size_wraps(w: &Workdir) -> String {
+    // size + (1 << shift) - 1 overflows 64 bits: QEMU's "Image too large".
+    patched_qcow(w, "size-max.qcow", |b| {
+        b.put64(24, u64::MAX);
+    })
+}
+
+fn qcow_v1_cluster_bits_63(w: &Workdir) -> String {
+    patched_qcow(w, "cluster-bits.qcow", |b| {
+        b.put(32, &[63, 63]);
+    })
+}
+
+fn qcow_v1_l1_table_at_2_pow_64(w: &Workdir) -> String {
+    // The L1 table's end does not fit in 64 bits.
+    patched_qcow(w, "l1-at-end.qcow", |b| {
+        b.put64(40, u64::MAX - 7);
+    })
+}
+
+fn qcow_v1_backing_name_past_the_end(w: &Workdir) -> String {
+    // 1023 bytes (QEMU's maximum) at 1 TiB: read as zeros, so no name, as in QEMU.
+    patched_qcow(w, "backing-past-end.qcow", |b| {
+        b.put64(8, 1 << 40).put32(16, 1023);
+    })
+}
+
 fn empty_file(w: &Workdir) -> String {
     w.write("empty.img", b"");
     "empty.img".into()
@@ -743,6 +822,36 @@ fn cases() -> Vec<Case> {
             build: qed_table_claims_terabytes,
             expect: e(1, Is(1), 1, 1, 1),
             why: "a QED table of 2^32 - 1 clusters: invalid-header (QED is refused outright anyway); check does not reproduce qed's check (1)",
+        },
+        Case {
+            build: vhdx_bat_entry_offset_overflows,
+            expect: e(1, Is(1), 1, 1, 1),
+            why: "a BAT entry whose block ends past 2^64: truncated, as QEMU's vhdx_open refuses it; check does not reproduce vhdx's check (1, as when qemu-img cannot open it)",
+        },
+        Case {
+            build: qcow_v1_size_2_pow_63,
+            expect: e(1, AsQemu, 1, 1, 1),
+            why: "a qcow v1 of 8 EiB: the qcow rule and invalid-header (QEMU's \"Image too large\"), never an allocation",
+        },
+        Case {
+            build: qcow_v1_size_wraps,
+            expect: e(1, AsQemu, 1, 1, 1),
+            why: "a qcow v1 whose size rounds up past 2^64: invalid-header, as QEMU",
+        },
+        Case {
+            build: qcow_v1_cluster_bits_63,
+            expect: e(1, AsQemu, 1, 1, 1),
+            why: "a qcow v1 with 2^63-byte clusters: invalid-header, as QEMU",
+        },
+        Case {
+            build: qcow_v1_l1_table_at_2_pow_64,
+            expect: e(1, AsQemu, 1, 1, 1),
+            why: "a qcow v1 whose L1 table ends past 2^64: invalid-header (QEMU's read fails)",
+        },
+        Case {
+            build: qcow_v1_backing_name_past_the_end,
+            expect: e(1, AsQemu, 1, 1, 1),
+            why: "a qcow v1 whose backing name lies past the end (zeros to QEMU, which opens it: check 63): the qcow rule refuses it",
         },
         Case {
             build: empty_file,

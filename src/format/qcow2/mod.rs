@@ -70,8 +70,10 @@ pub struct Qcow2Encryption {
 
 /// Whether the probe starts with the qcow2 magic.
 ///
-/// Any version counts: a file that carries the magic but an unsupported version is reported as
-/// an invalid qcow2, never silently as raw (format confusion is how CVE-2024-40767 worked).
+/// Any version but 1 counts: a file that carries the magic but an unsupported version is
+/// reported as an invalid qcow2, never silently as raw (format confusion is how CVE-2024-40767
+/// worked). Version 1 is QEMU's legacy `qcow` ([`super::qcow`]); [`super::detect_all`] asks
+/// that detector first.
 pub fn detect(probe: &Probe) -> bool {
     probe.head.len() >= 4 && be32(&probe.head, 0) == header::QCOW2_MAGIC
 }

@@ -377,12 +377,14 @@ pub struct Grammar {
     pub extents: Vec<String>,
 }
 
-/// Applies OpenStack's descriptor grammar: the text (trailing NULs removed) must be ASCII,
-/// and every line (stripped, lower-cased) a comment, blank, `ddb...`, a single-word key
-/// followed by `=`, or an extent line.
+/// Applies OpenStack's descriptor grammar: the text must be ASCII, and every line (stripped,
+/// lower-cased) a comment, blank, `ddb...`, a single-word key followed by `=`, or an extent
+/// line. The text ends at the first NUL, as QEMU (`vmdk_parse_extents()` reads a C string)
+/// and oslo.utils (`VMDKInspector._parse_descriptor()`) cut it: what follows in the
+/// descriptor area (padding, or grain data when the header's descriptor size overstates it)
+/// is not descriptor text.
 pub fn grammar(region: &[u8]) -> Grammar {
-    let end = region.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let region = &region[..end];
+    let region = c_text(region);
     // OpenStack stops at a non-ASCII descriptor; the lines are still classified here, so
     // that the extent rules fire whatever else is wrong.
     let mut g = Grammar {
@@ -526,6 +528,10 @@ mod tests {
         let g = grammar(b"# c\nversion=1\nfoo bar\nRW 1 FLAT \"x\" 0\n\0\0");
         assert_eq!(g.bad_line, Some((3, "foo bar".into())));
         assert_eq!(g.extents, ["RW 1 FLAT \"x\" 0"]);
+        // Whatever follows the first NUL is not descriptor text.
+        let g = grammar(b"version=1\nRW 1 FLAT \"x\" 0\n\0not a field\n\xff\xfe\0");
+        assert!(!g.not_ascii && g.bad_line.is_none(), "{:?}", g.bad_line);
+        assert_eq!(g.extents.len(), 1);
         let g = grammar("createType=\"é\"\nRW 1 FLAT \"/x\" 0\n".as_bytes());
         assert!(g.not_ascii);
         assert_eq!(g.extents.len(), 1);

@@ -23,9 +23,9 @@ use serde::Serialize;
 
 use self::descriptor::{CID_WINDOW, ExtentOutcome, ParentHint};
 use self::sparse::{FOOTER_AREA_LEN, GD_AT_END, SparseHeader};
-use super::{FormatReport, FormatSpecific, Probe, read_failure, read_zero_padded};
+use super::{FormatReport, FormatSpecific, Probe, read_zero_padded};
 use crate::safety::{Check, Finding};
-use crate::source::{ReadAt, read_vec_at};
+use crate::source::ReadAt;
 
 /// Sector size of every VMDK offset and size.
 const SECTOR: u64 = 512;
@@ -383,19 +383,16 @@ fn check_embedded_descriptor<S: ReadAt + ?Sized>(
         ));
         return Ok(());
     }
+    // At most 1 MiB - 1 (MAX_DESCRIPTOR_LEN), whatever the header claims. Past the end of the
+    // file the area reads as zeros, as QEMU's `vmdk_read_desc()` reads it: the text ends at
+    // its first NUL, so a header that overstates the descriptor's size in a short file (a
+    // streamOptimized image of compressible data) is no truncation.
     let len = header
         .desc_size
         .saturating_mul(SECTOR)
         .min(MAX_DESCRIPTOR_LEN) as usize;
-    let region = match read_vec_at(src, EMBEDDED_DESCRIPTOR_OFFSET, len) {
-        Ok(r) => r,
-        Err(e) => {
-            report
-                .findings
-                .push(read_failure(e, "VMDK embedded descriptor")?);
-            return Ok(());
-        }
-    };
+    let mut region = vec![0u8; len];
+    read_zero_padded(src, &mut region, EMBEDDED_DESCRIPTOR_OFFSET)?;
     check_grammar(&region, false, report);
     match descriptor::create_type(descriptor::c_text(&region)) {
         Some(ct) if ALLOWED_CREATE_TYPES.contains(&ct.as_str()) => {}

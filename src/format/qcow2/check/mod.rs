@@ -90,8 +90,8 @@ pub enum FormatCheck {
 /// raw) and whose first bytes are `head`, as `qemu-img`'s format probe would.
 pub fn classify(detected: &[ImageFormat], head: &[u8]) -> FormatCheck {
     if detected.contains(&ImageFormat::Qcow2) {
-        // qcow2_probe() also wants a version of at least 2; version 1 is QEMU's old `qcow`
-        // format (no check) and anything else probes as raw.
+        // qcow2_probe() also wants a version of at least 2 (version 1 is detected as `qcow`
+        // before this); anything else probes as raw.
         return if probes_as_qcow2(head) {
             FormatCheck::Qcow2
         } else {
@@ -102,7 +102,9 @@ pub fn classify(detected: &[ImageFormat], head: &[u8]) -> FormatCheck {
         Some(f @ (ImageFormat::Vmdk | ImageFormat::Vdi | ImageFormat::Vhdx | ImageFormat::Qed)) => {
             FormatCheck::NotReproduced(f)
         }
-        Some(f @ (ImageFormat::Vpc | ImageFormat::Luks)) => FormatCheck::Unsupported(f),
+        Some(f @ (ImageFormat::Vpc | ImageFormat::Luks | ImageFormat::Qcow)) => {
+            FormatCheck::Unsupported(f)
+        }
         // ISO images and partitioned disks are raw to QEMU.
         _ => FormatCheck::Unsupported(ImageFormat::Raw),
     }
@@ -186,6 +188,10 @@ mod tests {
         assert_eq!(
             classify(&[ImageFormat::Qcow2], &qcow2_head),
             FormatCheck::Unsupported(ImageFormat::Raw)
+        );
+        assert_eq!(
+            classify(&[ImageFormat::Qcow], &qcow2_head),
+            FormatCheck::Unsupported(ImageFormat::Qcow)
         );
         for f in [
             ImageFormat::Vmdk,
