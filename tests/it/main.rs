@@ -11,6 +11,7 @@ mod hash;
 mod hostile;
 mod info;
 mod metadata;
+mod oslo_inspector;
 mod producers;
 mod util;
 mod verify;
