@@ -436,3 +436,104 @@ producer_tests! {
         "663e52ffd3fd13dfa29c78730e46364dc83adcdcfddfd1ca75a7e3291d50df6b",
     );
 }
+
+/// Rewrites a VHD footer's creator application, sets its current size when given, and
+/// recomputes its checksum (VHD spec, "Hard Disk Footer Format": the ones' complement of the
+/// byte sum with the checksum field zeroed).
+fn set_vhd_footer(footer: &mut [u8], creator: &[u8; 4], current_size: Option<u64>) {
+    footer[28..32].copy_from_slice(creator);
+    if let Some(size) = current_size {
+        footer[48..56].copy_from_slice(&size.to_be_bytes());
+    }
+    footer[64..68].fill(0);
+    let sum = footer[..512]
+        .iter()
+        .fold(0u32, |s, &b| s.wrapping_add(u32::from(b)));
+    footer[64..68].copy_from_slice(&(!sum).to_be_bytes());
+}
+
+/// QEMU sizes a VHD by its creator application (block/vpc.c, `vpc_ignore_current_size()` and
+/// the CHS maximum): the CHS geometry for `vpc ` and `qemu`, unless the geometry is the
+/// maximum; the footer's current size for everything else (`win `, `d2v `, `qem2`, unknown).
+/// Every creator, on dynamic and fixed disks whose CHS size differs from the current size
+/// (64 MiB, 1000 MiB: qemu-img rounds the geometry up, and the current size is then set to the
+/// exact size, as Hyper-V writes it) or whose geometry is the maximum (200 GiB): `info` and
+/// `convert` must both expose what QEMU exposes.
+#[test]
+fn vhd_virtual_size_follows_the_creator_application() {
+    let w = Workdir::new();
+    let creators: [&[u8; 4]; 7] = [
+        b"vpc ",
+        b"qemu",
+        b"win ",
+        b"d2v ",
+        b"qem2",
+        b"vs  ",
+        b"\0\0\0\0",
+    ];
+    let mut sizes_seen = std::collections::BTreeSet::new();
+    for (size, subformat) in [
+        ("64M", "dynamic"),
+        ("1000M", "dynamic"),
+        ("200G", "dynamic"),
+        ("64M", "fixed"),
+    ] {
+        for creator in creators {
+            let name = format!(
+                "{size}-{subformat}-{}.vhd",
+                String::from_utf8_lossy(creator).trim_matches(['\0', ' '])
+            );
+            w.qemu_img(&[
+                "create",
+                "-q",
+                "-f",
+                "vpc",
+                "-o",
+                &format!("subformat={subformat}"),
+                &name,
+                size,
+            ]);
+            let mut bytes = std::fs::read(w.join(&name)).expect("read");
+            let len = bytes.len();
+            let exact = match size {
+                "64M" => Some(64 << 20),
+                "1000M" => Some(1000 << 20),
+                _ => None,
+            };
+            set_vhd_footer(&mut bytes[len - 512..], creator, exact);
+            if subformat == "dynamic" {
+                set_vhd_footer(&mut bytes[..512], creator, exact);
+            }
+            w.write(&name, &bytes);
+            let qemu = w.qemu_info(&name, Some("vpc"));
+            let info = w.vmimage(&["info", "--json", &name]);
+            info.expect_code(0);
+            let info = info.json();
+            assert_eq!(info["format"], "vpc", "{name}");
+            assert_eq!(
+                info["virtual-size"], qemu["virtual-size"],
+                "{name}: virtual-size"
+            );
+            if size == "64M" {
+                sizes_seen.insert(info["virtual-size"].as_u64());
+            }
+            if size != "200G" {
+                let out = format!("{name}.qcow2");
+                w.vmimage(&["convert", &name, &out, "-O", "qcow2", "--algo", "none"])
+                    .expect_code(0);
+                let compare = w.qemu_img_any(&["compare", "-f", "vpc", "-F", "qcow2", &name, &out]);
+                assert!(
+                    compare.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&compare.stdout)
+                );
+            }
+        }
+    }
+    // Both rules were exercised: the CHS size and the exact current size.
+    assert_eq!(
+        sizes_seen,
+        [Some(64 << 20), Some(67_125_248)].into(),
+        "64 MiB sizes"
+    );
+}
