@@ -372,6 +372,11 @@ producer_tests! {
         "openvmdk-64KiB.vmdk.gz",
         "d53cb79b62740da303ce2ea8dc0875a86d85dedd187a9b4592031a53aeb5877f",
     );
+    // VirtualBox: a dynamic VDI, 8 GiB, from pyVBox's test appliances.
+    virtualbox_dynamic_vdi: fixture(
+        "pyvbox-TestHD.vdi.gz",
+        "75323ed2cc754697f574d09ddd8584e7c9c458c14e722fd7f20d480ac1afc968",
+    );
     // dfvfs test data, written by an older QEMU (VHD creator version 5.3) and by Windows.
     dfvfs_old_qemu_vhd: vhd(
         "dfvfs-ext2.vhd.gz",
