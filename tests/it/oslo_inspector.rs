@@ -768,8 +768,7 @@ fn oslo_other_formats() {
     cases.push(Case::new("source.rs", Oslo::Safe("raw"), Vm::Safe("raw")));
 
     // `test_gpt_mbr_check` mutates one two-sector buffer step by step; each step is a disk.
-    // Entries: (slot, boot flag, start head, type, start LBA).
-    let steps: [(&str, &[(usize, u8, u8, u8, u32)], Oslo, Vm); 8] = [
+    let steps: [(&str, &[MbrEntry], Oslo, Vm); 8] = [
         (
             "efi",
             &[(0, 0, 2, 0xEE, 1)],
@@ -853,10 +852,14 @@ fn oslo_other_formats() {
     verify(&w, &cases);
 }
 
+/// An MBR partition entry as oslo's `mkpte` writes it: (slot, boot flag, start head, type,
+/// start LBA), size zero.
+type MbrEntry = (usize, u8, u8, u8, u32);
+
 /// `sectors` sectors ending the first with 0x55AA, with MBR partition entries
 /// `(slot, boot flag, start head, type, start LBA)` and a zero size, as oslo's `mkpte` packs
 /// them.
-fn mbr_with(entries: &[(usize, u8, u8, u8, u32)], sectors: usize) -> Vec<u8> {
+fn mbr_with(entries: &[MbrEntry], sectors: usize) -> Vec<u8> {
     let mut data = vec![0u8; 512 * sectors];
     data[510] = 0x55;
     data[511] = 0xAA;
