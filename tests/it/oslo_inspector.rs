@@ -384,6 +384,16 @@ fn oslo_iso() {
         Vm::Unsafe("multiple-formats"),
     ));
     verify(&w, &cases);
+    // `test_bad_iso_qcow2_multiple_matches`: both formats are named.
+    let info = w.vmimage(&["info", "--json", "bad.iso"]).json();
+    let mut detected: Vec<&str> = info["detected-formats"]
+        .as_array()
+        .expect("detected-formats")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    detected.sort_unstable();
+    assert_eq!(detected, ["iso", "qcow2"]);
 }
 
 /// `test_qcow2_safety_checks`, `test_qcow2_feature_flag_checks` (its header patches applied
