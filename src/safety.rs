@@ -41,6 +41,9 @@ pub enum Check {
     PartitionTable,
     /// A format version this tool (and QEMU) does not support, such as LUKS2.
     UnsupportedVersion,
+    /// A format QEMU reads but this tool does not (Bochs, Parallels, cloop, DMG): the content
+    /// is not a raw disk.
+    UnsupportedFormat,
 }
 
 impl Check {
@@ -62,6 +65,7 @@ impl Check {
             Check::Truncated => "truncated",
             Check::PartitionTable => "partition-table",
             Check::UnsupportedVersion => "unsupported-version",
+            Check::UnsupportedFormat => "unsupported-format",
         }
     }
 }

@@ -26,6 +26,10 @@ enum Known {
     /// alignment and size when it opens an image (`qcow2_validate_table`), so `qemu-img info`
     /// describes it and `qemu-img check` calls it corrupt; vmimage calls the header invalid.
     Qcow2TableOnHeader,
+    /// A format QEMU reads and vmimage does not (the name is qemu-img's): vmimage reports a
+    /// raw file with an `unsupported-format` error, and checks only what `qemu-img check`
+    /// cannot (Parallels has its own check).
+    UnsupportedFormat(&'static str),
 }
 
 struct Fixture {
@@ -158,7 +162,7 @@ fn run_fixture(fx: &Fixture) {
     let run = w.vmimage(&["info", "--json", name]);
     let info = run.json();
     compare_info(fx, name, &qemu, &run.code, &info);
-    compare_check(name, &w, &info);
+    compare_check(fx, name, &w, &info);
 
     // hash: the file's bytes, as md5sum and sha512sum read them.
     let hashed = w.vmimage(&["hash", "--json", name]);
@@ -193,6 +197,22 @@ fn compare_info(fx: &Fixture, name: &str, qemu: &std::process::Output, code: &i3
             assert_eq!(info["format"], "vhdx", "{name}");
             assert_eq!(info["dirty-flag"], true, "{name}");
             assert!(info["virtual-size"].is_u64(), "{name}: {info}");
+            return;
+        }
+        Known::UnsupportedFormat(qemu_format) => {
+            let q: Value = serde_json::from_slice(&qemu.stdout).expect("qemu-img info json");
+            assert_eq!(q["format"], qemu_format, "{name}: qemu-img");
+            assert!(!safe, "{name}: {info}");
+            let finding = info["safety"]["findings"]
+                .as_array()
+                .and_then(|f| f.iter().find(|f| f["check"] == "unsupported-format"))
+                .unwrap_or_else(|| panic!("{name}: no unsupported-format finding: {info}"));
+            assert!(
+                finding["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&format!("`{qemu_format}`"))),
+                "{name}: {finding}"
+            );
             return;
         }
         Known::Qcow2TableOnHeader => {
@@ -238,11 +258,16 @@ fn compare_info(fx: &Fixture, name: &str, qemu: &std::process::Output, code: &i3
     }
 }
 
-fn compare_check(name: &str, w: &Workdir, info: &Value) {
+fn compare_check(fx: &Fixture, name: &str, w: &Workdir, info: &Value) {
     let qemu = w.qemu_img_any(&["check", "--output=json", name]);
     let qemu_code = qemu.status.code().expect("qemu-img exit status");
     let run = w.vmimage(&["check", "--json", name]);
     let qemu_err = String::from_utf8_lossy(&qemu.stderr);
+    if fx.known == Known::UnsupportedFormat("parallels") {
+        // qemu-img has its own Parallels check, which vmimage does not reproduce.
+        run.expect_code(1);
+        return;
+    }
     match info["format"].as_str() {
         // qemu-img has its own checks for these, which vmimage does not reproduce (README).
         Some("vmdk" | "vhdx" | "vdi" | "qed") => {
@@ -357,6 +382,43 @@ producer_tests! {
         "qemu-grub_mbr.raw.gz",
         "f4b233489c550c08799b70a4402d5433bfa748088cbc7b1e60a7cd9757790ada",
     );
+    // Formats QEMU reads and vmimage does not: never reported as a raw disk.
+    bochs_image: Fixture {
+        known: Known::UnsupportedFormat("bochs"),
+        ..fixture(
+            "qemu-empty.bochs.gz",
+            "f43aa5498b5cc7b30335263c2a8ad31984dd6eb7793bb2fd81d43476fb9b4628",
+        )
+    };
+    parallels_v1_image: Fixture {
+        known: Known::UnsupportedFormat("parallels"),
+        ..fixture(
+            "qemu-parallels-v1.gz",
+            "a0bfa5eba4ccb72152b8145378d7eb273c3d5ba478a259026d6d8adee1d32ca5",
+        )
+    };
+    parallels_v2_image: Fixture {
+        known: Known::UnsupportedFormat("parallels"),
+        ..fixture(
+            "qemu-parallels-v2.gz",
+            "c267ed5e2f4bb9f7e9e13d85b5a8183fecb7f32c1bf637b4bce225259a186650",
+        )
+    };
+    cloop_image: Fixture {
+        known: Known::UnsupportedFormat("cloop"),
+        ..fixture(
+            "qemu-simple-pattern.cloop.gz",
+            "6dcc1f8939263094559ffe5513bdf47235756440e24deb6923530318cd56a27e",
+        )
+    };
+    // qemu-img probes DMG by its `.dmg` name; vmimage by its UDIF trailer.
+    apple_dmg_image: Fixture {
+        known: Known::UnsupportedFormat("dmg"),
+        ..fixture(
+            "qemu-simple-dmg.dmg.gz",
+            "4991fd351306f3933a3d4867256488c14a56a1ef63058fed7d064e04fd4ffa46",
+        )
+    };
     // American fuzzy lop finds, which QEMU refuses.
     afl_crasher_vhd: vhd(
         "qemu-afl5.img.gz",
@@ -541,4 +603,22 @@ fn vhd_virtual_size_follows_the_creator_application() {
         [Some(64 << 20), Some(67_125_248)].into(),
         "64 MiB sizes"
     );
+}
+
+/// A Parallels image (qemu-img writes one) is not a raw disk: `info` refuses it as a format
+/// vmimage does not read, `convert` refuses it, and `check` says qemu-img has its own check.
+/// Before, all three took it for a safe raw disk of the file's length.
+#[test]
+fn a_parallels_image_is_refused_not_taken_for_raw() {
+    let w = Workdir::new();
+    w.qemu_img(&["create", "-q", "-f", "parallels", "disk.img", "64M"]);
+    assert_eq!(w.qemu_info("disk.img", None)["format"], "parallels");
+    let run = w.vmimage(&["info", "--json", "disk.img"]);
+    run.expect_code(1);
+    let info = run.json();
+    assert_eq!(info["safety"]["findings"][0]["check"], "unsupported-format");
+    w.vmimage(&["convert", "disk.img", "out.qcow2", "-O", "qcow2"])
+        .expect_code(1);
+    assert!(!w.join("out.qcow2").exists());
+    w.vmimage(&["check", "disk.img"]).expect_code(1);
 }
