@@ -97,6 +97,11 @@ pub fn inspect<S: ReadAt + ?Sized>(src: &S, filename: &str) -> io::Result<ImageI
     report.resolve_paths(filename);
     let mut findings = report.findings.clone();
     findings.extend(cross_format_findings(format, &detections, table.as_ref()));
+    if format == ImageFormat::Raw
+        && let Some(foreign) = format::foreign::detect(&probe)
+    {
+        findings.push(foreign.finding());
+    }
 
     let mut detected_formats: Vec<String> = detections
         .iter()

@@ -46,6 +46,9 @@ pub enum Check {
     /// The header's disk size is not a whole number of 512-byte sectors: QEMU exposes it
     /// rounded down, so the bytes of the last partial sector are not part of the guest disk.
     UnalignedSize,
+    /// A format QEMU reads but this tool does not (Bochs, Parallels, cloop, DMG): the content
+    /// is not a raw disk.
+    UnsupportedFormat,
 }
 
 impl Check {
@@ -69,6 +72,7 @@ impl Check {
             Check::PartitionTable => "partition-table",
             Check::UnsupportedVersion => "unsupported-version",
             Check::UnalignedSize => "unaligned-size",
+            Check::UnsupportedFormat => "unsupported-format",
         }
     }
 }

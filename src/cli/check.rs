@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{Map, Value};
+use vmimage::format::foreign::ForeignFormat;
 use vmimage::format::qcow2::check::{self, CheckError, CheckReport, FormatCheck};
 use vmimage::format::{ImageFormat, Probe, detect_all};
 use vmimage::safety::Check;
@@ -66,9 +67,20 @@ pub fn run(args: &CheckArgs) -> u8 {
                 print_error(format!("{name}: qemu-img cannot open it: {refusal}"));
                 return EXIT_CHECK_FAILED;
             }
+            // A format QEMU reads but vmimage does not is raw to the detectors; qemu-img
+            // names (and, for Parallels, checks) it.
+            let foreign = (format == ImageFormat::Raw)
+                .then(|| vmimage::format::foreign::detect(&probe))
+                .flatten();
+            if foreign == Some(ForeignFormat::Parallels) {
+                print_error(format!(
+                    "{name}: vmimage checks qcow2 images only; qemu-img has its own parallels check, which vmimage does not reproduce"
+                ));
+                return EXIT_CHECK_FAILED;
+            }
             print_error(format!(
                 "{name}: This image format does not support checks (qemu-img opens it as {})",
-                format.qemu_name()
+                foreign.map_or(format.qemu_name(), ForeignFormat::qemu_name)
             ));
             return EXIT_NO_CHECK;
         }

@@ -9,6 +9,7 @@
 //! fails on bad content: a field out of range becomes a [`Finding`] in the report. It fails only
 //! on an I/O error, which means the file could not be read at all.
 
+pub mod foreign;
 pub mod iso;
 pub mod luks;
 pub mod partition;

@@ -13,6 +13,8 @@ mod hash;
 mod hostile;
 mod info;
 mod metadata;
+mod oslo_inspector;
+mod producers;
 mod util;
 mod verify;
 mod virtual_size;
