@@ -18,6 +18,7 @@ use vmimage::cloud::{ImageFacts, Target, build, write_atomically};
 use vmimage::format::ImageFormat;
 
 use super::metadata::{MetadataFlags, parse_target, report_violations};
+use super::sign::{Signer, load_signing};
 use super::render::print_json;
 use super::{EXIT_ERROR, EXIT_OK, print_error};
 
@@ -179,7 +180,11 @@ fn install_interrupt_handler(output: PathBuf) -> std::io::Result<()> {
 
 /// Runs `vmimage convert`; returns the exit status.
 pub fn run(args: &ConvertArgs) -> u8 {
-    let options = ConvertOptions {
+    let signer = match load_convert_signing(args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut options = ConvertOptions {
         format: match args.format {
             FormatArg::Qcow2 => OutputFormat::Qcow2,
             FormatArg::Raw => OutputFormat::Raw,
@@ -196,6 +201,9 @@ pub fn run(args: &ConvertArgs) -> u8 {
             .map_or_else(|| Algorithm::DEFAULT.to_vec(), |l| l.0.clone()),
         sync: args.sync,
     };
+    if let Some(s) = &signer {
+        s.add_algorithm_to(&mut options.algorithms);
+    }
     if let Err(e) = vmimage::convert::validate_options(&options) {
         print_error(&e);
         return EXIT_ERROR;
@@ -224,7 +232,7 @@ pub fn run(args: &ConvertArgs) -> u8 {
     bar.finish();
     match result {
         Ok(report) => {
-            if let Some(status) = write_metadata(args, &report) {
+            if let Some(status) = write_metadata(args, &report, signer.as_ref()) {
                 return status;
             }
             match render(&report, args.json) {
@@ -237,6 +245,16 @@ pub fn run(args: &ConvertArgs) -> u8 {
             e.exit_code()
         }
     }
+}
+
+/// `--sign-key` (in the metadata flags) signs the metadata's image: it needs `--metadata`.
+/// Loaded before converting, so a bad key or passphrase costs nothing.
+fn load_convert_signing(args: &ConvertArgs) -> Result<Option<Signer>, u8> {
+    if args.properties.signing.sign_key.is_some() && args.metadata.is_none() {
+        print_error("convert: --sign-key signs the metadata's image: it needs --metadata FILE --target glance");
+        return Err(EXIT_ERROR);
+    }
+    load_signing(&args.properties.signing, args.target == Some(Target::Glance))
 }
 
 fn output_image_format(args: &ConvertArgs) -> ImageFormat {
@@ -277,7 +295,7 @@ fn precheck_metadata(args: &ConvertArgs) -> Option<u8> {
 /// Builds the metadata from what was written and writes it (and the sidecar) atomically. If a
 /// rule that depends on the written bytes breaks, OUT is removed too: a conversion asked to
 /// produce an uploadable image with its metadata leaves both or neither.
-fn write_metadata(args: &ConvertArgs, report: &ConvertReport) -> Option<u8> {
+fn write_metadata(args: &ConvertArgs, report: &ConvertReport, signer: Option<&Signer>) -> Option<u8> {
     let (Some(path), Some(target)) = (&args.metadata, args.target) else {
         return None;
     };
@@ -287,7 +305,7 @@ fn write_metadata(args: &ConvertArgs, report: &ConvertReport) -> Option<u8> {
         Some(report.virtual_size),
         Some(report.digests.clone()),
     );
-    let doc = match build(target, &facts, &args.properties.to_options()) {
+    let mut doc = match build(target, &facts, &args.properties.to_options()) {
         Ok(doc) => doc,
         Err(violations) => {
             let _ = std::fs::remove_file(&args.output);
@@ -299,6 +317,13 @@ fn write_metadata(args: &ConvertArgs, report: &ConvertReport) -> Option<u8> {
             ));
         }
     };
+    if let Some(signer) = signer
+        && let Err(code) =
+            signer.sign_into(&mut doc, &args.output.display().to_string(), &report.digests)
+    {
+        let _ = std::fs::remove_file(&args.output);
+        return Some(code);
+    }
     let mut files = vec![(path, doc.body_json())];
     if let Some(sidecar) = &args.sidecar {
         files.push((sidecar, doc.sidecar_json()));
