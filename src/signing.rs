@@ -402,7 +402,12 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     if bytes.is_empty() || bytes.len() % 4 != 0 {
         return None;
     }
-    let value = |c: u8| BASE64_ALPHABET.iter().position(|&a| a == c).map(|p| p as u32);
+    let value = |c: u8| {
+        BASE64_ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .map(|p| p as u32)
+    };
     let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
     let last = bytes.len() / 4 - 1;
     for (i, quad) in bytes.chunks(4).enumerate() {
@@ -457,9 +462,11 @@ pub enum SignatureMatch {
 }
 
 impl SigningCertificate {
-    /// Reads a PEM (the first certificate) or DER certificate.
+    /// Reads a PEM (the first certificate, text before it allowed) or DER certificate.
     pub fn from_pem_or_der(bytes: &[u8]) -> Result<Self, SignError> {
-        let cert = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        // A PEM file may start with text (`openssl x509 -text`, `openssl ca` output).
+        let is_pem = bytes.windows(10).any(|w| w == b"-----BEGIN");
+        let cert = if is_pem {
             X509::from_pem(bytes)
         } else {
             X509::from_der(bytes)
@@ -642,7 +649,16 @@ mod tests {
         }
         assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
         assert_eq!(base64_encode(b"fo"), "Zm8=");
-        for bad in ["", "Zm8", "Zm9=", "Zm8=Zm8=", "Z===", "Zm*v", "Zm9v\nYmFy", "Zm-_"] {
+        for bad in [
+            "",
+            "Zm8",
+            "Zm9=",
+            "Zm8=Zm8=",
+            "Z===",
+            "Zm*v",
+            "Zm9v\nYmFy",
+            "Zm-_",
+        ] {
             assert_eq!(base64_decode(bad), None, "{bad:?}");
         }
     }

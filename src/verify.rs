@@ -828,10 +828,7 @@ fn signature_check(
     signing: Option<&SignatureInputs>,
 ) -> CheckResult {
     let fields = &record.signature;
-    let expected = fields
-        .signature
-        .clone()
-        .map_or(Value::Null, Value::String);
+    let expected = fields.signature.clone().map_or(Value::Null, Value::String);
     let subject = signing.map(|s| s.certificate.subject());
     let actual = subject.clone().map_or(Value::Null, Value::String);
     let result = |status, message: String| {
@@ -893,7 +890,11 @@ fn signature_check(
                 "img_signature_key_type is {key_type}, but the certificate's key is {cert_type}"
             ));
         }
-        Err(e) => return fail(format!("the certificate cannot verify a Glance signature: {e}")),
+        Err(e) => {
+            return fail(format!(
+                "the certificate cannot verify a Glance signature: {e}"
+            ));
+        }
     }
     if let Err(sentence) = signing.certificate.check_dates() {
         return fail(sentence);

@@ -18,8 +18,8 @@ use vmimage::cloud::{ImageFacts, Target, build, write_atomically};
 use vmimage::format::ImageFormat;
 
 use super::metadata::{MetadataFlags, parse_target, report_violations};
-use super::sign::{Signer, load_signing};
 use super::render::print_json;
+use super::sign::{Signer, load_signing};
 use super::{EXIT_ERROR, EXIT_OK, print_error};
 
 /// Output formats accepted by `-O`.
@@ -251,10 +251,15 @@ pub fn run(args: &ConvertArgs) -> u8 {
 /// Loaded before converting, so a bad key or passphrase costs nothing.
 fn load_convert_signing(args: &ConvertArgs) -> Result<Option<Signer>, u8> {
     if args.properties.signing.sign_key.is_some() && args.metadata.is_none() {
-        print_error("convert: --sign-key signs the metadata's image: it needs --metadata FILE --target glance");
+        print_error(
+            "convert: --sign-key signs the metadata's image: it needs --metadata FILE --target glance",
+        );
         return Err(EXIT_ERROR);
     }
-    load_signing(&args.properties.signing, args.target == Some(Target::Glance))
+    load_signing(
+        &args.properties.signing,
+        args.target == Some(Target::Glance),
+    )
 }
 
 fn output_image_format(args: &ConvertArgs) -> ImageFormat {
@@ -295,7 +300,11 @@ fn precheck_metadata(args: &ConvertArgs) -> Option<u8> {
 /// Builds the metadata from what was written and writes it (and the sidecar) atomically. If a
 /// rule that depends on the written bytes breaks, OUT is removed too: a conversion asked to
 /// produce an uploadable image with its metadata leaves both or neither.
-fn write_metadata(args: &ConvertArgs, report: &ConvertReport, signer: Option<&Signer>) -> Option<u8> {
+fn write_metadata(
+    args: &ConvertArgs,
+    report: &ConvertReport,
+    signer: Option<&Signer>,
+) -> Option<u8> {
     let (Some(path), Some(target)) = (&args.metadata, args.target) else {
         return None;
     };
@@ -318,8 +327,11 @@ fn write_metadata(args: &ConvertArgs, report: &ConvertReport, signer: Option<&Si
         }
     };
     if let Some(signer) = signer
-        && let Err(code) =
-            signer.sign_into(&mut doc, &args.output.display().to_string(), &report.digests)
+        && let Err(code) = signer.sign_into(
+            &mut doc,
+            &args.output.display().to_string(),
+            &report.digests,
+        )
     {
         let _ = std::fs::remove_file(&args.output);
         return Some(code);

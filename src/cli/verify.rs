@@ -87,9 +87,9 @@ fn signature_inputs(args: &VerifyArgs) -> Result<Option<SignatureInputs>, String
         .map_err(|e| format!("{}: {e}", cert_path.display()))?;
     let trusted = match &args.trusted_ca {
         None => None,
-        Some(path) => Some(
-            CaBundle::from_pem(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?,
-        ),
+        Some(path) => {
+            Some(CaBundle::from_pem(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
     };
     Ok(Some(SignatureInputs {
         certificate,

@@ -13,9 +13,7 @@ use super::metadata::{
     self, FIRMWARE_TYPES, ImageFacts, MetadataOptions, Violations, check_length, check_one_of,
     refuse_flag, resolve_min_disk, resolve_min_ram,
 };
-use super::record::{
-    ImageRecord, RecordSource, SignatureFields, normalise_digest, normalise_name,
-};
+use super::record::{ImageRecord, RecordSource, SignatureFields, normalise_digest, normalise_name};
 
 /// Glance's default `disk_formats` (`glance/common/config.py` line 93).
 pub const DISK_FORMATS: [&str; 11] = [

@@ -11,5 +11,6 @@ mod hash;
 mod hostile;
 mod info;
 mod metadata;
+mod signing;
 mod util;
 mod verify;

@@ -1,11 +1,12 @@
 """Verify a Glance image signature the way cursive does it on upload (Glance) and boot (Nova).
 
-Usage: cursive_verify.py CERT.pem IMAGE PROPERTIES.json
-PROPERTIES.json holds the four img_signature* properties (as `vmimage sign --json` prints them).
-Runs cursive's own verifier path with Barbican bypassed: SignatureKeyType.lookup(key type),
+Usage: cursive_verify.py JOBS.json
+JOBS.json is a list of [CERT.pem, IMAGE, PROPERTIES.json]; each PROPERTIES.json holds the four
+img_signature* properties (as `vmimage sign --json` prints them). One process checks them all
+(importing cursive costs most of a run). For each job, runs cursive's own verifier path with Barbican bypassed: SignatureKeyType.lookup(key type),
 its public-key type check (cursive's get_public_key), create_verifier, then update() in 64 KiB
-chunks and verify(). Prints OK and exits 0 when cursive accepts; prints the reason and exits 1
-when it rejects.
+chunks and verify(). Prints one line per job, OK when cursive accepts, REJECTED and the reason
+when it rejects; exits 0 when every job was accepted, 1 otherwise.
 """
 import json
 import sys
@@ -18,7 +19,13 @@ from cursive import signature_utils
 
 
 def main():
-    cert_path, image_path, props_path = sys.argv[1:4]
+    with open(sys.argv[1]) as f:
+        jobs = json.load(f)
+    results = [verify(*job) for job in jobs]
+    return 0 if all(r == 0 for r in results) else 1
+
+
+def verify(cert_path, image_path, props_path):
     with open(props_path) as f:
         props = json.load(f)
     with open(cert_path, "rb") as f:
@@ -34,7 +41,7 @@ def main():
             public_key,
         )
     except cursive_exception.SignatureVerificationError as e:
-        print(f"REJECTED (cryptography {cryptography.__version__}): {e}")
+        print(f"REJECTED (cryptography {cryptography.__version__}): {props_path}: {e}")
         return 1
     with open(image_path, "rb") as f:
         while True:
@@ -45,9 +52,9 @@ def main():
     try:
         verifier.verify()
     except crypto_exceptions.InvalidSignature:
-        print(f"REJECTED (cryptography {cryptography.__version__}): invalid signature")
+        print(f"REJECTED (cryptography {cryptography.__version__}): {props_path}: invalid signature")
         return 1
-    print(f"OK (cryptography {cryptography.__version__})")
+    print(f"OK (cryptography {cryptography.__version__}): {props_path}")
     return 0
 
 
