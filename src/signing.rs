@@ -399,7 +399,7 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 /// characters; a property written by a tool never has them.)
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return None;
     }
     let value = |c: u8| {

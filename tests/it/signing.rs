@@ -240,7 +240,7 @@ fn every_key_type_and_hash_method_vmimage_signs_is_accepted_by_cursive_old_and_n
             assert_eq!(props["img_signature_hash_method"], method);
             let sig = props["img_signature"].as_str().expect("img_signature");
             assert!(
-                !sig.contains('\n') && sig.len() % 4 == 0,
+                !sig.contains('\n') && sig.len().is_multiple_of(4),
                 "not padded one-line base64: {sig}"
             );
             std::fs::write(w.join(&props_file), &run.stdout).unwrap();
