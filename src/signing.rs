@@ -667,7 +667,9 @@ mod tests {
     fn the_pss_maximum_salt_is_em_len_minus_h_len_minus_2() {
         assert_eq!(pss_max_salt_len(2048, 32), Some(222));
         assert_eq!(pss_max_salt_len(1024, 32), Some(94));
-        assert_eq!(pss_max_salt_len(2049, 64), Some(256 - 64 - 2 + 1));
+        // emLen counts the bits after the top one: 2049 bits still fit 256 bytes, 2050 do not.
+        assert_eq!(pss_max_salt_len(2049, 64), Some(256 - 64 - 2));
+        assert_eq!(pss_max_salt_len(2050, 64), Some(257 - 64 - 2));
         assert_eq!(pss_max_salt_len(512, 64), None);
         assert_eq!(pss_max_salt_len(0, 64), None);
     }
