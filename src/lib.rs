@@ -18,6 +18,7 @@ pub mod error;
 pub mod format;
 pub mod inspect;
 pub mod safety;
+pub mod signing;
 pub mod source;
 pub mod verify;
 

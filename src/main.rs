@@ -38,6 +38,8 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Write the request body that registers the image with glance, scp or ims.
     Metadata(cli::metadata::MetadataArgs),
+    /// Sign a file for Glance: print its img_signature* properties (one read of the file).
+    Sign(cli::sign::SignArgs),
     /// Convert raw, qcow2 or VHD to qcow2 v3 or sparse raw; print the output's digests.
     Convert(cli::convert::ConvertArgs),
 }
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cli::verify::run(&args),
         Command::Metadata(args) => cli::metadata::run(&args),
         Command::Convert(args) => cli::convert::run(&args),
+        Command::Sign(args) => cli::sign::run(&args),
     };
     ExitCode::from(status)
 }

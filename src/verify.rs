@@ -29,6 +29,10 @@ use crate::cloud::{ImageFacts, ImageRecord, RecordSource, gather_facts};
 use crate::digest::Algorithm;
 use crate::error::Error;
 use crate::safety::Severity;
+use crate::signing::{
+    CaBundle, HASH_METHODS, KeyType, SignatureMatch, SigningCertificate, base64_decode,
+    parse_hash_method,
+};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -138,14 +142,51 @@ pub struct VerifyReport {
     pub verdict: Verdict,
 }
 
-/// The IDs of the checks that compare digests: at least one must pass for `verified`.
-pub const DIGEST_CHECKS: [&str; 2] = ["checksum", "os_hash_value"];
+/// The IDs of the checks that compare the file's bytes: at least one must pass for
+/// `verified`. A valid signature is one: it covers every byte through its hash.
+pub const DIGEST_CHECKS: [&str; 3] = ["checksum", "os_hash_value", "signature"];
 
 /// Verifies the file at `path` against `record`: gathers its facts (one read, only the
 /// digests the record needs) and evaluates every check.
 pub fn verify_path(path: &std::path::Path, record: &ImageRecord) -> Result<VerifyReport, Error> {
-    let facts = gather_facts(path, &record.algorithms_needed())?;
-    Ok(evaluate(&path.display().to_string(), &facts, record))
+    verify_path_with(path, record, None)
+}
+
+/// What the `signature` check needs besides the record.
+#[derive(Debug)]
+pub struct SignatureInputs {
+    /// The certificate whose key signed the image (what Barbican holds under
+    /// `img_signature_certificate_uuid`).
+    pub certificate: SigningCertificate,
+    /// Trusted certificates to check its chain against, when given.
+    pub trusted: Option<CaBundle>,
+}
+
+/// [`verify_path`], also checking the record's `img_signature*` with `signing`. The
+/// signature's hash method joins the digests of the same single read.
+pub fn verify_path_with(
+    path: &std::path::Path,
+    record: &ImageRecord,
+    signing: Option<&SignatureInputs>,
+) -> Result<VerifyReport, Error> {
+    let mut algorithms = record.algorithms_needed();
+    if signing.is_some()
+        && let Some(a) = record
+            .signature
+            .hash_method
+            .as_deref()
+            .and_then(parse_hash_method)
+        && !algorithms.contains(&a)
+    {
+        algorithms.push(a);
+    }
+    let facts = gather_facts(path, &algorithms)?;
+    Ok(evaluate_with(
+        &path.display().to_string(),
+        &facts,
+        record,
+        signing,
+    ))
 }
 
 /// Expectations given on the command line, which replace the record's values (or make the
@@ -265,6 +306,16 @@ fn canonical_format(name: &str) -> &str {
 
 /// Compares `facts` (the file at `path`) with `record`. Pure: no I/O.
 pub fn evaluate(path: &str, facts: &ImageFacts, record: &ImageRecord) -> VerifyReport {
+    evaluate_with(path, facts, record, None)
+}
+
+/// [`evaluate`], with the signing certificate for the `signature` check.
+pub fn evaluate_with(
+    path: &str,
+    facts: &ImageFacts,
+    record: &ImageRecord,
+    signing: Option<&SignatureInputs>,
+) -> VerifyReport {
     let ctx = Context::new(facts, record);
     let checksum = ctx.digest_check("checksum", &record.checksum, Some(Algorithm::Md5));
     let os_hash = ctx.digest_check(
@@ -284,6 +335,7 @@ pub fn evaluate(path: &str, facts: &ImageFacts, record: &ImageRecord) -> VerifyR
         ctx.min_disk_check(),
         ctx.status_check(),
         safety_check(facts),
+        signature_check(facts, record, signing),
     ];
     for c in &mut checks {
         if record.overridden.contains(&c.id) {
@@ -767,6 +819,123 @@ fn safety_check(facts: &ImageFacts) -> CheckResult {
     check("safety", status, "safe".into(), actual.into(), message)
 }
 
+/// The `signature` check: the record's `img_signature*` against the file, as cursive verifies
+/// them on upload (Glance) and boot (Nova), plus Nova's certificate checks
+/// (`certificate_utils.verify_certificate`: validity dates, chain to a trusted certificate).
+fn signature_check(
+    facts: &ImageFacts,
+    record: &ImageRecord,
+    signing: Option<&SignatureInputs>,
+) -> CheckResult {
+    let fields = &record.signature;
+    let expected = fields.signature.clone().map_or(Value::Null, Value::String);
+    let subject = signing.map(|s| s.certificate.subject());
+    let actual = subject.clone().map_or(Value::Null, Value::String);
+    let result = |status, message: String| {
+        check(
+            "signature",
+            status,
+            expected.clone(),
+            actual.clone(),
+            message,
+        )
+    };
+    let fail = |message: String| result(Status::Fail, message);
+    if fields.is_empty() {
+        return result(
+            Status::Skip,
+            "the record has no img_signature properties".into(),
+        );
+    }
+    let missing = fields.missing();
+    if !missing.is_empty() {
+        return fail(format!(
+            "the record lacks {}: Glance and Nova verify a signature only when all four img_signature properties are present, so this image is not checked there",
+            missing.join(", ")
+        ));
+    }
+    let Some(signing) = signing else {
+        return result(
+            Status::Skip,
+            "no --signing-cert given: the signature was not checked".into(),
+        );
+    };
+    let method = fields.hash_method.as_deref().unwrap_or_default();
+    let Some(algorithm) = parse_hash_method(method) else {
+        return fail(format!(
+            "img_signature_hash_method {:?} is not one of {} (cursive refuses it)",
+            crate::cloud::lenient::cut(method),
+            HASH_METHODS.map(|(n, _)| n).join(", ")
+        ));
+    };
+    let type_name = fields.key_type.as_deref().unwrap_or_default();
+    let Some(key_type) = KeyType::from_name(type_name) else {
+        return fail(format!(
+            "img_signature_key_type {:?} is not one cursive registers ({})",
+            crate::cloud::lenient::cut(type_name),
+            KeyType::ALL.map(KeyType::name).join(", ")
+        ));
+    };
+    let encoded = fields.signature.as_deref().unwrap_or_default();
+    let Some(signature) = base64_decode(encoded) else {
+        return fail(
+            "img_signature is not standard, padded base64 (A-Z a-z 0-9 + / and = padding, no line breaks)"
+                .into(),
+        );
+    };
+    match signing.certificate.key_type() {
+        Ok(cert_type) if cert_type == key_type => {}
+        Ok(cert_type) => {
+            return fail(format!(
+                "img_signature_key_type is {key_type}, but the certificate's key is {cert_type}"
+            ));
+        }
+        Err(e) => {
+            return fail(format!(
+                "the certificate cannot verify a Glance signature: {e}"
+            ));
+        }
+    }
+    if let Err(sentence) = signing.certificate.check_dates() {
+        return fail(sentence);
+    }
+    if let Some(trusted) = &signing.trusted
+        && let Err(sentence) = signing.certificate.check_chain(trusted)
+    {
+        return fail(sentence);
+    }
+    let Some(digest) = facts.digests.as_ref().and_then(|d| d.get(algorithm)) else {
+        return result(
+            Status::Skip,
+            format!("the file's {algorithm} digest was not computed"),
+        );
+    };
+    let chain = if signing.trusted.is_some() {
+        "its chain to --trusted-ca checked"
+    } else {
+        "its chain not checked (no --trusted-ca)"
+    };
+    match signing
+        .certificate
+        .verify_digest(key_type, algorithm, &digest.bytes, &signature)
+    {
+        Ok(SignatureMatch::Valid) => result(
+            Status::Pass,
+            format!(
+                "a valid {key_type} signature of the file's {method} by the certificate, {chain}"
+            ),
+        ),
+        Ok(SignatureMatch::ShortSalt { salt, max }) => fail(format!(
+            "the RSA-PSS signature is valid with a {} salt, not the maximum of {max} bytes: accepted only by newer verifiers (cursive on cryptography 42 and later), rejected by cursive on cryptography 41 and earlier",
+            salt.map_or_else(|| "shorter".to_string(), |s| format!("{s}-byte")),
+        )),
+        Ok(SignatureMatch::Invalid) => fail(format!(
+            "the signature does not match the file's {method} with the certificate's key: the file is not the one signed, or another key signed it"
+        )),
+        Err(e) => fail(format!("the signature could not be checked: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,8 +975,13 @@ mod tests {
         let f = facts(ImageFormat::Qcow2);
         let report = evaluate("x", &f, &matching(&f));
         assert_eq!(report.verdict, Verdict::Verified);
+        // The record has no img_signature properties: the signature check is skipped.
+        assert_eq!(status_of(&report, "signature"), Status::Skip);
         assert!(
-            report.checks.iter().all(|c| c.status == Status::Pass),
+            report
+                .checks
+                .iter()
+                .all(|c| c.status == Status::Pass || c.id == "signature"),
             "{report:#?}"
         );
     }

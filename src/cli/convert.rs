@@ -18,6 +18,7 @@ use vmimage::cloud::Target;
 
 use super::metadata::{MetadataFlags, parse_target, report_violations};
 use super::render::print_json;
+use super::sign::{Signer, load_signing, warn_if_long};
 use super::{EXIT_ERROR, EXIT_OK, print_error};
 
 /// Output formats accepted by `-O`.
@@ -178,7 +179,11 @@ fn install_interrupt_handler(output: PathBuf) -> std::io::Result<()> {
 
 /// Runs `vmimage convert`; returns the exit status.
 pub fn run(args: &ConvertArgs) -> u8 {
-    let options = ConvertOptions {
+    let signer = match load_convert_signing(args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut options = ConvertOptions {
         format: match args.format {
             FormatArg::Qcow2 => OutputFormat::Qcow2,
             FormatArg::Raw => OutputFormat::Raw,
@@ -195,6 +200,9 @@ pub fn run(args: &ConvertArgs) -> u8 {
             .map_or_else(|| Algorithm::DEFAULT.to_vec(), |l| l.0.clone()),
         sync: args.sync,
     };
+    if let Some(s) = &signer {
+        s.add_algorithm_to(&mut options.algorithms);
+    }
     if let Err(e) = vmimage::convert::validate_options(&options) {
         print_error(&e);
         return EXIT_ERROR;
@@ -205,6 +213,7 @@ pub fn run(args: &ConvertArgs) -> u8 {
             options: args.properties.to_options(),
             body: body.clone(),
             sidecar: args.sidecar.clone(),
+            signature: signer.map(Signer::into_request),
         }),
         _ => None,
     };
@@ -230,10 +239,15 @@ pub fn run(args: &ConvertArgs) -> u8 {
     );
     bar.finish();
     match result {
-        Ok(report) => match render(&report, args.json) {
-            Ok(()) => EXIT_OK,
-            Err(_) => EXIT_ERROR,
-        },
+        Ok(report) => {
+            if let Some(properties) = &report.signature {
+                warn_if_long(properties);
+            }
+            match render(&report, args.json) {
+                Ok(()) => EXIT_OK,
+                Err(_) => EXIT_ERROR,
+            }
+        }
         Err(ConvertError::MetadataRules {
             target, violations, ..
         }) => report_violations(
@@ -247,6 +261,21 @@ pub fn run(args: &ConvertArgs) -> u8 {
             e.exit_code()
         }
     }
+}
+
+/// `--sign-key` (in the metadata flags) signs the metadata's image: it needs `--metadata`.
+/// Loaded before converting, so a bad key or passphrase costs nothing.
+fn load_convert_signing(args: &ConvertArgs) -> Result<Option<Signer>, u8> {
+    if args.properties.signing.sign_key.is_some() && args.metadata.is_none() {
+        print_error(
+            "convert: --sign-key signs the metadata's image: it needs --metadata FILE --target glance",
+        );
+        return Err(EXIT_ERROR);
+    }
+    load_signing(
+        &args.properties.signing,
+        args.target == Some(Target::Glance),
+    )
 }
 
 fn render(report: &ConvertReport, json: bool) -> std::io::Result<()> {

@@ -15,6 +15,7 @@ use vmimage::cloud::openstack_cli::{command_line, image_create_args};
 use vmimage::cloud::{MetadataOptions, RuleViolations, Target, build, gather_facts};
 
 use super::render::print_json;
+use super::sign::{SigningFlags, load_signing};
 use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, print_error};
 
 /// The image properties a user chooses; shared by `vmimage metadata` and
@@ -56,6 +57,9 @@ pub struct MetadataFlags {
     /// Boot firmware, bios or uefi (`hw_firmware_type`).
     #[arg(long, value_name = "bios|uefi")]
     pub firmware: Option<String>,
+    /// Glance image signing (`--sign-key KEY.pem` and its options).
+    #[command(flatten)]
+    pub signing: SigningFlags,
 }
 
 impl MetadataFlags {
@@ -112,12 +116,19 @@ pub fn run(args: &MetadataArgs) -> u8 {
         print_error("metadata: --openstack-command needs --target glance");
         return EXIT_ERROR;
     }
-    let algorithms: &[_] = if args.sidecar.is_some() {
-        &SIDECAR_ALGORITHMS
-    } else {
-        &[]
+    let signer = match load_signing(&args.flags.signing, args.target == Target::Glance) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let facts = match gather_facts(&args.file, algorithms) {
+    let mut algorithms = if args.sidecar.is_some() {
+        SIDECAR_ALGORITHMS.to_vec()
+    } else {
+        Vec::new()
+    };
+    if let Some(s) = &signer {
+        s.add_algorithm_to(&mut algorithms);
+    }
+    let facts = match gather_facts(&args.file, &algorithms) {
         Ok(f) => f,
         Err(e) => {
             print_error(e);
@@ -125,17 +136,25 @@ pub fn run(args: &MetadataArgs) -> u8 {
         }
     };
     let file = args.file.display().to_string();
-    let built = build(args.target, &facts, &args.flags.to_options()).and_then(|doc| {
-        let line = if args.openstack_command {
-            Some(command_line(&image_create_args(&doc, &file)?))
-        } else {
-            None
-        };
-        Ok((doc, line))
-    });
-    let (doc, line) = match built {
-        Ok(x) => x,
+    let mut doc = match build(args.target, &facts, &args.flags.to_options()) {
+        Ok(doc) => doc,
         Err(violations) => return report_violations(&file, args.target, args.json, &violations),
+    };
+    // Signed before the command line is made, so that it carries the properties too.
+    if let (Some(signer), Some(digests)) = (&signer, &facts.digests)
+        && let Err(code) = signer.sign_into(&mut doc, &file, digests)
+    {
+        return code;
+    }
+    let line = if args.openstack_command {
+        match image_create_args(&doc, &file) {
+            Ok(a) => Some(command_line(&a)),
+            Err(violations) => {
+                return report_violations(&file, args.target, args.json, &violations);
+            }
+        }
+    } else {
+        None
     };
     if let Some(path) = &args.sidecar
         && let Err(e) = vmimage::cloud::write_atomically(path, doc.sidecar_json().as_bytes())

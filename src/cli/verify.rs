@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::Value;
 use vmimage::cloud::{ImageRecord, RecordSelector, RecordSource, parse_record, read_document};
-use vmimage::verify::{Status, Verdict, VerifyReport, verify_path};
+use vmimage::signing::{CaBundle, SigningCertificate};
+use vmimage::verify::{SignatureInputs, Status, Verdict, VerifyReport, verify_path_with};
 
 use super::render::{human_size, print_json};
 use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, print_error};
@@ -59,6 +60,41 @@ pub struct VerifyArgs {
     /// Also write a JUnit XML report (one testcase per check) to this file, atomically.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Check the record's img_signature* with this certificate (PEM or DER: what Barbican
+    /// holds under img_signature_certificate_uuid).
+    #[arg(long, value_name = "CERT.pem")]
+    pub signing_cert: Option<PathBuf>,
+    /// Also check the signing certificate's chain to these trusted certificates (PEM bundle).
+    #[arg(long, value_name = "BUNDLE.pem", requires = "signing_cert")]
+    pub trusted_ca: Option<PathBuf>,
+}
+
+/// Reads `--signing-cert` and `--trusted-ca`, or says why not.
+fn signature_inputs(args: &VerifyArgs) -> Result<Option<SignatureInputs>, String> {
+    let Some(cert_path) = &args.signing_cert else {
+        return Ok(None);
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| {
+            format!(
+                "{}: cannot read it: {}",
+                path.display(),
+                vmimage::error::describe_io(&e)
+            )
+        })
+    };
+    let certificate = SigningCertificate::from_pem_or_der(&read(cert_path)?)
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    let trusted = match &args.trusted_ca {
+        None => None,
+        Some(path) => {
+            Some(CaBundle::from_pem(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+    };
+    Ok(Some(SignatureInputs {
+        certificate,
+        trusted,
+    }))
 }
 
 impl VerifyArgs {
@@ -97,7 +133,14 @@ pub fn run(args: &VerifyArgs) -> u8 {
         print_error(format!("verify: {e}"));
         return EXIT_ERROR;
     }
-    let report = match verify_path(&args.file, &record) {
+    let signing = match signature_inputs(args) {
+        Ok(s) => s,
+        Err(message) => {
+            print_error(message);
+            return EXIT_ERROR;
+        }
+    };
+    let report = match verify_path_with(&args.file, &record, signing.as_ref()) {
         Ok(r) => r,
         Err(e) => {
             print_error(e);

@@ -13,7 +13,7 @@ use super::metadata::{
     self, FIRMWARE_TYPES, ImageFacts, MetadataOptions, Violations, check_length, check_one_of,
     refuse_flag, resolve_min_disk, resolve_min_ram,
 };
-use super::record::{ImageRecord, RecordSource, normalise_digest, normalise_name};
+use super::record::{ImageRecord, RecordSource, SignatureFields, normalise_digest, normalise_name};
 
 /// Glance's default `disk_formats` (`glance/common/config.py` line 93).
 pub const DISK_FORMATS: [&str; 11] = [
@@ -60,6 +60,13 @@ pub fn read_common(obj: &Object, source: RecordSource) -> ImageRecord {
     r.protected = lenient::flag(obj, "protected");
     r.os_hidden = lenient::flag(obj, "os_hidden");
     r.os_distro = lenient::opt_text(obj, "os_distro");
+    // Extra properties sit at the top level of a Glance v2 image (and of a sidecar).
+    r.signature = SignatureFields {
+        signature: lenient::opt_text(obj, "img_signature"),
+        hash_method: lenient::opt_text(obj, "img_signature_hash_method"),
+        key_type: lenient::opt_text(obj, "img_signature_key_type"),
+        certificate_uuid: lenient::opt_text(obj, "img_signature_certificate_uuid"),
+    };
     r
 }
 

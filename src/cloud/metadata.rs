@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use crate::digest::{Algorithm, Digests};
 use crate::format::ImageFormat;
 use crate::safety::Safety;
+use crate::signing::SignatureProperties;
 
 use super::{glance, ims, scp};
 
@@ -256,6 +257,10 @@ pub struct Sidecar {
     /// The file's digest with `os_hash_algo`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub os_hash_value: Option<String>,
+    /// Glance's `img_signature*` properties, when the image was signed, so that
+    /// `vmimage verify --against SIDECAR --signing-cert CERT` checks the signature.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureProperties>,
 }
 
 /// The sidecar format version written in `vmimage_sidecar`.
@@ -287,6 +292,7 @@ impl Sidecar {
             checksum: facts.digest_hex(Algorithm::Md5),
             os_hash_algo: os_hash.as_ref().map(|(a, _)| a.name().to_string()),
             os_hash_value: os_hash.map(|(_, hex)| hex),
+            signature: None,
         }
     }
 }
@@ -307,6 +313,15 @@ impl MetadataDocument {
     /// `vmimage convert --metadata` writes.
     pub fn body_json(&self) -> String {
         pretty(&self.body)
+    }
+
+    /// Adds Glance's `img_signature*` properties to the body (extra properties are strings,
+    /// after the schema fields) and to the sidecar.
+    pub fn add_signature(&mut self, signature: &SignatureProperties) {
+        for (name, value) in signature.pairs() {
+            self.body.insert(name.into(), value.into());
+        }
+        self.sidecar.signature = Some(signature.clone());
     }
 
     /// The sidecar as pretty JSON with a final newline.

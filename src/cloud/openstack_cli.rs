@@ -16,8 +16,17 @@ use super::lenient::Object;
 use super::metadata::{MetadataDocument, RuleViolations, Target, Violations};
 use super::record::{ImageRecord, RecordSource};
 
-/// The fields that may sit under `properties`.
-const PROPERTY_FIELDS: [&str; 3] = ["os_hash_algo", "os_hash_value", "os_hidden"];
+/// The fields that may sit under `properties` (extra properties such as `img_signature*`
+/// always do).
+const PROPERTY_FIELDS: [&str; 7] = [
+    "os_hash_algo",
+    "os_hash_value",
+    "os_hidden",
+    "img_signature",
+    "img_signature_hash_method",
+    "img_signature_key_type",
+    "img_signature_certificate_uuid",
+];
 
 /// Reads `openstack image show -f json` output.
 pub fn parse(obj: &Object) -> ImageRecord {

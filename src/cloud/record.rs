@@ -178,8 +178,48 @@ pub struct ImageRecord {
     pub os_distro: Option<String>,
     /// SCP's `volumes`: the JSON array the API sends inside a string (seed 001), decoded.
     pub volumes: Option<serde_json::Value>,
+    /// Glance's `img_signature*` properties, as recorded.
+    pub signature: SignatureFields,
     /// Which fields command-line flags replaced (`checksum`, `size`, ...), for the report.
     pub overridden: Vec<&'static str>,
+}
+
+/// Glance's four `img_signature*` properties as a record states them, unvalidated (the
+/// `signature` check of `vmimage verify` judges them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignatureFields {
+    /// `img_signature`: base64 of the signature.
+    pub signature: Option<String>,
+    /// `img_signature_hash_method`.
+    pub hash_method: Option<String>,
+    /// `img_signature_key_type`.
+    pub key_type: Option<String>,
+    /// `img_signature_certificate_uuid`.
+    pub certificate_uuid: Option<String>,
+}
+
+impl SignatureFields {
+    /// True when the record states none of the four.
+    pub fn is_empty(&self) -> bool {
+        self.signature.is_none()
+            && self.hash_method.is_none()
+            && self.key_type.is_none()
+            && self.certificate_uuid.is_none()
+    }
+
+    /// The names of the properties the record lacks.
+    pub fn missing(&self) -> Vec<&'static str> {
+        [
+            ("img_signature", &self.signature),
+            ("img_signature_hash_method", &self.hash_method),
+            ("img_signature_key_type", &self.key_type),
+            ("img_signature_certificate_uuid", &self.certificate_uuid),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| n)
+        .collect()
+    }
 }
 
 impl ImageRecord {
@@ -199,6 +239,7 @@ impl ImageRecord {
             min_disk: Recorded::default(),
             min_ram: Recorded::default(),
             status: Recorded::default(),
+            signature: SignatureFields::default(),
             visibility: None,
             protected: None,
             os_hidden: None,

@@ -151,6 +151,20 @@ pub struct MetadataRequest {
     pub body: PathBuf,
     /// Where the sidecar goes, if anywhere.
     pub sidecar: Option<PathBuf>,
+    /// Glance's `img_signature*` properties to add, signed over the output's bytes from the
+    /// digest computed while writing (its algorithm must be among the conversion's).
+    pub signature: Option<SignatureRequest>,
+}
+
+/// A key and its options, to sign a converted image into its metadata.
+#[derive(Debug, Clone)]
+pub struct SignatureRequest {
+    /// The private key; the key type comes from it.
+    pub key: crate::signing::SigningKey,
+    /// The hash method: the digest of the output that is signed.
+    pub algorithm: Algorithm,
+    /// Barbican's ID of the signing certificate, when known.
+    pub certificate_uuid: Option<String>,
 }
 
 impl MetadataRequest {
@@ -196,6 +210,9 @@ pub struct ConvertReport {
     /// The output's digests, computed while it was written.
     #[serde(skip)]
     pub digests: Digests,
+    /// The `img_signature*` properties put into the metadata, when it was signed.
+    #[serde(skip)]
+    pub signature: Option<crate::signing::SignatureProperties>,
 }
 
 /// Why a conversion failed. Every variant names the file concerned.
@@ -279,6 +296,14 @@ pub enum ConvertError {
         path: PathBuf,
         /// What the OS said.
         source: io::Error,
+    },
+    /// The output could not be signed with the key given.
+    #[error("{}: cannot sign: {source}", path.display())]
+    Signing {
+        /// The output.
+        path: PathBuf,
+        /// Why.
+        source: crate::signing::SignError,
     },
     /// An interrupt arrived.
     #[error("interrupted")]
@@ -602,6 +627,7 @@ pub fn convert_with_metadata(
         });
     }
     let size = digests.size;
+    let mut signature = None;
     if let Some(request) = metadata {
         let facts = ImageFacts::new(
             output_format,
@@ -612,6 +638,27 @@ pub fn convert_with_metadata(
         let mut doc = request.build(&facts)?;
         if output::fault_breaks_metadata_rule() {
             doc = request.build(&ImageFacts::new(output_format, size, None, None))?;
+        }
+        if let Some(sign) = &request.signature {
+            let digest = digests.get(sign.algorithm).ok_or_else(|| {
+                ConvertError::Usage(format!(
+                    "{}: the {} digest to sign was not computed (add it to --algo)",
+                    output.display(),
+                    sign.algorithm
+                ))
+            })?;
+            let properties = crate::signing::SignatureProperties::sign(
+                &sign.key,
+                sign.algorithm,
+                &digest.bytes,
+                sign.certificate_uuid.as_deref(),
+            )
+            .map_err(|source| ConvertError::Signing {
+                path: output.to_path_buf(),
+                source,
+            })?;
+            doc.add_signature(&properties);
+            signature = Some(properties);
         }
         let texts = std::iter::once(doc.body_json())
             .chain(request.sidecar.as_ref().map(|_| doc.sidecar_json()));
@@ -646,6 +693,7 @@ pub fn convert_with_metadata(
         allocated_clusters: allocated,
         compressed_clusters: compressed,
         digests,
+        signature,
     })
 }
 

@@ -15,6 +15,7 @@ mod info;
 mod metadata;
 mod oslo_inspector;
 mod producers;
+mod signing;
 mod util;
 mod verify;
 mod virtual_size;

@@ -495,7 +495,8 @@ fn the_human_report_is_a_table_with_one_row_per_check_and_the_verdict() {
                 .is_some_and(|s| ["pass", "fail", "warn", "skip", "not_comparable"].contains(&s))
         })
         .collect();
-    assert_eq!(rows.len(), 9, "{}", run.stdout);
+    // Nine checks and `signature` (skipped: the record has no img_signature properties).
+    assert_eq!(rows.len(), 10, "{}", run.stdout);
     assert!(
         run.stdout.lines().any(|l| l == "verdict: verified"),
         "{}",
@@ -569,7 +570,7 @@ fn junit_reports_are_well_formed_with_one_testcase_per_check() {
     run.expect_code(1);
     let xml = std::fs::read_to_string(w.join("report.xml")).unwrap();
     let cases = junit_cases(&xml);
-    assert_eq!(cases.len(), 10, "nine checks and the verdict: {xml}");
+    assert_eq!(cases.len(), 11, "ten checks and the verdict: {xml}");
     let kind = |name: &str| cases.iter().find(|(n, _)| n == name).unwrap().1.clone();
     assert_eq!(kind("size"), "failure");
     assert_eq!(kind("os_hash_value"), "skipped");
