@@ -12,7 +12,8 @@
 # once (what a user without vmimage would run on two cores). Runs are interleaved (one of each
 # per round) so that a change in machine load hits every tool alike; the medians are over the
 # rounds. User and system times are the children's CPU times (getrusage), medians too.
-# TOOLS="vmimage openssl-pair openssl-md5 openssl-sha512" times only the tools named.
+# TOOLS="vmimage openssl-pair openssl-md5 openssl-sha512" times only the tools named;
+# VMIMAGE=path times that binary instead of building target/release/vmimage.
 # Needs: cargo, coreutils, openssl, rhash (apt-get install rhash), python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +34,12 @@ trap cleanup EXIT
 for tool in md5sum sha512sum openssl rhash python3; do
     command -v "$tool" >/dev/null || { echo "$0: $tool is required" >&2; exit 1; }
 done
-cargo build --release --quiet
-vmimage=target/release/vmimage
+if [[ -n "${VMIMAGE:-}" ]]; then
+    vmimage=$VMIMAGE # a binary built beforehand (while cargo is busy elsewhere, say)
+else
+    cargo build --release --quiet
+    vmimage=target/release/vmimage
+fi
 
 cat "$file" >/dev/null # warm the page cache
 
