@@ -713,6 +713,7 @@ mod tests {
             options: MetadataOptions::default(),
             body: dir.path().join("missing").join("body.json"),
             sidecar: None,
+            signature: None,
         };
         let options = ConvertOptions {
             algorithms: Vec::new(),

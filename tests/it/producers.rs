@@ -144,7 +144,13 @@ fn run_fixture(fx: &Fixture) {
     let name = fx.file.strip_suffix(".gz").expect("a .gz fixture");
     let image = w.join(name);
     gunzip_sparse(&gz, &image);
+    compare_with_peers(fx, &w, name);
+}
 
+/// `info`, `check`, `hash` and `convert` of the image `name` in `w`, against qemu-img,
+/// md5sum and sha512sum.
+fn compare_with_peers(fx: &Fixture, w: &Workdir, name: &str) {
+    let image = w.join(name);
     if let Some(creator) = fx.vhd_creator {
         // A dynamic VHD keeps a copy of its footer at offset 0; a fixed one only at the end.
         let bytes = std::fs::read(&image).expect("read image");
@@ -160,7 +166,7 @@ fn run_fixture(fx: &Fixture) {
     let run = w.vmimage(&["info", "--json", name]);
     let info = run.json();
     compare_info(fx, name, &qemu, &run.code, &info);
-    compare_check(fx, name, &w, &info);
+    compare_check(fx, name, w, &info);
 
     // hash: the file's bytes, as md5sum and sha512sum read them.
     let hashed = w.vmimage(&["hash", "--json", name]);
@@ -169,16 +175,16 @@ fn run_fixture(fx: &Fixture) {
     let digests = digests.as_array().map_or(&digests, |a| &a[0]);
     assert_eq!(
         digests["digests"]["md5"].as_str(),
-        Some(coreutils_digest(&w, "md5sum", name).as_str()),
+        Some(coreutils_digest(w, "md5sum", name).as_str()),
         "{name}: md5"
     );
     assert_eq!(
         digests["digests"]["sha512"].as_str(),
-        Some(coreutils_digest(&w, "sha512sum", name).as_str()),
+        Some(coreutils_digest(w, "sha512sum", name).as_str()),
         "{name}: sha512"
     );
 
-    compare_convert(name, &w, &info);
+    compare_convert(name, w, &info);
 }
 
 fn compare_info(fx: &Fixture, name: &str, qemu: &std::process::Output, code: &i32, info: &Value) {
@@ -619,4 +625,52 @@ fn a_parallels_image_is_refused_not_taken_for_raw() {
         .expect_code(1);
     assert!(!w.join("out.qcow2").exists());
     w.vmimage(&["check", "disk.img"]).expect_code(1);
+}
+
+/// streamOptimized VMDKs written at test time by another producer than QEMU: Debian's
+/// python3-vmdkstream (`VMDKstream.convert_to_stream`, the converter Ubuntu's cloud-image
+/// builds used for OVA disks), which lays out markers, grain tables and the footer its own
+/// way. Sizes that are and are not grain multiples, data at both ends, and an empty disk.
+#[test]
+fn vmdkstream_written_stream_optimized_images() {
+    let w = Workdir::new();
+    let python = "/usr/bin/python3";
+    let probe = std::process::Command::new(python)
+        .args(["-c", "import VMDKstream"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        probe.status.success(),
+        "Debian's python3-vmdkstream is required (.ci/run installs it): {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    for (name, size, writes) in [
+        ("empty", 1 << 20, &[][..]),
+        ("ends", 10 << 20, &[(0, 70_000), ((10 << 20) - 4096, 4096)][..]),
+        ("odd", (3 << 20) + 512, &[(1 << 20, 200_000), (3 << 20, 512)][..]),
+    ] {
+        let raw = w.join(&format!("{name}.raw"));
+        let mut file = std::fs::File::create(&raw).expect("create raw");
+        file.set_len(size).expect("size raw");
+        for &(offset, len) in writes {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + offset as usize) as u8).collect();
+            file.seek(SeekFrom::Start(offset as u64)).expect("seek");
+            file.write_all(&data).expect("write");
+        }
+        drop(file);
+        let vmdk = format!("{name}.vmdk");
+        let out = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import sys, VMDKstream; VMDKstream.convert_to_stream(sys.argv[1], sys.argv[2])",
+            ])
+            .arg(&raw)
+            .arg(w.join(&vmdk))
+            .output()
+            .expect("python3 runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let same = w.qemu_img_any(&["compare", &format!("{name}.raw"), &vmdk]);
+        assert_eq!(same.status.code(), Some(0), "qemu-img reads {vmdk} as its raw source");
+        compare_with_peers(&fixture("vmdkstream.gz", ""), &w, &vmdk);
+    }
 }
