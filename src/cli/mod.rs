@@ -8,6 +8,7 @@ pub mod convert;
 pub mod hash;
 pub mod info;
 pub mod metadata;
+pub mod output;
 pub mod render;
 pub mod verify;
 
