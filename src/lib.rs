@@ -7,14 +7,26 @@
 //! - [`format`](mod@format): one module per image format; [`format::qcow2`] holds the qcow2 header, table
 //!   and snapshot parsers shared by `check` and `convert`.
 //! - [`source`]: bounds-checked positional reads, the only way parsers touch a file.
+//! - [`facts`]: what vmimage measures about a local image file ([`facts::ImageFacts`]: format,
+//!   sizes, safety, digests), which [`cloud`]'s metadata and [`verify`](mod@verify) read.
+//! - [`digest`]: MD5, SHA-1 and SHA-2 of files in one read each (`vmimage hash`).
+//! - [`convert`](mod@convert): raw, qcow2 and VHD to qcow2 v3 or sparse raw, digested while
+//!   written (`vmimage convert`).
+//! - [`cloud`]: what clouds record about images (Glance, SCP, IMS), and the upload metadata
+//!   that registers one; [`verify`](mod@verify) compares a file with such a record.
+//! - [`atomic`]: every file vmimage writes (converted images, metadata, sidecars, JUnit
+//!   reports) is written aside and renamed into place when complete; a process's signal
+//!   handler calls [`atomic::remove_temporary_files`].
 //!
 //! Nothing in the library prints; errors are typed ([`Error`]) and content problems are
 //! findings in the reports.
 
+pub mod atomic;
 pub mod cloud;
 pub mod convert;
 pub mod digest;
 pub mod error;
+pub mod facts;
 pub mod format;
 pub mod inspect;
 pub mod safety;

@@ -2,7 +2,7 @@
 //!
 //! One read of the file gives its digests, of exactly the algorithms the record names (MD5 for
 //! `checksum`, the declared `os_hash_algo` for `os_hash_value`), and the inspector gives its
-//! header facts ([`crate::cloud::gather_facts`]). [`evaluate`] then compares them field by
+//! header facts ([`crate::facts::gather_facts`]). [`evaluate`] then compares them field by
 //! field, each check ending `pass`, `fail`, `warn`, `skip` or `not_comparable` (SPEC
 //! `vmimage verify`):
 //!
@@ -23,11 +23,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cloud::metadata::GIB;
 use crate::cloud::record::{Recorded, normalise_digest, normalise_name};
-use crate::cloud::{ImageFacts, ImageRecord, RecordSource, gather_facts};
+use crate::cloud::{ImageRecord, RecordSource};
 use crate::digest::Algorithm;
 use crate::error::Error;
+use crate::facts::{GIB, ImageFacts, gather_facts};
 use crate::safety::Severity;
 use crate::signing::{
     CaBundle, HASH_METHODS, KeyType, SignatureMatch, SigningCertificate, base64_decode,

@@ -17,6 +17,7 @@ use vmimage::digest::Algorithm;
 use vmimage::cloud::Target;
 
 use super::metadata::{MetadataFlags, parse_target, report_violations};
+use super::output::install_interrupt_handler;
 use super::render::print_json;
 use super::sign::{Signer, load_signing, warn_if_long};
 use super::{EXIT_ERROR, EXIT_OK, print_error};
@@ -152,29 +153,6 @@ impl Bar {
             bar.finish_and_clear();
         }
     }
-}
-
-/// Deletes the temporary files and exits 130 on SIGINT, SIGTERM or SIGHUP.
-fn install_interrupt_handler(output: PathBuf) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                // Nothing removed: the conversion had not started writing, or its output was
-                // already complete and renamed into place.
-                let removed = vmimage::convert::remove_temporary_files();
-                let out = output.display();
-                if removed > 0 {
-                    eprintln!("vmimage: {out}: interrupted; the partial output was removed");
-                } else {
-                    eprintln!("vmimage: {out}: interrupted");
-                }
-                std::process::exit(130);
-            }
-        })?;
-    Ok(())
 }
 
 /// Runs `vmimage convert`; returns the exit status.

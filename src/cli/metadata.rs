@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use clap::Args;
 use vmimage::cloud::metadata::SIDECAR_ALGORITHMS;
 use vmimage::cloud::openstack_cli::{command_line, image_create_args};
-use vmimage::cloud::{MetadataOptions, RuleViolations, Target, build, gather_facts};
+use vmimage::cloud::{MetadataOptions, RuleViolations, Target, build};
+use vmimage::facts::gather_facts;
 
 use super::render::print_json;
 use super::sign::{SigningFlags, load_signing};
@@ -157,7 +158,7 @@ pub fn run(args: &MetadataArgs) -> u8 {
         None
     };
     if let Some(path) = &args.sidecar
-        && let Err(e) = vmimage::cloud::write_atomically(path, doc.sidecar_json().as_bytes())
+        && let Err(e) = super::output::write_document(path, doc.sidecar_json().as_bytes())
     {
         print_error(format!(
             "{}: cannot write the sidecar: {}",

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod hash;
 pub mod info;
 pub mod metadata;
+pub mod output;
 pub mod render;
 pub mod sign;
 pub mod verify;

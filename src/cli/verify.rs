@@ -148,7 +148,7 @@ pub fn run(args: &VerifyArgs) -> u8 {
         }
     };
     if let Some(junit) = &args.junit
-        && let Err(e) = vmimage::cloud::write_atomically(junit, junit_xml(&report).as_bytes())
+        && let Err(e) = super::output::write_document(junit, junit_xml(&report).as_bytes())
     {
         print_error(format!(
             "{}: cannot write the JUnit report: {}",

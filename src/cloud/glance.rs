@@ -8,12 +8,14 @@
 
 use serde_json::{Map, Value};
 
+use crate::facts::ImageFacts;
+
 use super::lenient::{self, Object};
-use super::metadata::{
-    self, FIRMWARE_TYPES, ImageFacts, MetadataOptions, Violations, check_length, check_one_of,
-    refuse_flag, resolve_min_disk, resolve_min_ram,
-};
 use super::record::{ImageRecord, RecordSource, SignatureFields, normalise_digest, normalise_name};
+use super::rules::{
+    self, FIRMWARE_TYPES, MetadataOptions, Violations, check_length, check_one_of, refuse_flag,
+    resolve_min_disk, resolve_min_ram,
+};
 
 /// Glance's default `disk_formats` (`glance/common/config.py` line 93).
 pub const DISK_FORMATS: [&str; 11] = [
@@ -95,7 +97,7 @@ pub(crate) fn create_body(
             format!(
                 "the file is {disk_format}, which Glance has no disk_format for (allowed: {}); {}",
                 DISK_FORMATS.join(", "),
-                metadata::convert_hint("qcow2")
+                rules::convert_hint("qcow2")
             ),
         );
     }
@@ -160,8 +162,8 @@ pub(crate) fn create_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::metadata::{Target, build};
     use crate::cloud::record::{Absence, Recorded};
+    use crate::cloud::{Target, build};
     use crate::format::ImageFormat;
     use serde_json::json;
 

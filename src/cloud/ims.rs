@@ -13,13 +13,15 @@
 
 use serde_json::{Map, Value};
 
+use crate::facts::ImageFacts;
+
 use super::glance;
 use super::lenient::{self, Object};
-use super::metadata::{
-    FIRMWARE_TYPES, ImageFacts, MetadataOptions, Violations, check_length, check_one_of,
-    resolve_min_disk, resolve_min_ram, split_tag,
-};
 use super::record::{Absence, ImageRecord, RecordSource, Recorded};
+use super::rules::{
+    FIRMWARE_TYPES, MetadataOptions, Violations, check_length, check_one_of, resolve_min_disk,
+    resolve_min_ram, split_tag,
+};
 
 /// `disk_format` values (seed 004: "zvhd2, vhd, zvhd, raw, or qcow2"; default zvhd2).
 pub const DISK_FORMATS: [&str; 5] = ["zvhd2", "vhd", "zvhd", "raw", "qcow2"];
@@ -166,7 +168,7 @@ pub(crate) fn create_body(
             format!(
                 "the file is {disk_format}, which is not an IMS disk_format ({}); {}",
                 DISK_FORMATS.join(", "),
-                super::metadata::convert_hint("qcow2")
+                super::rules::convert_hint("qcow2")
             ),
         );
     }
@@ -269,7 +271,7 @@ pub(crate) fn create_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::metadata::{Target, build};
+    use crate::cloud::{Target, build};
     use crate::format::ImageFormat;
     use serde_json::json;
 

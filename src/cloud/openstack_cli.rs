@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 
 use super::glance;
 use super::lenient::Object;
-use super::metadata::{MetadataDocument, RuleViolations, Target, Violations};
+use super::metadata::MetadataDocument;
 use super::record::{ImageRecord, RecordSource};
+use super::rules::{RuleViolations, Target, Violations};
 
 /// The fields that may sit under `properties` (extra properties such as `img_signature*`
 /// always do).
@@ -196,8 +197,9 @@ pub fn command_line(args: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::metadata::{ImageFacts, MetadataOptions, build};
     use crate::cloud::record::Recorded;
+    use crate::cloud::{MetadataOptions, build};
+    use crate::facts::ImageFacts;
     use crate::format::ImageFormat;
     use serde_json::json;
 

@@ -9,13 +9,15 @@
 
 use serde_json::{Map, Value};
 
+use crate::facts::ImageFacts;
+
 use super::glance;
 use super::lenient::{self, Object};
-use super::metadata::{
-    self, ImageFacts, MetadataOptions, Violations, check_length, check_one_of, refuse_flag,
-    resolve_min_disk, resolve_min_ram, split_tag,
-};
 use super::record::{ImageRecord, RecordSource};
+use super::rules::{
+    self, MetadataOptions, Violations, check_length, check_one_of, refuse_flag, resolve_min_disk,
+    resolve_min_ram, split_tag,
+};
 
 /// `os_distro` values of `ImageCreateRequest` (the SDK's enum: `alma centos rhel rocky ubuntu
 /// windows oracle sles`); the console offers the Linux ones (seed 002).
@@ -148,7 +150,7 @@ pub(crate) fn create_body(
             "disk_format",
             format!(
                 "the file is {disk_format}, but SCP accepts only qcow2; {}",
-                metadata::convert_hint("qcow2")
+                rules::convert_hint("qcow2")
             ),
         );
     }
@@ -214,7 +216,7 @@ pub(crate) fn create_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::metadata::{Target, build};
+    use crate::cloud::{Target, build};
     use crate::format::ImageFormat;
     use serde_json::json;
 

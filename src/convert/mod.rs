@@ -35,11 +35,11 @@
 //! order before they touch the plan or the file; compression contexts are reset per cluster.
 //! The same input and options give the same bytes for any `--threads`.
 //!
-//! **Atomic:** the output is written to `.<OUT>.vmimage-tmp.<pid>` beside OUT and renamed over
-//! OUT only when complete ([`output::TempFile`]), so no process ever sees a partial OUT. Any
-//! error removes it, and the CLI's signal handler calls [`remove_temporary_files`] before
-//! exiting. With [`ConvertOptions::sync`] it is also synced before the rename, so that OUT
-//! survives a power loss. With upload metadata ([`convert_with_metadata`]) the metadata files
+//! **Atomic:** the output is written to `.<OUT>.vmimage-tmp.<pid>.<n>` beside OUT and renamed
+//! over OUT only when complete ([`crate::atomic::TempFile`]), so no process ever sees a partial
+//! OUT. Any error removes it, and the CLI's signal handler calls
+//! [`crate::atomic::remove_temporary_files`] before exiting. With [`ConvertOptions::sync`] it
+//! is also synced before the rename, so that OUT survives a power loss. With upload metadata ([`convert_with_metadata`]) the metadata files
 //! are written aside too, and all of them are moved into place together or not at all.
 //!
 //! **Memory** stays flat: one batch of chunks in flight ([`scan::BATCH_BYTES`]), the L1 table,
@@ -70,17 +70,18 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use compress::Compression;
-pub use output::remove_temporary_files;
 pub use scan::{NoProgress, Progress};
 
-use crate::cloud::{ImageFacts, MetadataDocument, MetadataOptions, RuleViolations, Target};
+use crate::atomic::{self, TEMP_TAG, TempFile, fault};
+use crate::cloud::{MetadataDocument, MetadataOptions, RuleViolations, Target};
 use crate::digest::{Algorithm, Digests};
+use crate::facts::ImageFacts;
 use crate::format::ImageFormat;
 use crate::format::qcow2::Qcow2Header;
 use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
 use crate::safety::{Check, Severity};
 use crate::source::{FileIdentity as Identity, ImageFile, ReadAt};
-use output::{HashedOutput, TempFile};
+use output::HashedOutput;
 use reader::{GuestReader, ReadFailure};
 
 /// The default qcow2 cluster size: 64 KiB, as `qemu-img create`.
@@ -362,17 +363,6 @@ impl Failure {
     }
 }
 
-/// Writes a metadata document to its temporary file and syncs it: it must be durable before it
-/// is renamed into place, as [`crate::cloud::write_atomically`] makes `vmimage metadata`'s.
-fn write_metadata(tmp: &TempFile, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    output::io_point()?;
-    let mut f = tmp.file()?;
-    f.write_all(bytes)?;
-    output::io_point()?;
-    f.sync_all()
-}
-
 /// Checks `options` before any file is touched.
 pub fn validate_options(options: &ConvertOptions) -> Result<(), ConvertError> {
     let cs = options.cluster_size;
@@ -478,7 +468,7 @@ pub fn convert(
 /// 2. the output is written to its temporary file;
 /// 3. the metadata is built from what was written and validated, then written and synced to
 ///    its temporary files;
-/// 4. only then are the files moved into place, all or none ([`output::persist_all`]).
+/// 4. only then are the files moved into place, all or none ([`crate::atomic::persist_all`]).
 ///
 /// A failure at any step, the moves included, leaves every existing file as it was and
 /// removes the temporary ones.
@@ -521,7 +511,7 @@ pub fn convert_with_metadata(
         let predicted = ImageFacts::new(output_format, 0, Some(reader.virtual_size()), None);
         request.build(&predicted)?;
         for path in std::iter::once(&request.body).chain(request.sidecar.as_ref()) {
-            let tmp = TempFile::create_beside(path, "vmimage-tmp").map_err(|source| {
+            let tmp = TempFile::create_beside(path, TEMP_TAG).map_err(|source| {
                 ConvertError::MetadataIo {
                     path: path.clone(),
                     source,
@@ -559,7 +549,7 @@ pub fn convert_with_metadata(
             f.into_error(input, output)
         }
     };
-    let tmp = TempFile::create_beside(output, "vmimage-tmp").map_err(out_err)?;
+    let tmp = TempFile::create_beside(output, TEMP_TAG).map_err(out_err)?;
     let virtual_size = reader.virtual_size();
     let (digests, allocated, compressed) = match options.format {
         OutputFormat::Raw => {
@@ -636,7 +626,7 @@ pub fn convert_with_metadata(
             Some(digests.clone()),
         );
         let mut doc = request.build(&facts)?;
-        if output::fault_breaks_metadata_rule() {
+        if fault::breaks_metadata_rule() {
             doc = request.build(&ImageFacts::new(output_format, size, None, None))?;
         }
         if let Some(sign) = &request.signature {
@@ -663,7 +653,7 @@ pub fn convert_with_metadata(
         let texts = std::iter::once(doc.body_json())
             .chain(request.sidecar.as_ref().map(|_| doc.sidecar_json()));
         for ((tmp, path), text) in metadata_files.iter().zip(texts) {
-            write_metadata(tmp, text.as_bytes()).map_err(|source| {
+            atomic::write_all_synced(tmp, text.as_bytes()).map_err(|source| {
                 if source.kind() == io::ErrorKind::Interrupted {
                     ConvertError::Interrupted
                 } else {
@@ -680,7 +670,7 @@ pub fn convert_with_metadata(
     }
     let mut files = vec![(tmp, output)];
     files.append(&mut metadata_files);
-    output::persist_all(files).map_err(out_err)?;
+    atomic::persist_all(files).map_err(out_err)?;
     Ok(ConvertReport {
         input: input.to_path_buf(),
         input_format,

@@ -1,50 +1,29 @@
-//! The output file: written aside, digested while written, renamed when complete.
+//! The converted output, digested while written: [`HashedOutput`] writes front to back
+//! (positional writes, holes skipped for sparse raw output) and feeds every byte of the file,
+//! holes as zeros, to one digest thread per algorithm. The digests therefore cover exactly the
+//! bytes of OUT in file order, and OUT is never read back. The writes themselves run on a
+//! writer thread, so that producing the next buffer (reading the input) overlaps writing the
+//! last one, as qemu-img overlaps its requests. Large buffers (whole chunks read from the
+//! input) are handed to the writer and the digests as they are, never copied into a write
+//! buffer. When the output must be durable (`--sync`), the writer starts the kernel's
+//! write-back every [`WRITE_BACK_BYTES`] as it writes, so the final `fsync` before the rename
+//! has little left to wait for.
 //!
-//! - [`TempFile`]: a file created beside OUT (same directory, so the final rename is atomic),
-//!   registered in a process-wide list so that [`remove_temporary_files`] (called by the CLI's
-//!   SIGINT/SIGTERM handler) can delete it, and deleted on drop unless persisted.
-//! - [`HashedOutput`]: writes front to back (positional writes, holes skipped for sparse raw
-//!   output) and feeds every byte of the file, holes as zeros, to one digest thread per
-//!   algorithm. The digests therefore cover exactly the bytes of OUT in file order, and OUT is
-//!   never read back. The writes themselves run on a writer thread, so that producing the next
-//!   buffer (reading the input) overlaps writing the last one, as qemu-img overlaps its
-//!   requests. Large buffers (whole chunks read from the input) are handed to the writer and
-//!   the digests as they are, never copied into a write buffer. When the output must be
-//!   durable (`--sync`), the writer starts the kernel's write-back every
-//!   [`WRITE_BACK_BYTES`] as it writes, so the final `fsync` before the rename has little left
-//!   to wait for.
-//!
-//! Test hook: the environment variable `VMIMAGE_TEST_FAULT` (read only here, documented for
-//! the test suite; comma-separated settings) injects failures that are hard to cause otherwise:
-//! - `enospc-after=N` fails the first write that would take the output past N bytes with
-//!   `ENOSPC`;
-//! - `stall-after=N` stops making progress once N bytes are written (the tests then interrupt
-//!   the process to check the clean-up);
-//! - `fail-io=N` fails the N-th write-side operation of the conversion (counting from 1) with
-//!   `EIO`: creating the temporary output or spill file, each write to either, setting the
-//!   output's length, syncing it, renaming it into place (and, with `--metadata`, creating,
-//!   writing, syncing and renaming each metadata file). The tests try every N until the
-//!   conversion succeeds, so every write of a conversion is a tested failure point;
-//! - `metadata-rule` makes `convert --metadata` find, once the output is written, that the
-//!   metadata breaks a rule (its virtual size unknown): no rule the output's bytes decide can
-//!   break otherwise, since the virtual size the rules read is known before converting;
-//! - `spill-limit=N` keeps at most N bytes of compressed clusters in memory instead of
-//!   [`super::spill::SPILL_MEMORY_LIMIT`], so that small tests exercise the spill file.
+//! The file written is a [`crate::atomic::TempFile`]: where it lives, its clean-up and its
+//! rename into place are [`crate::atomic`]'s, as are the fault hook's `enospc-after`,
+//! `stall-after` and `fail-io` points consulted here.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
 use super::buffers::{BufferPool, PooledBuffer};
+use crate::atomic::fault::{self, io_point};
 use crate::digest::{Algorithm, Digest, Digester, Digests};
 
-/// The environment variable of the test-only fault hook.
-pub const FAULT_ENV: &str = "VMIMAGE_TEST_FAULT";
 /// Bytes gathered before one write system call and one hand-off to the digest threads.
 pub const WRITE_BUFFER: usize = 4 * 1024 * 1024;
 /// Buffers smaller than this are copied into the write buffer rather than handed over: a
@@ -57,303 +36,6 @@ pub const OUTPUT_QUEUE: usize = 8;
 pub const WRITE_BACK_BYTES: u64 = 16 * 1024 * 1024;
 /// Zeros fed to the digests per update for holes.
 const ZERO_BLOCK: usize = 1024 * 1024;
-
-/// Temporary files that must not survive the process, and whether an interrupt is being handled.
-struct Registry {
-    paths: Vec<PathBuf>,
-    aborted: bool,
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    paths: Vec::new(),
-    aborted: false,
-});
-
-fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Deletes every temporary file of conversions in progress and makes later ones fail; for a
-/// signal handler, which then exits. Holding the registry lock while deleting means no
-/// temporary file can be created or renamed into place concurrently. Returns how many files
-/// were removed: none when no conversion had started writing, or when its output had already
-/// been renamed into place, complete.
-pub fn remove_temporary_files() -> usize {
-    let mut reg = registry();
-    reg.aborted = true;
-    let removed = reg.paths.len();
-    for p in reg.paths.drain(..) {
-        let _ = std::fs::remove_file(&p);
-    }
-    removed
-}
-
-/// A file beside the output that is removed unless [`TempFile::persist`] renames it.
-#[derive(Debug)]
-pub struct TempFile {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-impl TempFile {
-    /// Creates `.<name>.<tag>.<pid>` beside `target`, exclusively (an existing file of that
-    /// name is an error, never overwritten).
-    pub fn create_beside(target: &Path, tag: &str) -> io::Result<Self> {
-        let name = target
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{tag}.{}", std::process::id()));
-        let path = dir.join(tmp_name);
-        let mut reg = registry();
-        if reg.aborted {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
-        }
-        io_point()?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        reg.paths.push(path.clone());
-        Ok(Self {
-            path,
-            file: Some(file),
-        })
-    }
-
-    /// The open file.
-    pub fn file(&self) -> io::Result<&File> {
-        self.file
-            .as_ref()
-            .ok_or_else(|| io::Error::other("temporary file already closed"))
-    }
-
-    /// The temporary path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Flushes the file's data and metadata to the disk.
-    pub fn sync(&self) -> io::Result<()> {
-        io_point()?;
-        self.file()?.sync_all()
-    }
-
-    /// Renames the file to `target` (replacing it), unless an interrupt came first.
-    pub fn persist(mut self, target: &Path) -> io::Result<()> {
-        let mut reg = registry();
-        if reg.aborted {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
-        }
-        io_point()?;
-        self.file = None;
-        std::fs::rename(&self.path, target)?;
-        reg.paths.retain(|p| p != &self.path);
-        // Nothing left to remove on drop.
-        self.path = PathBuf::new();
-        Ok(())
-    }
-}
-
-/// How one file of [`persist_all`] went into place, so that it can be undone.
-enum Placed {
-    /// The target did not exist: undo by renaming it back.
-    Created,
-    /// Exchanged with an existing target, whose old content now sits at the temporary path:
-    /// undo by exchanging again.
-    Exchanged,
-    /// Renamed over an existing target on a file system that cannot exchange: cannot be undone.
-    Replaced,
-}
-
-/// `renameat2(a, b, RENAME_EXCHANGE)`: swaps two paths atomically.
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
-    };
-    let (a, b) = (c(a)?, c(b)?);
-    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Moves every temporary file to its target, all or none: a failure part way puts back every
-/// target already replaced (an existing target is exchanged with its temporary file, not
-/// overwritten, so its old content stays at hand until every file is in place) and removes the
-/// new files. This is how OUT and its metadata appear together or not at all (issue 13,
-/// defect 6). On a file system without `RENAME_EXCHANGE`, an existing target is renamed over
-/// and that one replacement cannot be undone.
-pub fn persist_all(files: Vec<(TempFile, &Path)>) -> io::Result<()> {
-    let mut reg = registry();
-    if reg.aborted {
-        return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
-    }
-    let mut files = files;
-    let mut placed: Vec<Placed> = Vec::new();
-    let mut failure = None;
-    for (tmp, target) in &mut files {
-        tmp.file = None;
-        let result = io_point().and_then(|()| {
-            let existing = std::fs::symlink_metadata(*target).ok();
-            match existing {
-                Some(m) if !m.is_dir() => match exchange(&tmp.path, target) {
-                    Ok(()) => Ok(Placed::Exchanged),
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-                        ) =>
-                    {
-                        std::fs::rename(&tmp.path, *target).map(|()| Placed::Replaced)
-                    }
-                    Err(e) => Err(e),
-                },
-                Some(_) => std::fs::rename(&tmp.path, *target).map(|()| Placed::Replaced),
-                None => std::fs::rename(&tmp.path, *target).map(|()| Placed::Created),
-            }
-        });
-        match result {
-            Ok(p) => placed.push(p),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    if let Some(e) = failure {
-        // Undo in reverse order; each temporary path then holds a new file again, which the
-        // drop of its `TempFile` removes.
-        for (p, (tmp, target)) in placed.iter().zip(&files).rev() {
-            let _ = match p {
-                Placed::Created => std::fs::rename(target, &tmp.path),
-                Placed::Exchanged => exchange(&tmp.path, target),
-                Placed::Replaced => Ok(()),
-            };
-        }
-        drop(reg);
-        return Err(e);
-    }
-    for (p, (tmp, _)) in placed.iter().zip(&mut files) {
-        if matches!(p, Placed::Exchanged) {
-            // The old content of the target.
-            let _ = std::fs::remove_file(&tmp.path);
-        }
-        let path = std::mem::take(&mut tmp.path);
-        reg.paths.retain(|q| q != &path);
-    }
-    drop(reg);
-    Ok(())
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if self.path.as_os_str().is_empty() {
-            return;
-        }
-        self.file = None;
-        let mut reg = registry();
-        let _ = std::fs::remove_file(&self.path);
-        reg.paths.retain(|p| p != &self.path);
-    }
-}
-
-/// The test-only fault hook (see the module documentation).
-#[derive(Debug, Clone, Copy, Default)]
-struct Fault {
-    enospc_after: Option<u64>,
-    stall_after: Option<u64>,
-    fail_io: Option<u64>,
-    spill_limit: Option<usize>,
-    metadata_rule: bool,
-}
-
-/// Write-side operations so far, for `fail-io=N`.
-static IO_OPERATIONS: AtomicU64 = AtomicU64::new(0);
-
-/// The hook's settings, read once per process.
-fn fault() -> &'static Fault {
-    static FAULT: OnceLock<Fault> = OnceLock::new();
-    FAULT.get_or_init(Fault::from_env)
-}
-
-/// Whether `metadata-rule` asks the conversion to see its metadata break a rule once the
-/// output is written.
-pub(crate) fn fault_breaks_metadata_rule() -> bool {
-    fault().metadata_rule
-}
-
-/// A write-side operation on the output or the spill file is about to happen: `fail-io=N`
-/// fails the N-th one.
-pub(crate) fn io_point() -> io::Result<()> {
-    if let Some(n) = fault().fail_io {
-        let this = IO_OPERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
-        if this == n {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-    }
-    Ok(())
-}
-
-/// The memory limit of the compressed-cluster store: `spill-limit=N`, or the default.
-pub(crate) fn spill_memory_limit() -> usize {
-    fault()
-        .spill_limit
-        .unwrap_or(super::spill::SPILL_MEMORY_LIMIT)
-}
-
-impl Fault {
-    fn from_env() -> Self {
-        let mut f = Fault::default();
-        if let Ok(v) = std::env::var(FAULT_ENV) {
-            for part in v.split(',') {
-                if let Some(n) = part.strip_prefix("enospc-after=") {
-                    f.enospc_after = n.parse().ok();
-                } else if let Some(n) = part.strip_prefix("stall-after=") {
-                    f.stall_after = n.parse().ok();
-                } else if let Some(n) = part.strip_prefix("fail-io=") {
-                    f.fail_io = n.parse().ok();
-                } else if let Some(n) = part.strip_prefix("spill-limit=") {
-                    f.spill_limit = n.parse().ok();
-                } else if part == "metadata-rule" {
-                    f.metadata_rule = true;
-                }
-            }
-        }
-        f
-    }
-
-    fn check(&self, end: u64) -> io::Result<()> {
-        if self.enospc_after.is_some_and(|n| end > n) {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        if self.stall_after.is_some_and(|n| end > n) {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-            }
-        }
-        Ok(())
-    }
-}
 
 enum DigestMsg {
     Data(Arc<PooledBuffer>),
@@ -381,7 +63,6 @@ pub struct HashedOutput<'f> {
     senders: Vec<SyncSender<DigestMsg>>,
     threads: Vec<JoinHandle<Digest>>,
     writer: Option<(SyncSender<WriteJob>, JoinHandle<io::Result<()>>)>,
-    fault: &'static Fault,
 }
 
 impl<'f> HashedOutput<'f> {
@@ -424,7 +105,6 @@ impl<'f> HashedOutput<'f> {
             senders,
             threads,
             writer: Some((tx, handle)),
-            fault: fault(),
         })
     }
 
@@ -524,7 +204,7 @@ impl<'f> HashedOutput<'f> {
             .pending_at
             .checked_add(buf.len() as u64)
             .ok_or_else(|| io::Error::other("output offset overflow"))?;
-        self.fault.check(end)?;
+        fault::output_grows_to(end)?;
         let full = Arc::new(buf);
         let job = WriteJob {
             at: self.pending_at,

@@ -8,7 +8,7 @@
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use super::output::TempFile;
+use crate::atomic::{TempFile, fault};
 
 /// Compressed bytes kept in memory before spilling to disk: 256 MiB, a fraction of this
 /// machine class's 24 GiB that keeps images of a few GiB entirely in memory.
@@ -27,7 +27,7 @@ impl<'a> Spill<'a> {
     /// An empty store whose overflow file would live beside `target`, keeping
     /// [`SPILL_MEMORY_LIMIT`] bytes in memory (less under the test hook's `spill-limit`).
     pub fn new(target: &'a Path) -> Self {
-        Self::with_limit(target, super::output::spill_memory_limit())
+        Self::with_limit(target, fault::spill_limit().unwrap_or(SPILL_MEMORY_LIMIT))
     }
 
     /// Same, with a chosen memory limit (tests use a small one to exercise the file).
@@ -55,7 +55,7 @@ impl<'a> Spill<'a> {
             let w = BufWriter::with_capacity(1 << 20, tmp.file()?.try_clone()?);
             self.disk = Some((tmp, w));
         }
-        super::output::io_point()?;
+        fault::io_point()?;
         match &mut self.disk {
             Some((_, w)) => w.write_all(later),
             None => Err(io::Error::other("spill file missing")),
@@ -76,7 +76,7 @@ impl<'a> Spill<'a> {
     pub fn into_reader(self) -> io::Result<SpillReader> {
         let disk = match self.disk {
             Some((tmp, mut w)) => {
-                super::output::io_point()?;
+                fault::io_point()?;
                 w.flush()?;
                 let mut f = w.into_inner().map_err(|e| e.into_error())?;
                 f.seek(SeekFrom::Start(0))?;

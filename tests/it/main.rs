@@ -2,6 +2,7 @@
 //! End-to-end tests of the `vmimage` binary, with `qemu-img` as the oracle. One test binary
 //! for every command (ripgrep's layout): `util` holds the harness.
 
+mod atomic_output;
 mod check;
 mod convert;
 mod convert_metadata;

@@ -582,7 +582,7 @@ fn junit_reports_are_well_formed_with_one_testcase_per_check() {
     let leftovers: Vec<_> = std::fs::read_dir(w.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .filter(|e| e.file_name().to_string_lossy().contains("vmimage-tmp"))
         .collect();
     assert!(leftovers.is_empty());
 }

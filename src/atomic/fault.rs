@@ -1,0 +1,115 @@
+//! The test-only fault hook: the environment variable [`FAULT_ENV`] (read only here, documented
+//! for the test suite; comma-separated settings) injects failures that are hard to cause
+//! otherwise, in every file vmimage writes:
+//! - `fail-io=N` fails the N-th write-side operation of the process (counting from 1) with
+//!   `EIO`: creating a temporary file (output, spill, metadata, sidecar, JUnit report), each
+//!   write to it, setting its length, syncing it, renaming it into place. The tests try every
+//!   N until the command succeeds, so every write is a tested failure point;
+//! - `stall-io=N` stops making progress at the N-th write-side operation, counted as for
+//!   `fail-io` (the tests then interrupt the process to check the clean-up; they stall at a
+//!   write, where no lock is held, so that the signal handler can run);
+//! - `enospc-after=N` fails the first write that would take a converted output past N bytes
+//!   with `ENOSPC`;
+//! - `stall-after=N` stops making progress once N bytes of a converted output are written;
+//! - `metadata-rule` makes `convert --metadata` find, once the output is written, that the
+//!   metadata breaks a rule (its virtual size unknown): no rule the output's bytes decide can
+//!   break otherwise, since the virtual size the rules read is known before converting;
+//! - `spill-limit=N` keeps at most N bytes of compressed clusters in memory instead of the
+//!   default, so that small tests exercise the spill file.
+
+use std::io;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The environment variable of the test-only fault hook.
+pub const FAULT_ENV: &str = "VMIMAGE_TEST_FAULT";
+
+/// The hook's settings.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fault {
+    enospc_after: Option<u64>,
+    stall_after: Option<u64>,
+    fail_io: Option<u64>,
+    stall_io: Option<u64>,
+    spill_limit: Option<usize>,
+    metadata_rule: bool,
+}
+
+/// Write-side operations so far, for `fail-io=N` and `stall-io=N`.
+static IO_OPERATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The hook's settings, read once per process.
+fn fault() -> &'static Fault {
+    static FAULT: OnceLock<Fault> = OnceLock::new();
+    FAULT.get_or_init(Fault::from_env)
+}
+
+impl Fault {
+    fn from_env() -> Self {
+        let mut f = Fault::default();
+        if let Ok(v) = std::env::var(FAULT_ENV) {
+            for part in v.split(',') {
+                if let Some(n) = part.strip_prefix("enospc-after=") {
+                    f.enospc_after = n.parse().ok();
+                } else if let Some(n) = part.strip_prefix("stall-after=") {
+                    f.stall_after = n.parse().ok();
+                } else if let Some(n) = part.strip_prefix("fail-io=") {
+                    f.fail_io = n.parse().ok();
+                } else if let Some(n) = part.strip_prefix("stall-io=") {
+                    f.stall_io = n.parse().ok();
+                } else if let Some(n) = part.strip_prefix("spill-limit=") {
+                    f.spill_limit = n.parse().ok();
+                } else if part == "metadata-rule" {
+                    f.metadata_rule = true;
+                }
+            }
+        }
+        f
+    }
+}
+
+fn stall() -> ! {
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// A write-side operation on a file being written is about to happen: `fail-io=N` fails the
+/// N-th one, `stall-io=N` never returns from it.
+pub(crate) fn io_point() -> io::Result<()> {
+    let f = fault();
+    if f.fail_io.is_some() || f.stall_io.is_some() {
+        let this = IO_OPERATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        if f.fail_io == Some(this) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        if f.stall_io == Some(this) {
+            stall();
+        }
+    }
+    Ok(())
+}
+
+/// A converted output is about to grow to `end` bytes: `enospc-after` fails, `stall-after`
+/// never returns.
+pub(crate) fn output_grows_to(end: u64) -> io::Result<()> {
+    let f = fault();
+    if f.enospc_after.is_some_and(|n| end > n) {
+        return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    if f.stall_after.is_some_and(|n| end > n) {
+        stall();
+    }
+    Ok(())
+}
+
+/// Whether `metadata-rule` asks the conversion to see its metadata break a rule once the
+/// output is written.
+pub(crate) fn breaks_metadata_rule() -> bool {
+    fault().metadata_rule
+}
+
+/// The memory limit of the compressed-cluster store that `spill-limit=N` sets, if it does.
+pub(crate) fn spill_limit() -> Option<usize> {
+    fault().spill_limit
+}
