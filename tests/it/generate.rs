@@ -16,7 +16,10 @@ fn long_flags(w: &Workdir, command: &str) -> Vec<String> {
         .stdout
         .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == '=')
         .filter(|t| t.starts_with("--") && t.len() > 2)
-        .map(|t| t.trim_end_matches(|c: char| !c.is_alphanumeric()).to_owned())
+        .map(|t| {
+            t.trim_end_matches(|c: char| !c.is_alphanumeric())
+                .to_owned()
+        })
         .filter(|t| t != "--help")
         .collect();
     flags.sort();
@@ -29,10 +32,17 @@ fn the_man_page_documents_every_flag_of_every_command_and_groff_reads_it_cleanly
     let w = Workdir::new();
     let man = w.vmimage(&["--generate", "man"]);
     assert_eq!(man.code, 0, "{}", man.stderr);
-    assert!(man.stdout.contains(".TH vmimage 1"), "{}", &man.stdout[..200]);
+    assert!(
+        man.stdout.contains(".TH vmimage 1"),
+        "{}",
+        &man.stdout[..200]
+    );
     for command in COMMANDS {
         let section = format!(".SH \"VMIMAGE {}\"", command.to_uppercase());
-        let start = man.stdout.find(&section).unwrap_or_else(|| panic!("no {section}"));
+        let start = man
+            .stdout
+            .find(&section)
+            .unwrap_or_else(|| panic!("no {section}"));
         let rest = &man.stdout[start + section.len()..];
         let body = &rest[..rest.find(".SH ").unwrap_or(rest.len())];
         let flags = long_flags(&w, command);
@@ -67,18 +77,32 @@ fn the_bash_completion_is_valid_bash_and_completes_every_command() {
     let script = w.vmimage(&["--generate", "complete-bash"]);
     assert_eq!(script.code, 0, "{}", script.stderr);
     let path = w.write("vmimage.bash", script.stdout.as_bytes());
-    let check = Command::new("bash").arg("-n").arg(&path).output().expect("bash");
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("bash");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     // Ask the completion function itself, as bash would on `vmimage <TAB>`.
     let probe = format!(
         "source {}; COMP_WORDS=(vmimage ''); COMP_CWORD=1; _vmimage vmimage '' vmimage; \
          printf '%s\\n' \"${{COMPREPLY[@]}}\"",
         path.display()
     );
-    let out = Command::new("bash").args(["-c", &probe]).output().expect("bash");
+    let out = Command::new("bash")
+        .args(["-c", &probe])
+        .output()
+        .expect("bash");
     let words = String::from_utf8_lossy(&out.stdout);
     for command in COMMANDS {
-        assert!(words.lines().any(|l| l == command), "{command} not completed: {words}");
+        assert!(
+            words.lines().any(|l| l == command),
+            "{command} not completed: {words}"
+        );
     }
 }
 

@@ -646,8 +646,16 @@ fn vmdkstream_written_stream_optimized_images() {
     );
     for (name, size, writes) in [
         ("empty", 1 << 20, &[][..]),
-        ("ends", 10 << 20, &[(0, 70_000), ((10 << 20) - 4096, 4096)][..]),
-        ("odd", (3 << 20) + 512, &[(1 << 20, 200_000), (3 << 20, 512)][..]),
+        (
+            "ends",
+            10 << 20,
+            &[(0, 70_000), ((10 << 20) - 4096, 4096)][..],
+        ),
+        (
+            "odd",
+            (3 << 20) + 512,
+            &[(1 << 20, 200_000), (3 << 20, 512)][..],
+        ),
     ] {
         let raw = w.join(&format!("{name}.raw"));
         let mut file = std::fs::File::create(&raw).expect("create raw");
@@ -668,9 +676,17 @@ fn vmdkstream_written_stream_optimized_images() {
             .arg(w.join(&vmdk))
             .output()
             .expect("python3 runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let same = w.qemu_img_any(&["compare", &format!("{name}.raw"), &vmdk]);
-        assert_eq!(same.status.code(), Some(0), "qemu-img reads {vmdk} as its raw source");
+        assert_eq!(
+            same.status.code(),
+            Some(0),
+            "qemu-img reads {vmdk} as its raw source"
+        );
         compare_with_peers(&fixture("vmdkstream.gz", ""), &w, &vmdk);
     }
 }
