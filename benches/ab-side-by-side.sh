@@ -8,7 +8,7 @@
 #   benches/ab-side-by-side.sh BASE_BIN NEW_BIN [RUNS]     (default RUNS=5)
 #
 # Used to measure what `overflow-checks = true` costs: BASE built without it, NEW with it
-# (README, "Overflow checks"). Inputs, made once under $WORK (default /tmp/vmimage-ab):
+# (docs/benchmarks.md, "Overflow checks"). Inputs, made once under $WORK (default /tmp/vmimage-ab):
 # a 1 GiB file of random bytes (hash), and a 2 GiB sparse raw disk holding 400 MiB of random
 # data in 4 MiB runs (convert), converted to qcow2 once for the qcow2 -> raw case.
 # Needs: python3, qemu-img.

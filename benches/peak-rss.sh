@@ -2,7 +2,7 @@
 # Peak memory (resident set size, from /usr/bin/time -v) of `vmimage info`, `check` and
 # `convert` on images whose headers claim far more than their files hold, and on large sparse
 # images. Memory must follow what the file holds, never what the header claims; this prints
-# one row per run so the claim can be checked (README, "Bounded memory").
+# one row per run so the claim can be checked (docs/benchmarks.md, "Bounded memory").
 #
 #   benches/peak-rss.sh [WORKDIR]      (default: a new directory under /tmp, removed at the end)
 #

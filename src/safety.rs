@@ -2,7 +2,7 @@
 //!
 //! Each finding carries a stable [`Check`] name that scripts may match on, a [`Severity`] and a
 //! one-sentence detail. An image is safe when no finding has [`Severity::Error`]. The list of
-//! checks and their severities is documented in the README ("Safety checks").
+//! checks and their severities is documented in docs/safety-and-formats.md ("Safety checks").
 
 use serde::Serialize;
 

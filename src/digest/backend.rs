@@ -1,7 +1,7 @@
 //! One running digest computation per algorithm, and the implementation chosen for each.
 //!
 //! Chosen by CPU feature, from measurements on every machine kind the project has run on
-//! (a Zen 5 and a Zen 4 EPYC; `benches/digest.rs`, `benches/digest-backends/`, README "Speed:
+//! (a Zen 5 and a Zen 4 EPYC; `benches/digest.rs`, `benches/digest-backends/`, docs/benchmarks.md "Speed:
 //! hash"): MD5 is this crate's own [`super::md5`] (OpenSSL's speed in Rust); SHA-512 and
 //! SHA-384 are this crate's [`super::sha512`] where the CPU has AVX2 and BMI (with an AVX-512
 //! message schedule where it also has AVX-512F and VL), else RustCrypto's; SHA-1, SHA-224 and

@@ -387,7 +387,7 @@ mod accel {
 
     compress_block_fn!(compress_block_avx2, "avx2,bmi1,bmi2", ror, xor3);
     // The same with the schedule's rotates and XORs in one instruction each: 10 instructions
-    // fewer per two rounds (README "Speed: hash").
+    // fewer per two rounds (docs/benchmarks.md, "Speed: hash").
     compress_block_fn!(
         compress_block_avx512,
         "avx2,bmi1,bmi2,avx512f,avx512vl",

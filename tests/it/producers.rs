@@ -13,7 +13,7 @@ use serde_json::Value;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Where qemu-img's answer and vmimage's are known to differ on purpose (README, "Differences
+/// Where qemu-img's answer and vmimage's are known to differ on purpose (docs/commands.md, "Differences
 /// from qemu-img").
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Known {
