@@ -72,43 +72,7 @@ fn oslo_python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = PYTHON.get_or_init(|| {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oslo-venv");
-        let python = venv.join("bin/python");
-        let stamp = venv.join("requirements.txt");
-        let wanted = OSLO_REQUIREMENTS.join("\n");
-        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-            return Ok(python);
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        let run = |program: &Path, args: &[&str]| -> Result<(), String> {
-            let out = Command::new(program)
-                .args(args)
-                .output()
-                .map_err(|e| format!("{}: {e}", program.display()))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} {args:?}: {}",
-                    program.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
-        };
-        run(
-            Path::new("python3"),
-            &["-m", "venv", venv.to_str().expect("utf-8 path")],
-        )?;
-        let mut args = vec![
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ];
-        args.extend(OSLO_REQUIREMENTS);
-        run(&python, &args)?;
-        std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
-        Ok(python)
+        crate::util::python_venv(&venv, OSLO_REQUIREMENTS, "import oslo_utils.imageutils")
     });
     match result {
         Ok(python) => Some(python.clone()),

@@ -68,45 +68,9 @@ fn pythons() -> Option<&'static Pythons> {
     }
 }
 
-/// A venv at `dir` with `packages`, made in a scratch directory and renamed into place when
-/// complete, so an interrupted run never leaves a half-installed one behind.
+/// A venv at `dir` with `packages` in which cursive and cryptography import.
 fn venv(dir: &Path, packages: &[&str]) -> Result<PathBuf, String> {
-    let python = dir.join("bin/python");
-    let stamp = dir.join("vmimage-packages");
-    let wanted = packages.join(" ");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
-        return Ok(python);
-    }
-    let scratch = dir.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(scratch.parent().expect("parent")).map_err(|e| e.to_string())?;
-    let run = |program: &Path, args: &[&str]| -> Result<(), String> {
-        let out = Command::new(program)
-            .args(args)
-            .output()
-            .map_err(|e| format!("{}: {e}", program.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} {args:?} failed: {}",
-                program.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    let scratch_str = scratch.to_str().expect("utf-8 path");
-    run(Path::new("python3"), &["-m", "venv", scratch_str])?;
-    let mut pip_args = vec!["install", "--quiet", "--disable-pip-version-check"];
-    pip_args.extend(packages);
-    run(&scratch.join("bin/pip"), &pip_args)?;
-    // A venv's scripts name its directory, so it is made at a scratch path and moved: move
-    // the whole venv, then check that Python runs from there.
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::rename(&scratch, dir).map_err(|e| e.to_string())?;
-    run(&python, &["-c", "import cursive, cryptography"])?;
-    std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
-    Ok(python)
+    crate::util::python_venv(dir, packages, "import cursive, cryptography")
 }
 
 /// Runs `openssl ARGS` in the work directory; panics on failure.
