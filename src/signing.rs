@@ -31,7 +31,7 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509, X509StoreContext};
 use serde::Serialize;
 
-use crate::digest::Algorithm;
+use crate::digest::{Algorithm, Digests};
 
 /// Glance's documentation (`doc/source/user/signature.rst`) gives `img_signature` a
 /// 255-character limit, from the Image API v1 era; an RSA-2048 signature is 344 characters.
@@ -172,6 +172,9 @@ pub enum SignError {
     /// OpenSSL failed.
     #[error("OpenSSL failed: {0}")]
     Crypto(String),
+    /// The digest the hash method names was not among those computed.
+    #[error("the {0} digest to sign was not computed")]
+    DigestMissing(Algorithm),
 }
 
 fn crypto(e: openssl::error::ErrorStack) -> SignError {
@@ -307,6 +310,42 @@ fn set_pss<T>(ctx: &mut PkeyCtx<T>, md: &MdRef, salt: usize) -> Result<(), SignE
     ctx.set_rsa_mgf1_md(md).map_err(crypto)?;
     ctx.set_rsa_pss_saltlen(salt).map_err(crypto)?;
     Ok(())
+}
+
+/// A key with the choices Glance's properties record: what signs an image from the digests of
+/// the single read that hashes it (`vmimage sign`, `metadata --sign-key`, and
+/// `convert --metadata --sign-key` over the output as it is written).
+#[derive(Debug, Clone)]
+pub struct ImageSigner {
+    /// The private key; the key type comes from it.
+    pub key: SigningKey,
+    /// The hash method: the digest that is signed.
+    pub algorithm: Algorithm,
+    /// Barbican's ID of the signing certificate, when known.
+    pub certificate_uuid: Option<String>,
+}
+
+impl ImageSigner {
+    /// Adds the digest the signature needs to `algorithms` (the single read's), unless it is
+    /// there already.
+    pub fn add_algorithm_to(&self, algorithms: &mut Vec<Algorithm>) {
+        if !algorithms.contains(&self.algorithm) {
+            algorithms.push(self.algorithm);
+        }
+    }
+
+    /// Signs the image whose digests are `digests`.
+    pub fn sign(&self, digests: &Digests) -> Result<SignatureProperties, SignError> {
+        let digest = digests
+            .get(self.algorithm)
+            .ok_or(SignError::DigestMissing(self.algorithm))?;
+        SignatureProperties::sign(
+            &self.key,
+            self.algorithm,
+            &digest.bytes,
+            self.certificate_uuid.as_deref(),
+        )
+    }
 }
 
 /// The four properties, as `vmimage sign` prints them and the Glance body carries them.

@@ -191,7 +191,7 @@ pub fn run(args: &ConvertArgs) -> u8 {
             options: args.properties.to_options(),
             body: body.clone(),
             sidecar: args.sidecar.clone(),
-            signature: signer.map(Signer::into_request),
+            signature: signer.map(Signer::into_inner),
         }),
         _ => None,
     };

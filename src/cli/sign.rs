@@ -12,7 +12,7 @@ use clap::Args;
 use vmimage::cloud::MetadataDocument;
 use vmimage::digest::{Algorithm, Digests, Input, hash_input};
 use vmimage::signing::{
-    DOCUMENTED_SIGNATURE_LIMIT, SignatureProperties, SigningKey, parse_hash_method,
+    DOCUMENTED_SIGNATURE_LIMIT, ImageSigner, SignatureProperties, SigningKey, parse_hash_method,
 };
 
 use super::render::print_json;
@@ -54,13 +54,9 @@ pub struct SigningFlags {
     pub options: SignOptions,
 }
 
-/// A loaded key with its options: signs a digest set into properties.
+/// A loaded key with its options ([`ImageSigner`]), reporting its failures as the CLI does.
 #[derive(Debug)]
-pub struct Signer {
-    key: SigningKey,
-    algorithm: Algorithm,
-    cert_uuid: Option<String>,
-}
+pub struct Signer(ImageSigner);
 
 impl Signer {
     /// Loads `key_path` with `options`; on failure prints the sentence and returns the exit
@@ -84,42 +80,27 @@ impl Signer {
                 "warning: no --cert-uuid: img_signature_certificate_uuid is left out, and Glance verifies a signature only when all four properties are present",
             );
         }
-        Ok(Self {
+        Ok(Self(ImageSigner {
             key,
             algorithm: options.hash_method.unwrap_or(Algorithm::Sha512),
-            cert_uuid: options.cert_uuid.clone(),
-        })
+            certificate_uuid: options.cert_uuid.clone(),
+        }))
     }
 
     /// The digest the signature needs, to add to the single read's algorithms.
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        self.0.algorithm
     }
 
     /// Adds the algorithm to `algorithms` unless it is there already.
     pub fn add_algorithm_to(&self, algorithms: &mut Vec<Algorithm>) {
-        if !algorithms.contains(&self.algorithm) {
-            algorithms.push(self.algorithm);
-        }
+        self.0.add_algorithm_to(algorithms);
     }
 
     /// Signs the file whose digests are `digests`; on failure prints the sentence (naming
     /// `file`) and returns the exit status.
     pub fn sign(&self, file: &str, digests: &Digests) -> Result<SignatureProperties, u8> {
-        let Some(digest) = digests.get(self.algorithm) else {
-            print_error(format!(
-                "{file}: the {} digest to sign was not computed",
-                self.algorithm
-            ));
-            return Err(EXIT_ERROR);
-        };
-        let properties = SignatureProperties::sign(
-            &self.key,
-            self.algorithm,
-            &digest.bytes,
-            self.cert_uuid.as_deref(),
-        )
-        .map_err(|e| {
+        let properties = self.0.sign(digests).map_err(|e| {
             print_error(format!("{file}: cannot sign: {e}"));
             EXIT_ERROR
         })?;
@@ -127,13 +108,9 @@ impl Signer {
         Ok(properties)
     }
 
-    /// The key and options as the library's request to sign a converted image.
-    pub fn into_request(self) -> vmimage::convert::SignatureRequest {
-        vmimage::convert::SignatureRequest {
-            key: self.key,
-            algorithm: self.algorithm,
-            certificate_uuid: self.cert_uuid,
-        }
+    /// The library's signer, for `convert --metadata`, which signs inside the conversion.
+    pub fn into_inner(self) -> ImageSigner {
+        self.0
     }
 
     /// Signs and adds the properties to `doc`.

@@ -154,18 +154,7 @@ pub struct MetadataRequest {
     pub sidecar: Option<PathBuf>,
     /// Glance's `img_signature*` properties to add, signed over the output's bytes from the
     /// digest computed while writing (its algorithm must be among the conversion's).
-    pub signature: Option<SignatureRequest>,
-}
-
-/// A key and its options, to sign a converted image into its metadata.
-#[derive(Debug, Clone)]
-pub struct SignatureRequest {
-    /// The private key; the key type comes from it.
-    pub key: crate::signing::SigningKey,
-    /// The hash method: the digest of the output that is signed.
-    pub algorithm: Algorithm,
-    /// Barbican's ID of the signing certificate, when known.
-    pub certificate_uuid: Option<String>,
+    pub signature: Option<crate::signing::ImageSigner>,
 }
 
 impl MetadataRequest {
@@ -629,24 +618,13 @@ pub fn convert_with_metadata(
         if fault::breaks_metadata_rule() {
             doc = request.build(&ImageFacts::new(output_format, size, None, None))?;
         }
-        if let Some(sign) = &request.signature {
-            let digest = digests.get(sign.algorithm).ok_or_else(|| {
-                ConvertError::Usage(format!(
-                    "{}: the {} digest to sign was not computed (add it to --algo)",
-                    output.display(),
-                    sign.algorithm
-                ))
-            })?;
-            let properties = crate::signing::SignatureProperties::sign(
-                &sign.key,
-                sign.algorithm,
-                &digest.bytes,
-                sign.certificate_uuid.as_deref(),
-            )
-            .map_err(|source| ConvertError::Signing {
-                path: output.to_path_buf(),
-                source,
-            })?;
+        if let Some(signer) = &request.signature {
+            let properties = signer
+                .sign(&digests)
+                .map_err(|source| ConvertError::Signing {
+                    path: output.to_path_buf(),
+                    source,
+                })?;
             doc.add_signature(&properties);
             signature = Some(properties);
         }
