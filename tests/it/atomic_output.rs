@@ -4,23 +4,13 @@
 //! nothing beside it. Failures and stalls come from the test-only fault hook
 //! (`VMIMAGE_TEST_FAULT`: `fail-io=N`, `stall-io=N`).
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::Workdir;
+use crate::util::{Workdir, listing};
 
 /// The previous content of the document's path: it must survive every failed run.
 const PREVIOUS: &[u8] = b"previous document\n";
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 fn command(w: &Workdir, args: &[&str], fault: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmimage"));

@@ -3,8 +3,6 @@
 //! that breaks, a metadata file that cannot be written, or a failure at any write or rename
 //! leaves every existing file byte for byte as it was, and no temporary file behind.
 
-use std::process::{Command, Output, Stdio};
-
 use crate::util::Workdir;
 
 /// The files that exist before each conversion, with their old content.
@@ -42,24 +40,6 @@ fn args<'a>(body: &'a str, sidecar: &'a str) -> Vec<&'a str> {
     ]
 }
 
-fn vmimage(w: &Workdir, args: &[&str], fault: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmimage"));
-    cmd.args(args).current_dir(w.path()).stdin(Stdio::null());
-    if let Some(f) = fault {
-        cmd.env("VMIMAGE_TEST_FAULT", f);
-    }
-    cmd.output().unwrap()
-}
-
-fn listing(w: &Workdir) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(w.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 /// Every old file is still there, byte for byte, and nothing else is.
 fn assert_untouched(w: &Workdir, context: &str) {
     for (name, content) in OLD {
@@ -70,7 +50,7 @@ fn assert_untouched(w: &Workdir, context: &str) {
         );
     }
     assert_eq!(
-        listing(w),
+        w.listing(),
         ["body.json", "in.raw", "out.qcow2", "sidecar.json"],
         "{context}: files left behind"
     );
@@ -81,11 +61,7 @@ fn a_metadata_rule_that_breaks_after_converting_leaves_every_existing_file_untou
     // No rule the output's bytes decide can break on a real image (the virtual size the rules
     // read is known before converting), so the test hook makes the final validation fail.
     let w = setup();
-    let out = vmimage(
-        &w,
-        &args("body.json", "sidecar.json"),
-        Some("metadata-rule"),
-    );
+    let out = w.vmimage_with_fault(&args("body.json", "sidecar.json"), Some("metadata-rule"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("virtual size"), "{stderr}");
@@ -97,7 +73,7 @@ fn a_rule_broken_before_converting_writes_nothing() {
     let w = setup();
     let mut a = args("body.json", "sidecar.json");
     a.extend(["--min-disk", "-1"]);
-    let out = vmimage(&w, &a, None);
+    let out = w.vmimage_with_fault(&a, None);
     assert_eq!(out.status.code(), Some(1));
     assert_untouched(&w, "--min-disk -1");
 }
@@ -111,7 +87,7 @@ fn a_metadata_file_that_cannot_be_written_leaves_every_existing_file_untouched()
         ("missing/body.json", "sidecar.json"),
         ("body.json", "missing/sidecar.json"),
     ] {
-        let out = vmimage(&w, &args(body, sidecar), None);
+        let out = w.vmimage_with_fault(&args(body, sidecar), None);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(
@@ -130,7 +106,7 @@ fn a_failure_at_every_write_or_rename_leaves_every_existing_file_untouched() {
     for n in 1.. {
         assert!(n < 1000, "still failing after {n} injected failures");
         let fault = format!("fail-io={n}");
-        let out = vmimage(&w, &a, Some(&fault));
+        let out = w.vmimage_with_fault(&a, Some(&fault));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{fault}: {stderr}");
         if out.status.code() == Some(0) {
@@ -146,7 +122,7 @@ fn a_failure_at_every_write_or_rename_leaves_every_existing_file_untouched() {
     let plain_points = (1..)
         .find(|n| {
             let f = format!("fail-io={n}");
-            vmimage(&w, &plain, Some(&f)).status.code() == Some(0)
+            w.vmimage_with_fault(&plain, Some(&f)).status.code() == Some(0)
         })
         .unwrap()
         - 1;
@@ -162,7 +138,7 @@ fn a_failure_at_every_write_or_rename_leaves_every_existing_file_untouched() {
         serde_json::from_slice(&std::fs::read(w.join("sidecar.json")).unwrap()).unwrap();
     assert_eq!(sidecar["virtual_size"], 4 << 20);
     assert_eq!(
-        listing(&w),
+        w.listing(),
         ["body.json", "in.raw", "out.qcow2", "sidecar.json"]
     );
 }
@@ -171,7 +147,7 @@ fn a_failure_at_every_write_or_rename_leaves_every_existing_file_untouched() {
 fn the_output_and_its_metadata_must_be_different_files() {
     let w = setup();
     for (body, sidecar) in [("out.qcow2", "sidecar.json"), ("body.json", "body.json")] {
-        let out = vmimage(&w, &args(body, sidecar), None);
+        let out = w.vmimage_with_fault(&args(body, sidecar), None);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("three different files"), "{stderr}");

@@ -52,25 +52,6 @@ fn sparse_raw(path: &Path, size: u64, pieces: &[(u64, Vec<u8>)]) {
     }
 }
 
-/// File names in `w`, sorted.
-fn listing(w: &Workdir) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(w.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn vmimage(w: &Workdir, args: &[&str], fault: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmimage"));
-    cmd.args(args).current_dir(w.path()).stdin(Stdio::null());
-    if let Some(f) = fault {
-        cmd.env("VMIMAGE_TEST_FAULT", f);
-    }
-    cmd.output().unwrap()
-}
-
 fn md5_of(path: &Path) -> String {
     let out = Command::new("md5sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -128,7 +109,7 @@ fn a_failure_at_every_write_of_convert_leaves_neither_output_nor_temporary_file(
                 "{args:?} still failing after {n} injected failures"
             );
             let fault = format!("fail-io={n}{extra}");
-            let run = vmimage(&w, &args, Some(&fault));
+            let run = w.vmimage_with_fault(&args, Some(&fault));
             let stderr = String::from_utf8_lossy(&run.stderr);
             assert!(!stderr.contains("panicked"), "{fault}: {stderr}");
             if run.status.code() == Some(0) {
@@ -146,7 +127,7 @@ fn a_failure_at_every_write_of_convert_leaves_neither_output_nor_temporary_file(
                     && stderr.lines().count() == 1,
                 "{args:?} {fault}: {stderr}"
             );
-            assert_eq!(listing(&w), ["in.raw"], "{args:?} {fault} left files");
+            assert_eq!(w.listing(), ["in.raw"], "{args:?} {fault} left files");
         }
         // Creating the file, its writes, its length, (sync,) rename: there are several.
         assert!(points >= 5, "{args:?}: only {points} write points");
@@ -194,7 +175,7 @@ fn an_interrupt_at_any_moment_leaves_no_partial_output() {
         "zlib",
     ];
     let started = Instant::now();
-    let reference = vmimage(&w, &args, None);
+    let reference = w.vmimage_with_fault(&args, None);
     let full = started.elapsed();
     assert!(reference.status.success());
     let complete = md5_of(&w.join("out.qcow2"));
@@ -228,7 +209,7 @@ fn an_interrupt_at_any_moment_leaves_no_partial_output() {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{stderr}");
-        let files = listing(&w);
+        let files = w.listing();
         let what = format!(
             "interrupt after {delay:?}: {:?}, {files:?}, {stderr}",
             out.status
@@ -439,7 +420,7 @@ fn a_source_truncated_or_rewritten_during_verify_is_an_error_never_a_digest() {
             &sha512,
         ];
         // Unchanged, it verifies: the failure below is the change, nothing else.
-        let clean = vmimage(&w, &args, None);
+        let clean = w.vmimage_with_fault(&args, None);
         assert_eq!(clean.status.code(), Some(0), "{clean:?}");
         let out = change_during(&w, &args, "disk.raw", how);
         assert_changed_error(&out, "disk.raw", how, &[md5.clone(), sha512.clone()]);
@@ -477,7 +458,7 @@ fn a_source_truncated_or_rewritten_during_convert_leaves_nothing_and_says_so() {
                 "{what}"
             );
             assert!(out.stdout.is_empty(), "{what}");
-            assert_eq!(listing(&w), [input], "{what}");
+            assert_eq!(w.listing(), [input], "{what}");
         }
     }
 }
@@ -489,7 +470,7 @@ fn a_source_truncated_or_rewritten_during_hash_is_an_error_never_a_digest() {
         big_image(&w, "disk.raw");
         let md5 = md5_of(&w.join("disk.raw"));
         let sha512 = sha512_of(&w.join("disk.raw"));
-        let clean = vmimage(&w, &["hash", "disk.raw"], None);
+        let clean = w.vmimage_with_fault(&["hash", "disk.raw"], None);
         assert_eq!(clean.status.code(), Some(0), "{clean:?}");
         assert!(String::from_utf8_lossy(&clean.stdout).contains(&md5));
         for json in [false, true] {

@@ -88,6 +88,24 @@ impl Workdir {
         serde_json::from_slice(&out.stdout).expect("qemu-img info json")
     }
 
+    /// The names of the files in the directory, sorted.
+    pub fn listing(&self) -> Vec<String> {
+        listing(self.path())
+    }
+
+    /// Runs `vmimage ARGS` in the directory with no standard input and, when given, the test
+    /// fault hook `VMIMAGE_TEST_FAULT=fault`; the raw output, whatever the status.
+    pub fn vmimage_with_fault(&self, args: &[&str], fault: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmimage"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .stdin(std::process::Stdio::null());
+        if let Some(f) = fault {
+            cmd.env("VMIMAGE_TEST_FAULT", f);
+        }
+        cmd.output().expect("run vmimage")
+    }
+
     /// Runs `vmimage ARGS` in the directory.
     pub fn vmimage(&self, args: &[&str]) -> Run {
         self.vmimage_stdin(args, None)
@@ -98,6 +116,21 @@ impl Workdir {
         let out = run_with_stdin(env!("CARGO_BIN_EXE_vmimage"), self.path(), args, input);
         Run::from(out, args)
     }
+}
+
+/// The names of the files in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read the directory")
+        .map(|e| {
+            e.expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// Runs `program ARGS` in `dir` with `input` on stdin (fed from a thread, so a program that
