@@ -1,12 +1,12 @@
 //! One running digest computation per algorithm, and the implementation chosen for each.
 //!
-//! Chosen by CPU feature, from measurements on every machine kind the project has run on
-//! (a Zen 5 and a Zen 4 EPYC; `benches/digest.rs`, `benches/digest-backends/`, docs/benchmarks.md "Speed:
-//! hash"): MD5 is this crate's own [`super::md5`] (OpenSSL's speed in Rust); SHA-512 and
-//! SHA-384 are this crate's [`super::sha512`] where the CPU has AVX2 and BMI (with an AVX-512
-//! message schedule where it also has AVX-512F and VL), else RustCrypto's; SHA-1, SHA-224 and
-//! SHA-256 are RustCrypto's `sha1`/`sha2` (which use SHA-NI when the CPU has it). Everything is
-//! Rust: a build needs nothing but cargo. The `rustcrypto` feature uses RustCrypto for every
+//! Chosen by CPU feature, from measurements on every machine kind the project has run on (a Zen 5
+//! and a Zen 4 EPYC; `benches/digest.rs`, `benches/digest-backends/`, docs/benchmarks.md "Speed:
+//! hash"): MD5 is this crate's own [`super::md5`] (OpenSSL's speed in Rust); SHA-512 and SHA-384
+//! are this crate's [`super::sha512`] where the CPU has AVX2 and BMI (with an AVX-512 message
+//! schedule where it also has AVX-512F and VL), else RustCrypto's; SHA-1, SHA-224 and SHA-256 are
+//! RustCrypto's `sha1`/`sha2` (which use SHA-NI when the CPU has it). Everything is Rust: a build
+//! needs nothing but cargo. The `rustcrypto` feature uses RustCrypto for every
 //! algorithm (the unit tests of `md5` and `sha512` check that both give the same digests).
 
 use sha2::Digest as _;

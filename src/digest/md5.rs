@@ -8,10 +8,10 @@
 //! keeps them off it: `a + M[g] + K[i]` (and, in round 2, the half of `G` that does not depend
 //! on the newest word) is computed early and passed through an empty `asm!` block (elsewhere
 //! than x86-64, [`core::hint::black_box`]), which stops the compiler from folding it back into
-//! the chain. `black_box` did the same but sent each value through the stack, a store and a
-//! load per step; the empty `asm!` keeps it in a register (measured on a Zen 4 EPYC: 650-680
-//! MB/s with `black_box`, 755-790 without the round trip; docs/benchmarks.md, "Speed: hash"). The step then costs
-//! `f(b, c, d)`, one add, one rotate, one add: about 4.5 cycles per byte, OpenSSL's assembly
+//! the chain. `black_box` did the same but sent each value through the stack, a store and a load
+//! per step; the empty `asm!` keeps it in a register (measured on a Zen 4 EPYC: 650-680 MB/s with
+//! `black_box`, 755-790 without the round trip; docs/benchmarks.md, "Speed: hash"). The step then
+//! costs `f(b, c, d)`, one add, one rotate, one add: about 4.5 cycles per byte, OpenSSL's assembly
 //! speed (see `benches/digest.rs` and the section "Speed: hash" of docs/benchmarks.md).
 //!
 //! Round 2 uses `G = (b & d) + (c & !d)` (the two masks never overlap, so `+` equals `|`) so

@@ -4,12 +4,12 @@
 //! Files are read with large sequential `read(2)` calls straight into the engine's chunks,
 //! not memory-mapped. `benches/digest.rs` (`source/*`) compares the read pipeline with the
 //! best case for a mapping (the hashers reading the mapped file directly, no copy): the
-//! mapping saves the page-cache copy, but that copy runs on the reader thread while the
-//! workers hash, so end to end `vmimage hash` on a warm 2 GiB file already takes about the time
-//! of MD5 alone over it (docs/benchmarks.md, "Speed: hash"); a mapping could win a few percent at most. It
-//! would also bring a failure mode reads do not have: a file truncated while mapped raises
-//! SIGBUS and kills the process (b3sum's open issue #488; ripgrep's library defaults to no
-//! mmap for this reason). With reads, truncation is an early end of file, which the change
+//! mapping saves the page-cache copy, but that copy runs on the reader thread while the workers
+//! hash, so end to end `vmimage hash` on a warm 2 GiB file already takes about the time of MD5
+//! alone over it (docs/benchmarks.md, "Speed: hash"); a mapping could win a few percent at most. It
+//! would also bring a failure mode reads do not have: a file truncated while mapped raises SIGBUS
+//! and kills the process (b3sum's open issue #488; ripgrep's library defaults to no mmap for this
+//! reason). With reads, truncation is an early end of file, which the change
 //! check below turns into an error.
 //!
 //! Change check (SPEC "Honest"): for a regular file, the length and modification time are
