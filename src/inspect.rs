@@ -17,6 +17,9 @@ use crate::format::{
 use crate::safety::{Check, Finding, Safety};
 use crate::source::{ImageFile, ReadAt};
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// Everything `vmimage info` reports about one image, with `qemu-img info --output=json`'s field
 /// names where the same fact exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -10,6 +10,9 @@
 use crate::format::Probe;
 use crate::safety::{Check, Finding};
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// A format vmimage recognises but does not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForeignFormat {

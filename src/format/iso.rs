@@ -15,6 +15,9 @@ use super::{FormatReport, Probe};
 use crate::safety::{Check, Finding};
 use crate::source::ReadAt;
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// Size of a volume descriptor (and of an ISO 9660 / UDF sector on optical media).
 const DESCRIPTOR_LEN: usize = 2048;
 /// The first volume descriptor sits after the 32 KiB system area.

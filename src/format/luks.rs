@@ -17,6 +17,9 @@ use super::{FormatReport, FormatSpecific, Probe, c_string};
 use crate::safety::{Check, Finding};
 use crate::source::ReadAt;
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// `LUKS\xba\xbe`.
 pub const MAGIC: &[u8; 6] = b"LUKS\xba\xbe";
 /// The only version QEMU reads.

@@ -28,6 +28,9 @@ use serde::Serialize;
 use crate::safety::{Check, Finding};
 use crate::source::{ReadAt, ReadError, read_exact_at};
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// How many leading bytes every detector sees. ISO 9660 puts its first volume descriptor at
 /// 32 KiB and UDF its recognition sequence in the 2 KiB sectors after it, so 64 KiB covers
 /// every signature the OpenStack inspector looks for.

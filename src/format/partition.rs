@@ -12,6 +12,9 @@ use super::Probe;
 use super::bytes::le32;
 use crate::safety::{Check, Finding};
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// Offset of the MBR boot signature `55 AA`.
 const MBR_SIGNATURE_OFFSET: usize = 510;
 /// Offset of the first of the four 16-byte MBR partition entries.

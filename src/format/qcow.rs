@@ -17,6 +17,9 @@ use super::{FormatReport, Probe, c_string, read_zero_padded};
 use crate::safety::{Check, Finding};
 use crate::source::ReadAt;
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// `QCOW_MAGIC`, shared with qcow2.
 pub const MAGIC: u32 = 0x5146_49fb;
 /// `QCOW_VERSION`.

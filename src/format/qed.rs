@@ -13,6 +13,9 @@ use super::{FormatReport, Probe, c_string, read_failure};
 use crate::safety::{Check, Finding};
 use crate::source::{ReadAt, read_vec_at};
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// `QED\0`, little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"QED\0");
 /// The header length (`QEDHeader`).

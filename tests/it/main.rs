@@ -16,6 +16,7 @@ mod info;
 mod metadata;
 mod oslo_inspector;
 mod producers;
+mod rules;
 mod signing;
 mod util;
 mod verify;

@@ -255,3 +255,22 @@ pub fn python_venv(dir: &Path, packages: &[&str], probe: &str) -> Result<PathBuf
     std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
     Ok(python)
 }
+
+/// Asserts that an `info --json` document (or any object with a `safety.findings` list) holds a
+/// finding of the rule `id`. Every rule id must appear in a call of this (or of the library's
+/// `safety::assert_fires`): `rules::every_rule_is_tested` checks that.
+#[track_caller]
+pub fn assert_rule(info: &serde_json::Value, id: &str) {
+    assert!(
+        vmimage::safety::all_rules().any(|r| r.id == id),
+        "{id} is not a registered rule"
+    );
+    let fired: Vec<&str> = info["safety"]["findings"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["rule"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        fired.contains(&id),
+        "expected rule {id} to fire, got {fired:?}"
+    );
+}

@@ -23,6 +23,9 @@ use super::{FormatReport, FormatSpecific, Probe, SnapshotInfo, read_failure};
 use crate::safety::{Check, Finding};
 use crate::source::{ReadAt, read_vec_at};
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// `qemu-img info`'s qcow2 `format-specific.data`. Fields QEMU prints only for version 3 are
 /// `None` for version 2, so the JSON has the same keys as QEMU's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

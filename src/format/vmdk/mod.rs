@@ -27,6 +27,9 @@ use super::{FormatReport, FormatSpecific, Probe, read_zero_padded};
 use crate::safety::{Check, Finding};
 use crate::source::ReadAt;
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// Sector size of every VMDK offset and size.
 const SECTOR: u64 = 512;
 /// The largest descriptor QEMU (`vmdk_read_desc()`) and OpenStack read: 1 MiB − 1.

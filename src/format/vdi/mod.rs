@@ -14,6 +14,9 @@ use super::{FormatReport, Probe};
 use crate::safety::{Check, Finding};
 use crate::source::ReadAt;
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// The header length (`VdiHeader`).
 pub const HEADER_LEN: usize = 512;
 /// The signature at [`SIGNATURE_OFFSET`].

@@ -19,6 +19,9 @@ use super::{FormatReport, Probe, read_failure, utf16_until_nul};
 use crate::safety::{Check, Finding};
 use crate::source::{ReadAt, read_exact_at, read_vec_at};
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// The file identifier signature.
 pub const SIGNATURE: &[u8; 8] = b"vhdxfile";
 /// Header section blocks are 64 KiB (spec 2.2).

@@ -19,6 +19,9 @@ use super::{FormatReport, Probe, read_failure, utf16_until_nul};
 use crate::safety::{Check, Finding};
 use crate::source::{ReadAt, read_exact_at, read_vec_at};
 
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
+pub const RULES: &[crate::safety::Rule] = &[];
+
 /// Size of the footer, and of its copy at offset 0.
 pub const FOOTER_LEN: usize = 512;
 /// Size of the dynamic disk header (`VHDDynDiskHeader`).
