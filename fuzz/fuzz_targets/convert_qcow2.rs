@@ -6,7 +6,7 @@
 mod guest;
 
 use libfuzzer_sys::fuzz_target;
-use vmimage::convert::qcow2_reader::Qcow2Reader;
+use vmimage::format::qcow2::reader::Qcow2Reader;
 use vmimage::format::qcow2::Qcow2Header;
 
 fuzz_target!(|data: &[u8]| {

@@ -6,7 +6,7 @@
 mod guest;
 
 use libfuzzer_sys::fuzz_target;
-use vmimage::convert::vhd_reader::{DynamicVhd, TYPE_DYNAMIC, probe, virtual_size};
+use vmimage::format::vpc::reader::{DynamicVhd, TYPE_DYNAMIC, probe, virtual_size};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Some((footer, at_start))) = probe(data) else {

@@ -3,7 +3,7 @@
 //! checking the trait's promises, within a fixed budget so that a hostile virtual size (up
 //! to 2^63 bytes) cannot make one input run for ever.
 
-use vmimage::convert::reader::GuestReader;
+use vmimage::format::guest::GuestReader;
 
 /// Extent queries per input: far more than a 64 KiB input can describe without repeating
 /// itself, so running out means the reader is not making progress.

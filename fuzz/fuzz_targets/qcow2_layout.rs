@@ -10,7 +10,7 @@
 mod guest;
 
 use libfuzzer_sys::fuzz_target;
-use vmimage::convert::qcow2_reader::Qcow2Reader;
+use vmimage::format::qcow2::reader::Qcow2Reader;
 use vmimage::format::qcow2::{Qcow2Header, check};
 
 /// The recipe: reads bytes, and zeros once exhausted.

@@ -3,9 +3,9 @@
 //!
 //! # Design
 //!
-//! **Readers** ([`reader::GuestReader`]) give the guest disk of an input: which ranges may hold
+//! **Readers** ([`GuestReader`]) give the guest disk of an input: which ranges may hold
 //! data (format metadata or file-system holes) and the bytes (zeros where nothing is stored).
-//! One module per input: [`raw`], [`qcow2_reader`], [`vhd_reader`]. The input is inspected
+//! One module per input format, beside its decoder: [`raw`], [`qcow2_reader`], [`vhd_reader`]. The input is inspected
 //! first ([`crate::inspect()`]) and refused, exit status 1, when the inspector finds it unsafe
 //! (backing file, external data file, unknown incompatible features, polyglot, ...) or
 //! encrypted.
@@ -55,14 +55,10 @@ pub mod buffers;
 pub mod compress;
 pub mod output;
 pub mod plan;
-pub mod qcow2_reader;
 pub mod qcow2_writer;
-pub mod raw;
 pub mod raw_writer;
-pub mod reader;
 pub mod scan;
 pub mod spill;
-pub mod vhd_reader;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -77,12 +73,15 @@ use crate::cloud::{MetadataDocument, MetadataOptions, RuleViolations, Target};
 use crate::digest::{Algorithm, Digests};
 use crate::facts::ImageFacts;
 use crate::format::ImageFormat;
+use crate::format::guest::{GuestReader, ReadFailure};
 use crate::format::qcow2::Qcow2Header;
 use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
+use crate::format::qcow2::reader as qcow2_reader;
+use crate::format::raw;
+use crate::format::vpc::reader as vhd_reader;
 use crate::safety::{Check, Severity};
 use crate::source::{FileIdentity as Identity, ImageFile, ReadAt};
 use output::HashedOutput;
-use reader::{GuestReader, ReadFailure};
 
 /// The default qcow2 cluster size: 64 KiB, as `qemu-img create`.
 pub const DEFAULT_CLUSTER_SIZE: u64 = 64 * 1024;

@@ -33,9 +33,9 @@ use super::buffers::{BufferPool, PooledBuffer};
 use super::compress::{Compression, compress_cluster};
 use super::output::HashedOutput;
 use super::plan::{Packer, Plan, Stored};
-use super::reader::{GuestReader, ReadFailure, is_zero};
 use super::scan::{ChunkScanner, Progress, batch_chunks, chunk_pool, chunk_size, map_in_order};
 use super::spill::{Spill, SpillReader};
+use crate::format::guest::{GuestReader, ReadFailure, is_zero};
 use crate::format::qcow2::header::{
     INCOMPAT_COMPRESSION, MAX_L1_SIZE_BYTES, MAX_REFTABLE_SIZE_BYTES, QCOW2_MAGIC,
 };
@@ -598,7 +598,7 @@ fn whole_chunk_stored(records: &[(u64, Stored)], first: u64, clusters: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::raw::RawReader;
+    use crate::format::raw::RawReader;
 
     #[test]
     fn a_recycled_buffer_is_read_over_and_its_padding_zeroed() {

@@ -11,8 +11,8 @@
 use super::Failure;
 use super::buffers::PooledBuffer;
 use super::output::HashedOutput;
-use super::reader::{GuestReader, ReadFailure, is_zero};
 use super::scan::{ChunkScanner, Progress, batch_chunks, chunk_pool, chunk_size, map_in_order};
+use crate::format::guest::{GuestReader, ReadFailure, is_zero};
 
 /// Smallest hole written: 4 KiB, the file system block and `qemu-img convert -S`'s default.
 pub const HOLE_GRANULARITY: usize = 4096;

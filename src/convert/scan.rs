@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::buffers::BufferPool;
 use super::output::OUTPUT_QUEUE;
 
-use super::reader::{GuestReader, ReadFailure};
+use crate::format::guest::{GuestReader, ReadFailure};
 
 /// Smallest chunk: 1 MiB, so that a task is worth scheduling even for 512-byte clusters and a
 /// read costs one system call per MiB (qemu-img reads 2 MiB at a time).

@@ -10,12 +10,14 @@
 //! on an I/O error, which means the file could not be read at all.
 
 pub mod foreign;
+pub mod guest;
 pub mod iso;
 pub mod luks;
 pub mod partition;
 pub mod qcow;
 pub mod qcow2;
 pub mod qed;
+pub mod raw;
 pub mod vdi;
 pub mod vhdx;
 pub mod vmdk;

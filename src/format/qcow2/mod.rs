@@ -5,6 +5,7 @@ pub mod bitmaps;
 pub mod check;
 pub mod extensions;
 pub mod header;
+pub mod reader;
 pub mod snapshot;
 pub mod tables;
 

@@ -12,6 +12,8 @@
 //! 10 inverted the list so that unknown creators such as Azure's `wa\0\0` use `current_size`)
 //! and whenever the geometry is the maximum one.
 
+pub mod reader;
+
 use std::io;
 
 use super::bytes::{be16, be32, be64};

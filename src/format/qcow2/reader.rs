@@ -13,7 +13,7 @@
 //!   subcluster without a host cluster, or a compressed cluster with a non-zero bitmap;
 //! - compressed clusters are read with QEMU's size rule (`nb_csectors * 512 - (offset & 511)`,
 //!   clamped to the end of the file as QEMU's reads past EOF are) and decompressed into exactly
-//!   one cluster ([`super::compress::decompress_cluster`]).
+//!   one cluster ([`crate::convert::compress::decompress_cluster`]).
 //!
 //! Internal snapshots are ignored: only the active L1 table is read, as `qemu-img convert` does
 //! without `-l`.
@@ -36,8 +36,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::compress::{Compression, decompress_cluster};
-use super::reader::{Extent, GuestReader, ReadFailure};
+use crate::convert::compress::{Compression, decompress_cluster};
+use crate::format::guest::{Extent, GuestReader, ReadFailure};
 use crate::format::qcow2::Qcow2Header;
 use crate::format::qcow2::header::TableKind;
 use crate::format::qcow2::tables::{

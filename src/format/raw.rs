@@ -8,7 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 
-use super::reader::{Extent, GuestReader, ReadFailure};
+use crate::format::guest::{Extent, GuestReader, ReadFailure};
 use crate::format::raw_virtual_size;
 
 /// Reads of a raw guest disk stored in `file[0..len)`, which QEMU exposes as

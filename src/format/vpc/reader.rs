@@ -24,9 +24,9 @@
 //! [`MAX_BLOCK_SIZE`], the BAT inside the file and at most [`MAX_BAT_BYTES`], every allocated
 //! block inside the file.
 
-use super::raw::RawReader;
-use super::reader::{Extent, GuestReader, ReadFailure};
 use crate::format::bytes::{be32, be64};
+use crate::format::guest::{Extent, GuestReader, ReadFailure};
+use crate::format::raw::RawReader;
 use crate::source::{ImageFile, ReadAt, ReadError, read_exact_at, read_vec_at};
 
 pub use crate::format::vpc::{
