@@ -8,10 +8,31 @@
 //! trailer, the `koly` block in its last 512 bytes.
 
 use crate::format::Probe;
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Finding, Rule};
+
+const BOCHS: Rule = Rule::error(
+    "foreign.bochs",
+    Check::UnsupportedFormat,
+    "the content is a Bochs growing redolog image (QEMU's `bochs` driver), not a raw disk",
+);
+const PARALLELS: Rule = Rule::error(
+    "foreign.parallels",
+    Check::UnsupportedFormat,
+    "the content is a Parallels image (QEMU's `parallels` driver), not a raw disk",
+);
+const CLOOP: Rule = Rule::error(
+    "foreign.cloop",
+    Check::UnsupportedFormat,
+    "the content is a cloop 2.0 compressed loop image (QEMU's `cloop` driver), not a raw disk",
+);
+const DMG: Rule = Rule::error(
+    "foreign.dmg",
+    Check::UnsupportedFormat,
+    "the file ends in an Apple UDIF (`koly`) trailer: an Apple DMG (QEMU's `dmg` driver), not a raw disk",
+);
 
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub const RULES: &[Rule] = &[BOCHS, PARALLELS, CLOOP, DMG];
 
 /// A format vmimage recognises but does not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +60,13 @@ impl ForeignFormat {
 
     /// The error finding that refuses the image.
     pub fn finding(self) -> Finding {
-        Finding::error(
-            Check::UnsupportedFormat,
-            format!(
+        let rule = match self {
+            ForeignFormat::Bochs => BOCHS,
+            ForeignFormat::Parallels => PARALLELS,
+            ForeignFormat::Cloop => CLOOP,
+            ForeignFormat::Dmg => DMG,
+        };
+        rule.finding(format!(
                 "the content is a {} image, not a raw disk: qemu-img reads it as `{}`, and vmimage does not read that format",
                 match self {
                     ForeignFormat::Bochs => "Bochs",
@@ -49,9 +74,8 @@ impl ForeignFormat {
                     ForeignFormat::Cloop => "cloop",
                     ForeignFormat::Dmg => "Apple DMG",
                 },
-                self.qemu_name()
-            ),
-        )
+            self.qemu_name()
+        ))
     }
 }
 
@@ -109,5 +133,44 @@ pub fn detect(probe: &Probe) -> Option<ForeignFormat> {
         Some(ForeignFormat::Dmg)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::safety::assert_fires;
+
+    /// The finding for `data`, which must carry a foreign signature.
+    fn refused(data: &[u8]) -> Vec<Finding> {
+        vec![detect(&Probe::from_bytes(data)).expect("foreign").finding()]
+    }
+
+    #[test]
+    fn each_foreign_format_has_its_rule() {
+        let mut bochs = vec![0u8; 512];
+        bochs[..22].copy_from_slice(b"Bochs Virtual HD Image");
+        bochs[32..39].copy_from_slice(b"Redolog");
+        bochs[48..55].copy_from_slice(b"Growing");
+        bochs[64..68].copy_from_slice(&0x0002_0000u32.to_le_bytes());
+        assert_fires(&refused(&bochs), "foreign.bochs");
+
+        let mut parallels = vec![0u8; 512];
+        parallels[..16].copy_from_slice(b"WithoutFreeSpace");
+        parallels[16..20].copy_from_slice(&2u32.to_le_bytes());
+        assert_fires(&refused(&parallels), "foreign.parallels");
+
+        let mut cloop = b"#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n".to_vec();
+        cloop.resize(1024, 0);
+        assert_fires(&refused(&cloop), "foreign.cloop");
+
+        let mut dmg = vec![0u8; 4096];
+        let trailer = dmg.len() - 512;
+        dmg[trailer..trailer + 4].copy_from_slice(b"koly");
+        dmg[trailer + 4..trailer + 8].copy_from_slice(&4u32.to_be_bytes());
+        dmg[trailer + 8..trailer + 12].copy_from_slice(&512u32.to_be_bytes());
+        assert_fires(&refused(&dmg), "foreign.dmg");
+
+        assert_eq!(detect(&Probe::from_bytes(&[0u8; 4096])), None);
     }
 }

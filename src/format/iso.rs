@@ -12,11 +12,37 @@ use std::io;
 
 use super::bytes::{be16, be32, le16, le32};
 use super::{FormatReport, Probe};
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Finding, Rule};
 use crate::source::ReadAt;
 
+const VOLUME_SIZE_ENDIANNESS: Rule = Rule::error(
+    "iso.volume-size-endianness",
+    Check::InvalidHeader,
+    "the primary volume descriptor's little- and big-endian volume space sizes differ (ECMA-119 8.4.8)",
+);
+const BLOCK_SIZE_ENDIANNESS: Rule = Rule::error(
+    "iso.block-size-endianness",
+    Check::InvalidHeader,
+    "the primary volume descriptor's little- and big-endian logical block sizes differ",
+);
+const BLOCK_SIZE: Rule = Rule::error(
+    "iso.block-size",
+    Check::InvalidHeader,
+    "the logical block size is not 512, 1024 or 2048 (ECMA-119 6.1.2)",
+);
+const VOLUME_PAST_EOF: Rule = Rule::error(
+    "iso.volume-past-eof",
+    Check::Truncated,
+    "the ISO 9660 volume the primary volume descriptor declares is larger than the file",
+);
+
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub const RULES: &[Rule] = &[
+    VOLUME_SIZE_ENDIANNESS,
+    BLOCK_SIZE_ENDIANNESS,
+    BLOCK_SIZE,
+    VOLUME_PAST_EOF,
+];
 
 /// Size of a volume descriptor (and of an ISO 9660 / UDF sector on optical media).
 const DESCRIPTOR_LEN: usize = 2048;
@@ -59,22 +85,29 @@ fn primary_volume_size(pvd: &[u8]) -> Result<u64, Finding> {
     let blocks_be = be32(pvd, PVD_VOLUME_SPACE_SIZE + 4);
     let block_le = le16(pvd, PVD_LOGICAL_BLOCK_SIZE);
     let block_be = be16(pvd, PVD_LOGICAL_BLOCK_SIZE + 2);
-    let invalid = |d: String| Err(Finding::error(Check::InvalidHeader, d));
+    let invalid = |rule: Rule, d: String| Err(rule.finding(d));
     if blocks_le != blocks_be {
-        return invalid(format!(
-            "the ISO 9660 volume space size is {blocks_le} little-endian but {blocks_be} big-endian"
-        ));
+        return invalid(
+            VOLUME_SIZE_ENDIANNESS,
+            format!(
+                "the ISO 9660 volume space size is {blocks_le} little-endian but {blocks_be} big-endian"
+            ),
+        );
     }
     if block_le != block_be {
-        return invalid(format!(
-            "the ISO 9660 logical block size is {block_le} little-endian but {block_be} big-endian"
-        ));
+        return invalid(
+            BLOCK_SIZE_ENDIANNESS,
+            format!(
+                "the ISO 9660 logical block size is {block_le} little-endian but {block_be} big-endian"
+            ),
+        );
     }
     // ECMA-119 6.1.2: a power of two, at least 512, at most the 2 KiB sector.
     if !block_le.is_power_of_two() || !(512..=2048).contains(&block_le) {
-        return invalid(format!(
-            "the ISO 9660 logical block size is {block_le}, not 512, 1024 or 2048"
-        ));
+        return invalid(
+            BLOCK_SIZE,
+            format!("the ISO 9660 logical block size is {block_le}, not 512, 1024 or 2048"),
+        );
     }
     Ok(u64::from(blocks_le) * u64::from(block_le))
 }
@@ -91,13 +124,10 @@ pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<Forma
         .find(|d| d[0] == TYPE_PRIMARY);
     if let Some(pvd) = pvd {
         match primary_volume_size(pvd) {
-            Ok(size) if size > probe.len => report.findings.push(Finding::error(
-                Check::Truncated,
-                format!(
-                    "the ISO 9660 volume is {size} bytes but the file ends at {} bytes",
-                    probe.len
-                ),
-            )),
+            Ok(size) if size > probe.len => report.findings.push(VOLUME_PAST_EOF.finding(format!(
+                "the ISO 9660 volume is {size} bytes but the file ends at {} bytes",
+                probe.len
+            ))),
             Ok(_) => {}
             Err(f) => report.findings.push(f),
         }
@@ -108,6 +138,7 @@ pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<Forma
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::assert_fires;
 
     /// A minimal ISO 9660 image: system area, primary volume descriptor, terminator, and
     /// enough blocks for the declared volume.
@@ -160,25 +191,26 @@ mod tests {
         let d = iso(40);
         let r = report(&d[..30 * DESCRIPTOR_LEN]);
         assert_eq!(r.findings.len(), 1);
-        assert_eq!(r.findings[0].check, Check::Truncated);
+        assert_fires(&r.findings, "iso.volume-past-eof");
     }
 
     #[test]
     fn inconsistent_volume_descriptor_fields_are_invalid() {
         let pvd = FIRST_DESCRIPTOR * DESCRIPTOR_LEN;
-        for (at, val) in [
-            (pvd + 84, &[0u8, 0, 0, 1][..]),
-            (pvd + 130, &[4, 0][..]),
-            (pvd + 128, &[0, 3][..]),
-        ] {
+        let patched = |patches: &[(usize, &[u8])]| {
             let mut d = iso(40);
-            d[at..at + val.len()].copy_from_slice(val);
-            if at == pvd + 128 {
-                d[pvd + 130..pvd + 132].copy_from_slice(&[3, 0]);
+            for (at, val) in patches {
+                d[*at..*at + val.len()].copy_from_slice(val);
             }
             let r = report(&d);
-            assert_eq!(r.findings.len(), 1, "{at}");
-            assert_eq!(r.findings[0].check, Check::InvalidHeader);
-        }
+            assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+            r.findings
+        };
+        let fired = patched(&[(pvd + 84, &[0, 0, 0, 1])]);
+        assert_fires(&fired, "iso.volume-size-endianness");
+        let fired = patched(&[(pvd + 130, &[4, 0])]);
+        assert_fires(&fired, "iso.block-size-endianness");
+        let fired = patched(&[(pvd + 128, &[0, 3]), (pvd + 130, &[3, 0])]);
+        assert_fires(&fired, "iso.block-size");
     }
 }

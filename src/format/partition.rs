@@ -10,10 +10,36 @@ use serde::Serialize;
 
 use super::Probe;
 use super::bytes::le32;
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Finding, Rule};
+
+const BOOT_FLAG: Rule = Rule::error(
+    "partition.boot-flag",
+    Check::PartitionTable,
+    "an MBR partition entry's boot flag is neither 0x00 nor 0x80",
+);
+const PROTECTIVE_ENTRY_START: Rule = Rule::error(
+    "partition.protective-entry-start",
+    Check::PartitionTable,
+    "a GPT protective (0xEE) MBR entry does not start at CHS 0/2/0 and LBA 1",
+);
+const EMPTY_TABLE: Rule = Rule::error(
+    "partition.empty-table",
+    Check::PartitionTable,
+    "the MBR has a boot signature but no used partition entry",
+);
+const PROTECTIVE_WITH_OTHERS: Rule = Rule::error(
+    "partition.protective-with-others",
+    Check::PartitionTable,
+    "the MBR has a GPT protective entry beside other entries",
+);
 
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub const RULES: &[Rule] = &[
+    BOOT_FLAG,
+    PROTECTIVE_ENTRY_START,
+    EMPTY_TABLE,
+    PROTECTIVE_WITH_OTHERS,
+];
 
 /// Offset of the MBR boot signature `55 AA`.
 const MBR_SIGNATURE_OFFSET: usize = 510;
@@ -89,10 +115,9 @@ fn check_mbr(sector: &[u8]) -> Vec<Finding> {
         let entry = &sector[MBR_ENTRIES_OFFSET + 16 * i..MBR_ENTRIES_OFFSET + 16 * (i + 1)];
         let boot = entry[0];
         if boot != 0x00 && boot != 0x80 {
-            findings.push(Finding::error(
-                Check::PartitionTable,
-                format!("MBR partition entry {i} has boot flag {boot:#04x}, not 0x00 or 0x80"),
-            ));
+            findings.push(BOOT_FLAG.finding(format!(
+                "MBR partition entry {i} has boot flag {boot:#04x}, not 0x00 or 0x80"
+            )));
         }
         let ptype = entry[4];
         if ptype == 0 {
@@ -104,9 +129,7 @@ fn check_mbr(sector: &[u8]) -> Vec<Finding> {
             let chs = &entry[1..4];
             let lba = le32(entry, 8);
             if chs != [0x00, 0x02, 0x00] || lba != 1 {
-                findings.push(Finding::error(
-                    Check::PartitionTable,
-                    format!(
+                findings.push(PROTECTIVE_ENTRY_START.finding(format!(
                         "the GPT protective MBR entry {i} starts at CHS {:02x}{:02x}{:02x} LBA {lba}, not CHS 0/2/0 LBA 1",
                         chs[0], chs[1], chs[2]
                     ),
@@ -115,18 +138,12 @@ fn check_mbr(sector: &[u8]) -> Vec<Finding> {
         }
     }
     if used == 0 {
-        findings.push(Finding::error(
-            Check::PartitionTable,
-            "the MBR has a boot signature but no partition entries",
-        ));
+        findings.push(EMPTY_TABLE.finding("the MBR has a boot signature but no partition entries"));
     } else if protective && used > 1 {
-        findings.push(Finding::error(
-            Check::PartitionTable,
-            format!(
-                "the MBR has a GPT protective entry and {} other entries",
-                used - 1
-            ),
-        ));
+        findings.push(PROTECTIVE_WITH_OTHERS.finding(format!(
+            "the MBR has a GPT protective entry and {} other entries",
+            used - 1
+        )));
     }
     findings
 }
@@ -134,6 +151,7 @@ fn check_mbr(sector: &[u8]) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::assert_fires;
 
     fn mbr_with(entries: &[(u8, u8, [u8; 3], u32)]) -> Vec<u8> {
         let mut d = vec![0u8; 4096];
@@ -168,29 +186,22 @@ mod tests {
 
     #[test]
     fn mbr_rules_fire_on_bad_boot_flags_bad_protective_entries_and_empty_tables() {
-        let d = mbr_with(&[(0x12, 0x83, [0, 0x21, 0], 2048)]);
-        assert_eq!(
-            detect(&Probe::from_bytes(&d)).expect("mbr").findings.len(),
-            1
-        );
-        let d = mbr_with(&[(0, PROTECTIVE_TYPE, [0, 2, 0], 7)]);
-        assert_eq!(
-            detect(&Probe::from_bytes(&d)).expect("mbr").findings.len(),
-            1
-        );
-        let d = mbr_with(&[
+        let findings = |entries: &[(u8, u8, [u8; 3], u32)]| {
+            let d = mbr_with(entries);
+            let findings = detect(&Probe::from_bytes(&d)).expect("mbr").findings;
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            findings
+        };
+        let fired = findings(&[(0x12, 0x83, [0, 0x21, 0], 2048)]);
+        assert_fires(&fired, "partition.boot-flag");
+        let fired = findings(&[(0, PROTECTIVE_TYPE, [0, 2, 0], 7)]);
+        assert_fires(&fired, "partition.protective-entry-start");
+        let fired = findings(&[
             (0, PROTECTIVE_TYPE, [0, 2, 0], 1),
             (0, 0x83, [0, 0x21, 0], 2048),
         ]);
-        assert_eq!(
-            detect(&Probe::from_bytes(&d)).expect("mbr").findings.len(),
-            1
-        );
-        let d = mbr_with(&[]);
-        assert_eq!(
-            detect(&Probe::from_bytes(&d)).expect("mbr").findings.len(),
-            1
-        );
+        assert_fires(&fired, "partition.protective-with-others");
+        assert_fires(&findings(&[]), "partition.empty-table");
     }
 
     #[test]

@@ -10,11 +10,91 @@ use std::io;
 
 use super::bytes::{le32, le64};
 use super::{FormatReport, Probe, c_string, read_failure};
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Finding, Rule};
 use crate::source::{ReadAt, read_vec_at};
 
+const UNKNOWN_FEATURES: Rule = Rule::error(
+    "qed.unknown-features",
+    Check::InvalidHeader,
+    "the header sets feature bits QEMU does not know (`QED_FEATURE_MASK`)",
+);
+const CLUSTER_SIZE: Rule = Rule::error(
+    "qed.cluster-size",
+    Check::InvalidHeader,
+    "the cluster size is not a power of two from 4 KiB to 64 MiB",
+);
+const TABLE_SIZE: Rule = Rule::error(
+    "qed.table-size",
+    Check::InvalidHeader,
+    "the table size is not a power of two from 1 to 16 clusters",
+);
+const IMAGE_SIZE: Rule = Rule::error(
+    "qed.image-size",
+    Check::InvalidHeader,
+    "the image size is not a multiple of 512, or larger than the L1 and L2 tables address",
+);
+const L1_TABLE_ROOM: Rule = Rule::error(
+    "qed.l1-table-room",
+    Check::InvalidHeader,
+    "the L1 table's end does not lie after its offset (QEMU's overflow test, which a one-cluster table fails too)",
+);
+const L1_TABLE_ALIGNMENT: Rule = Rule::error(
+    "qed.l1-table-alignment",
+    Check::InvalidHeader,
+    "the L1 table offset is not cluster-aligned",
+);
+const L1_TABLE_OVERLAPS_HEADER: Rule = Rule::error(
+    "qed.l1-table-overlaps-header",
+    Check::InvalidHeader,
+    "the L1 table lies inside the header clusters",
+);
+const L1_TABLE_PAST_EOF: Rule = Rule::error(
+    "qed.l1-table-past-eof",
+    Check::Truncated,
+    "the L1 table runs past the end of the file (rounded down to a cluster)",
+);
+const HEADER_SIZE: Rule = Rule::error(
+    "qed.header-size",
+    Check::InvalidHeader,
+    "the header size in clusters overflows 32 bits of bytes",
+);
+const BACKING_NAME_OUTSIDE_HEADER: Rule = Rule::error(
+    "qed.backing-name-outside-header",
+    Check::InvalidHeader,
+    "the backing file name lies outside the header clusters",
+);
+const BACKING_NAME_LENGTH: Rule = Rule::error(
+    "qed.backing-name-length",
+    Check::InvalidHeader,
+    "the backing file name is longer than QEMU's limit of 4095 bytes",
+);
+const NEED_CHECK: Rule = Rule::warning(
+    "qed.need-check",
+    Check::DirtyBit,
+    "the need-check feature is set: the image was not closed cleanly",
+);
+const BACKING_FILE: Rule = Rule::error(
+    "qed.backing-file",
+    Check::BackingFile,
+    "the image names a backing file that supplies unallocated clusters",
+);
+
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub const RULES: &[Rule] = &[
+    UNKNOWN_FEATURES,
+    CLUSTER_SIZE,
+    TABLE_SIZE,
+    IMAGE_SIZE,
+    L1_TABLE_ROOM,
+    L1_TABLE_ALIGNMENT,
+    L1_TABLE_OVERLAPS_HEADER,
+    L1_TABLE_PAST_EOF,
+    HEADER_SIZE,
+    BACKING_NAME_OUTSIDE_HEADER,
+    BACKING_NAME_LENGTH,
+    NEED_CHECK,
+    BACKING_FILE,
+];
 
 /// `QED\0`, little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"QED\0");
@@ -97,58 +177,73 @@ impl QedHeader {
     /// `bdrv_qed_do_open()`'s checks, in its order: the first rule broken, as a finding.
     /// `file_len` is the image length.
     fn validate(&self, file_len: u64) -> Option<Finding> {
-        let invalid = |d: String| Some(Finding::error(Check::InvalidHeader, d));
+        let invalid = |rule: Rule, d: String| Some(rule.finding(d));
         let unknown = self.features & !FEATURE_MASK;
         if unknown != 0 {
-            return invalid(format!(
-                "the QED header sets unknown feature bits {unknown:#x}"
-            ));
+            return invalid(
+                UNKNOWN_FEATURES,
+                format!("the QED header sets unknown feature bits {unknown:#x}"),
+            );
         }
         let cs = self.cluster_size;
         if !(MIN_CLUSTER_SIZE..=MAX_CLUSTER_SIZE).contains(&cs) || !cs.is_power_of_two() {
-            return invalid(format!(
-                "the QED cluster size is {cs}, not a power of two from 4 KiB to 64 MiB"
-            ));
+            return invalid(
+                CLUSTER_SIZE,
+                format!("the QED cluster size is {cs}, not a power of two from 4 KiB to 64 MiB"),
+            );
         }
         let ts = self.table_size;
         if !(MIN_TABLE_SIZE..=MAX_TABLE_SIZE).contains(&ts) || !ts.is_power_of_two() {
-            return invalid(format!(
-                "the QED table size is {ts} clusters, not a power of two from 1 to 16"
-            ));
+            return invalid(
+                TABLE_SIZE,
+                format!("the QED table size is {ts} clusters, not a power of two from 1 to 16"),
+            );
         }
         if !self.image_size.is_multiple_of(512)
             || u128::from(self.image_size) > self.max_image_size()
         {
-            return invalid(format!(
-                "the QED image size {} is not a multiple of 512 within the {} bytes the tables address",
-                self.image_size,
-                self.max_image_size()
-            ));
+            return invalid(
+                IMAGE_SIZE,
+                format!(
+                    "the QED image size {} is not a multiple of 512 within the {} bytes the tables address",
+                    self.image_size,
+                    self.max_image_size()
+                ),
+            );
         }
         if let Some(f) = self.check_l1_offset(file_len) {
             return Some(f);
         }
         if u64::from(self.header_size) > u64::from(u32::MAX / cs) {
-            return invalid(format!(
-                "the QED header size of {} clusters overflows",
-                self.header_size
-            ));
+            return invalid(
+                HEADER_SIZE,
+                format!(
+                    "the QED header size of {} clusters overflows",
+                    self.header_size
+                ),
+            );
         }
         if self.features & F_BACKING_FILE != 0 {
             let end = u64::from(self.backing_name_offset) + u64::from(self.backing_name_size);
             let header_bytes = u64::from(self.header_size) * u64::from(cs);
             if end > header_bytes {
-                return invalid(format!(
-                    "the QED backing file name ({} bytes at offset {:#x}) lies outside the {header_bytes}-byte header",
-                    self.backing_name_size, self.backing_name_offset
-                ));
+                return invalid(
+                    BACKING_NAME_OUTSIDE_HEADER,
+                    format!(
+                        "the QED backing file name ({} bytes at offset {:#x}) lies outside the {header_bytes}-byte header",
+                        self.backing_name_size, self.backing_name_offset
+                    ),
+                );
             }
             if self.backing_name_size >= MAX_BACKING_NAME {
-                return invalid(format!(
-                    "the QED backing file name is {} bytes, longer than QEMU's limit of {}",
-                    self.backing_name_size,
-                    MAX_BACKING_NAME - 1
-                ));
+                return invalid(
+                    BACKING_NAME_LENGTH,
+                    format!(
+                        "the QED backing file name is {} bytes, longer than QEMU's limit of {}",
+                        self.backing_name_size,
+                        MAX_BACKING_NAME - 1
+                    ),
+                );
             }
         }
         None
@@ -163,25 +258,23 @@ impl QedHeader {
         let end = offset.wrapping_add((u64::from(self.table_size) - 1) * cs);
         let header_bytes = u64::from(self.header_size) * cs;
         let file_size = file_len - file_len % cs;
-        let invalid = |why: &str| {
-            Some(Finding::error(
-                Check::InvalidHeader,
-                format!("the QED L1 table offset {offset:#x} {why}"),
-            ))
+        let invalid = |rule: Rule, why: &str| {
+            Some(rule.finding(format!("the QED L1 table offset {offset:#x} {why}")))
         };
         if end <= offset {
-            return invalid("leaves no room for a table of more than one cluster");
+            return invalid(
+                L1_TABLE_ROOM,
+                "leaves no room for a table of more than one cluster",
+            );
         }
         if !offset.is_multiple_of(cs) {
-            return invalid("is not cluster-aligned");
+            return invalid(L1_TABLE_ALIGNMENT, "is not cluster-aligned");
         }
         if offset < header_bytes || end < header_bytes {
-            return invalid("overlaps the header");
+            return invalid(L1_TABLE_OVERLAPS_HEADER, "overlaps the header");
         }
         if offset >= file_size || end >= file_size {
-            return Some(Finding::error(
-                Check::Truncated,
-                format!(
+            return Some(L1_TABLE_PAST_EOF.finding(format!(
                     "the QED L1 table ({} clusters at offset {offset:#x}) runs past the end of the file ({file_len} bytes)",
                     self.table_size
                 ),
@@ -217,10 +310,10 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<Format
         ..FormatReport::default()
     };
     if report.dirty {
-        report.findings.push(Finding::warning(
-            Check::DirtyBit,
-            "the QED need-check feature is set: the image was not closed cleanly",
-        ));
+        report.findings.push(
+            NEED_CHECK
+                .finding("the QED need-check feature is set: the image was not closed cleanly"),
+        );
     }
     if header.features & F_BACKING_FILE != 0 {
         // The size was capped at MAX_BACKING_NAME by validate().
@@ -237,10 +330,9 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<Format
                 return Ok(report);
             }
         };
-        report.findings.push(Finding::error(
-            Check::BackingFile,
-            format!("the image reads unallocated clusters from the backing file {name:?}"),
-        ));
+        report.findings.push(BACKING_FILE.finding(format!(
+            "the image reads unallocated clusters from the backing file {name:?}"
+        )));
         report.backing_filename = Some(name);
         if header.features & F_BACKING_FORMAT_NO_PROBE != 0 {
             report.backing_format = Some("raw".to_string());
@@ -252,6 +344,7 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<Format
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::assert_fires;
 
     /// An image as `bdrv_qed_co_create()` writes it (64 KiB clusters, 4-cluster tables).
     fn image(size: u64, backing: Option<&str>) -> Vec<u8> {
@@ -281,6 +374,13 @@ mod tests {
         r.findings.iter().map(|f| f.check).collect()
     }
 
+    /// The findings of a report that has exactly one.
+    #[track_caller]
+    fn only(r: &FormatReport) -> &[crate::safety::Finding] {
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+        &r.findings
+    }
+
     #[test]
     fn a_fresh_image_is_described() {
         let r = describe_bytes(&image(64 << 20, None));
@@ -295,7 +395,7 @@ mod tests {
         let r = describe_bytes(&image(64 << 20, Some("base.raw")));
         assert_eq!(r.backing_filename.as_deref(), Some("base.raw"));
         assert_eq!(r.backing_format, None);
-        assert_eq!(checks(&r), [Check::BackingFile]);
+        assert_fires(only(&r), "qed.backing-file");
         let mut d = image(64 << 20, Some("base.raw"));
         d[off::FEATURES] |= F_BACKING_FORMAT_NO_PROBE as u8;
         assert_eq!(describe_bytes(&d).backing_format.as_deref(), Some("raw"));
@@ -307,80 +407,63 @@ mod tests {
         d[off::FEATURES] |= F_NEED_CHECK as u8;
         let r = describe_bytes(&d);
         assert!(r.dirty);
-        assert_eq!(checks(&r), [Check::DirtyBit]);
+        assert_fires(only(&r), "qed.need-check");
     }
 
     #[test]
     fn every_header_rule_fires() {
         let base = image(64 << 20, None);
-        let cases: &[(usize, &[u8], Check)] = &[
-            (off::FEATURES, &8u64.to_le_bytes(), Check::InvalidHeader),
-            (
-                off::CLUSTER_SIZE,
-                &2048u32.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::CLUSTER_SIZE,
-                &100_000u32.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (off::TABLE_SIZE, &3u32.to_le_bytes(), Check::InvalidHeader),
-            (off::TABLE_SIZE, &32u32.to_le_bytes(), Check::InvalidHeader),
-            (off::TABLE_SIZE, &1u32.to_le_bytes(), Check::InvalidHeader),
-            (
-                off::IMAGE_SIZE,
-                &1000u64.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::IMAGE_SIZE,
-                &(1u64 << 62).to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::L1_TABLE_OFFSET,
-                &0x1000u64.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::L1_TABLE_OFFSET,
-                &0u64.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::L1_TABLE_OFFSET,
-                &(1u64 << 40).to_le_bytes(),
-                Check::Truncated,
-            ),
-            (
-                off::L1_TABLE_OFFSET,
-                &u64::MAX.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-        ];
-        for (o, v, check) in cases {
+        let case = |o: usize, v: &[u8]| {
             let mut d = base.clone();
-            d[*o..*o + v.len()].copy_from_slice(v);
-            assert_eq!(
-                checks(&describe_bytes(&d)),
-                [*check],
-                "offset {o:#x} = {v:?}"
-            );
+            d[o..o + v.len()].copy_from_slice(v);
+            describe_bytes(&d)
+        };
+        let fired = case(off::FEATURES, &8u64.to_le_bytes());
+        assert_fires(only(&fired), "qed.unknown-features");
+        for bad in [2048u32, 100_000] {
+            let fired = case(off::CLUSTER_SIZE, &bad.to_le_bytes());
+            assert_fires(only(&fired), "qed.cluster-size");
         }
+        for bad in [3u32, 32] {
+            let fired = case(off::TABLE_SIZE, &bad.to_le_bytes());
+            assert_fires(only(&fired), "qed.table-size");
+        }
+        for bad in [1000u64, 1 << 62] {
+            let fired = case(off::IMAGE_SIZE, &bad.to_le_bytes());
+            assert_fires(only(&fired), "qed.image-size");
+        }
+        // A one-cluster table, and an offset whose table end wraps.
+        let fired = case(off::TABLE_SIZE, &1u32.to_le_bytes());
+        assert_fires(only(&fired), "qed.l1-table-room");
+        let fired = case(off::L1_TABLE_OFFSET, &u64::MAX.to_le_bytes());
+        assert_fires(only(&fired), "qed.l1-table-room");
+        let fired = case(off::L1_TABLE_OFFSET, &0x1000u64.to_le_bytes());
+        assert_fires(only(&fired), "qed.l1-table-alignment");
+        let fired = case(off::L1_TABLE_OFFSET, &0u64.to_le_bytes());
+        assert_fires(only(&fired), "qed.l1-table-overlaps-header");
+        let fired = case(off::L1_TABLE_OFFSET, &(1u64 << 40).to_le_bytes());
+        assert_fires(only(&fired), "qed.l1-table-past-eof");
         // A backing name outside the header, or too long.
         let mut d = image(64 << 20, Some("b"));
         d[off::BACKING_NAME_OFFSET..off::BACKING_NAME_OFFSET + 4]
             .copy_from_slice(&70_000u32.to_le_bytes());
-        assert_eq!(checks(&describe_bytes(&d)), [Check::InvalidHeader]);
+        assert_fires(only(&describe_bytes(&d)), "qed.backing-name-outside-header");
         let mut d = image(64 << 20, Some("b"));
         d[off::BACKING_NAME_SIZE..off::BACKING_NAME_SIZE + 4]
             .copy_from_slice(&5000u32.to_le_bytes());
-        assert_eq!(checks(&describe_bytes(&d)), [Check::InvalidHeader]);
-        // A huge header size overflows.
+        assert_fires(only(&describe_bytes(&d)), "qed.backing-name-length");
+        // A header of 64 Ki clusters of 64 KiB is 4 GiB, more than 32 bits: QEMU refuses it
+        // once the L1 table lies past it, in a file of 8 GiB.
         let mut d = base.clone();
-        d[off::HEADER_SIZE..off::HEADER_SIZE + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(checks(&describe_bytes(&d)), [Check::InvalidHeader]);
+        d[off::HEADER_SIZE..off::HEADER_SIZE + 4].copy_from_slice(&65_536u32.to_le_bytes());
+        d[off::L1_TABLE_OFFSET..off::L1_TABLE_OFFSET + 8]
+            .copy_from_slice(&(4u64 << 30).to_le_bytes());
+        let header = QedHeader::parse(d[..HEADER_LEN].try_into().expect("64 bytes"));
+        let finding = header.validate(8 << 30).expect("refused");
+        assert_fires(&[finding], "qed.header-size");
+        // A larger header size overlaps the L1 table first.
+        let fired = case(off::HEADER_SIZE, &u32::MAX.to_le_bytes());
+        assert_fires(only(&fired), "qed.l1-table-overlaps-header");
     }
 
     #[test]

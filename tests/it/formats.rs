@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::info::assert_info_matches_qemu;
-use crate::util::Workdir;
+use crate::util::{Workdir, assert_rule};
 
 fn safe(v: &Value) -> bool {
     v["safety"]["safe"].as_bool().expect("safety.safe")
@@ -238,6 +238,7 @@ fn a_vmdk_with_a_parent_matches_qemu_img_and_is_unsafe() {
     ]);
     let ours = assert_info_matches_qemu(&w, "child.vmdk", "vmdk", "vmdk");
     assert!(has(&ours, "backing-file"));
+    assert_rule(&ours, "vmdk.parent");
     assert_eq!(ours["backing-filename"], json!("base.vmdk"));
     info(&w, "child.vmdk", 1);
 }
@@ -287,6 +288,8 @@ fn vmdk_descriptor_files_are_unsafe_and_their_extents_never_opened() {
     assert_descriptor_matches_qemu(&w, &abs);
     // Remove every extent: nothing changes, since vmimage never opened them.
     let before = info(&w, "sub/split.vmdk", 1);
+    assert_rule(&before, "vmdk.extent-file");
+    assert_rule(&before, "vmdk.create-type");
     for entry in std::fs::read_dir(w.join("sub")).expect("ls") {
         let p = entry.expect("entry").path();
         if p.file_name().is_some_and(|n| n != "split.vmdk") {
@@ -376,6 +379,9 @@ fn vdi_images_match_qemu_img() {
     }
     w.qemu_io(&["-f", "vdi", "-c", "write -P 9 2M 3M", "dynamic.vdi"]);
     assert_info_matches_qemu(&w, "dynamic.vdi", "vdi", "vdi");
+    // A block size QEMU does not read (VDI header offset 0x178) is refused by its own rule.
+    poke(&w, "dynamic.vdi", 0x178, &(2u32 << 20).to_le_bytes());
+    assert_rule(&info(&w, "dynamic.vdi", 1), "vdi.block-size");
 }
 
 /// QEMU's legacy qcow (version 1): `qcow`, as qemu-img names it, with qemu-img's size, cluster
@@ -498,6 +504,7 @@ fn qed_images_are_described_like_qemu_img_and_refused() {
     let ours = info(&w, "child.qed", 1);
     assert_eq!(ours["backing-filename-format"], json!("raw"));
     assert!(has(&ours, "backing-file"));
+    assert_rule(&ours, "qed.backing-file");
 }
 
 /// `qemu-img create -f luks` with a secret (PBKDF2 is benchmarked, so each image takes
@@ -531,6 +538,7 @@ fn a_luks_container_matches_qemu_img() {
     assert_eq!(ours["encrypted"], json!(true));
     assert!(safe(&ours), "{ours:#}");
     assert!(has(&ours, "encrypted"));
+    assert_rule(&ours, "luks.encrypted");
 
     // LUKS2 is refused as an unsupported version, never taken for raw.
     std::fs::copy(w.join("disk.luks"), w.join("v2.luks")).expect("cp");
@@ -538,6 +546,7 @@ fn a_luks_container_matches_qemu_img() {
     let ours = info(&w, "v2.luks", 1);
     assert_eq!(ours["format"], json!("luks"));
     assert!(has(&ours, "unsupported-version"), "{ours:#}");
+    assert_rule(&ours, "luks.version");
 }
 
 #[test]

@@ -621,6 +621,7 @@ fn a_parallels_image_is_refused_not_taken_for_raw() {
     run.expect_code(1);
     let info = run.json();
     assert_eq!(info["safety"]["findings"][0]["check"], "unsupported-format");
+    crate::util::assert_rule(&info, "foreign.parallels");
     w.vmimage(&["convert", "disk.img", "out.qcow2", "-O", "qcow2"])
         .expect_code(1);
     assert!(!w.join("out.qcow2").exists());

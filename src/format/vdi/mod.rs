@@ -11,11 +11,91 @@ use std::io;
 
 use super::bytes::{le32, le64};
 use super::{FormatReport, Probe};
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Finding, Rule};
 use crate::source::ReadAt;
 
+const DISK_SIZE_LIMIT: Rule = Rule::error(
+    "vdi.disk-size-limit",
+    Check::InvalidHeader,
+    "the disk size exceeds QEMU's limit (`VDI_DISK_SIZE_MAX`, 2^32 - 1 blocks of 1 MiB)",
+);
+const VERSION: Rule = Rule::error(
+    "vdi.version",
+    Check::UnsupportedVersion,
+    "the header version is not 1.1, the only one QEMU reads",
+);
+const BLOCK_MAP_ALIGNMENT: Rule = Rule::error(
+    "vdi.block-map-alignment",
+    Check::InvalidHeader,
+    "the block map offset is not a multiple of 512",
+);
+const DATA_ALIGNMENT: Rule = Rule::error(
+    "vdi.data-alignment",
+    Check::InvalidHeader,
+    "the data offset is not a multiple of 512",
+);
+const SECTOR_SIZE: Rule = Rule::error(
+    "vdi.sector-size",
+    Check::InvalidHeader,
+    "the sector size is not 512",
+);
+const BLOCK_SIZE_RULE: Rule = Rule::error(
+    "vdi.block-size",
+    Check::InvalidHeader,
+    "the block size is not 1 MiB, the only one QEMU reads",
+);
+const BLOCK_MAP_TOO_SMALL: Rule = Rule::error(
+    "vdi.block-map-too-small",
+    Check::InvalidHeader,
+    "the disk size exceeds the blocks the block map describes",
+);
+const LINKED_IMAGE: Rule = Rule::error(
+    "vdi.linked-image",
+    Check::BackingFile,
+    "the link UUID is not null: a differencing image linked to another image",
+);
+const PARENT_IMAGE: Rule = Rule::error(
+    "vdi.parent-image",
+    Check::BackingFile,
+    "the parent UUID is not null: a differencing image whose parent supplies unallocated blocks",
+);
+const BLOCK_COUNT_LIMIT: Rule = Rule::error(
+    "vdi.block-count-limit",
+    Check::InvalidHeader,
+    "the image has more blocks than QEMU's limit (`VDI_BLOCKS_IN_IMAGE_MAX`)",
+);
+const IMAGE_TYPE: Rule = Rule::error(
+    "vdi.image-type",
+    Check::InvalidHeader,
+    "the image type is neither 1 (dynamic) nor 2 (static)",
+);
+const BLOCK_MAP_PAST_EOF: Rule = Rule::error(
+    "vdi.block-map-past-eof",
+    Check::Truncated,
+    "the block map runs past the end of the file",
+);
+const DATA_PAST_EOF: Rule = Rule::error(
+    "vdi.data-past-eof",
+    Check::Truncated,
+    "the allocated blocks the header counts end past the end of the file",
+);
+
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub const RULES: &[Rule] = &[
+    DISK_SIZE_LIMIT,
+    VERSION,
+    BLOCK_MAP_ALIGNMENT,
+    DATA_ALIGNMENT,
+    SECTOR_SIZE,
+    BLOCK_SIZE_RULE,
+    BLOCK_MAP_TOO_SMALL,
+    LINKED_IMAGE,
+    PARENT_IMAGE,
+    BLOCK_COUNT_LIMIT,
+    IMAGE_TYPE,
+    BLOCK_MAP_PAST_EOF,
+    DATA_PAST_EOF,
+];
 
 /// The header length (`VdiHeader`).
 pub const HEADER_LEN: usize = 512;
@@ -112,76 +192,83 @@ impl VdiHeader {
 
     /// `vdi_open()`'s checks, in its order: the first violated rule, as a finding.
     fn validate(&self) -> Option<Finding> {
-        let invalid = |d: String| Some(Finding::error(Check::InvalidHeader, d));
+        let invalid = |rule: Rule, d: String| Some(rule.finding(d));
         let disk_size = self.disk_size;
         if disk_size > MAX_DISK_SIZE {
-            return invalid(format!(
-                "the VDI disk size {disk_size} exceeds QEMU's limit of {MAX_DISK_SIZE} bytes"
-            ));
+            return invalid(
+                DISK_SIZE_LIMIT,
+                format!(
+                    "the VDI disk size {disk_size} exceeds QEMU's limit of {MAX_DISK_SIZE} bytes"
+                ),
+            );
         }
         if self.version != VERSION_1_1 {
-            return Some(Finding::error(
-                Check::UnsupportedVersion,
-                format!(
-                    "the VDI version is {}.{}, not 1.1",
-                    self.version >> 16,
-                    self.version & 0xffff
-                ),
-            ));
+            return Some(VERSION.finding(format!(
+                "the VDI version is {}.{}, not 1.1",
+                self.version >> 16,
+                self.version & 0xffff
+            )));
         }
         if !u64::from(self.offset_bmap).is_multiple_of(SECTOR) {
-            return invalid(format!(
-                "the VDI block map offset {:#x} is not sector-aligned",
-                self.offset_bmap
-            ));
+            return invalid(
+                BLOCK_MAP_ALIGNMENT,
+                format!(
+                    "the VDI block map offset {:#x} is not sector-aligned",
+                    self.offset_bmap
+                ),
+            );
         }
         if !u64::from(self.offset_data).is_multiple_of(SECTOR) {
-            return invalid(format!(
-                "the VDI data offset {:#x} is not sector-aligned",
-                self.offset_data
-            ));
+            return invalid(
+                DATA_ALIGNMENT,
+                format!(
+                    "the VDI data offset {:#x} is not sector-aligned",
+                    self.offset_data
+                ),
+            );
         }
         if u64::from(self.sector_size) != SECTOR {
-            return invalid(format!(
-                "the VDI sector size is {}, not 512",
-                self.sector_size
-            ));
+            return invalid(
+                SECTOR_SIZE,
+                format!("the VDI sector size is {}, not 512", self.sector_size),
+            );
         }
         if self.block_size != BLOCK_SIZE {
-            return invalid(format!(
-                "the VDI block size is {}, not 1 MiB",
-                self.block_size
-            ));
+            return invalid(
+                BLOCK_SIZE_RULE,
+                format!("the VDI block size is {}, not 1 MiB", self.block_size),
+            );
         }
         let room = u64::from(self.blocks_in_image) * u64::from(self.block_size);
         if disk_size > room {
-            return invalid(format!(
-                "the VDI disk size {disk_size} exceeds the {room} bytes its block map describes"
-            ));
+            return invalid(
+                BLOCK_MAP_TOO_SMALL,
+                format!(
+                    "the VDI disk size {disk_size} exceeds the {room} bytes its block map describes"
+                ),
+            );
         }
         if self.uuid_link != [0; 16] {
-            return Some(Finding::error(
-                Check::BackingFile,
-                format!(
-                    "the VDI is a differencing image linked to image UUID {}",
-                    uuid(&self.uuid_link)
-                ),
-            ));
+            return Some(LINKED_IMAGE.finding(format!(
+                "the VDI is a differencing image linked to image UUID {}",
+                uuid(&self.uuid_link)
+            )));
         }
         if self.uuid_parent != [0; 16] {
-            return Some(Finding::error(
-                Check::BackingFile,
-                format!(
+            return Some(PARENT_IMAGE.finding(format!(
                     "the VDI is a differencing image whose parent (UUID {}) supplies unallocated blocks",
                     uuid(&self.uuid_parent)
                 ),
             ));
         }
         if self.blocks_in_image > MAX_BLOCKS {
-            return invalid(format!(
-                "the VDI has {} blocks, more than QEMU's limit of {MAX_BLOCKS}",
-                self.blocks_in_image
-            ));
+            return invalid(
+                BLOCK_COUNT_LIMIT,
+                format!(
+                    "the VDI has {} blocks, more than QEMU's limit of {MAX_BLOCKS}",
+                    self.blocks_in_image
+                ),
+            );
         }
         None
     }
@@ -211,13 +298,10 @@ pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<Forma
         ..FormatReport::default()
     };
     if !matches!(header.image_type, TYPE_DYNAMIC | TYPE_STATIC) {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            format!(
-                "the VDI image type is {}, not 1 (dynamic) or 2 (static)",
-                header.image_type
-            ),
-        ));
+        report.findings.push(IMAGE_TYPE.finding(format!(
+            "the VDI image type is {}, not 1 (dynamic) or 2 (static)",
+            header.image_type
+        )));
     }
     // The block map and the allocated blocks must be in the file (the header is 512 bytes, so
     // none of these sums can overflow a u64).
@@ -226,17 +310,13 @@ pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<Forma
     let data_end = u64::from(header.offset_data)
         + u64::from(header.blocks_allocated) * u64::from(header.block_size);
     if bmap_end > probe.len {
-        report.findings.push(Finding::error(
-            Check::Truncated,
-            format!(
+        report.findings.push(BLOCK_MAP_PAST_EOF.finding(format!(
                 "the VDI block map ({bmap_len} bytes at offset {:#x}) runs past the end of the file ({} bytes)",
                 header.offset_bmap, probe.len
             ),
         ));
     } else if data_end > probe.len {
-        report.findings.push(Finding::error(
-            Check::Truncated,
-            format!(
+        report.findings.push(DATA_PAST_EOF.finding(format!(
                 "the VDI header counts {} allocated blocks, ending at offset {data_end:#x}, past the end of the file ({} bytes)",
                 header.blocks_allocated, probe.len
             ),
@@ -269,6 +349,7 @@ fn uuid(u: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::assert_fires;
 
     /// A header as `vdi_co_do_create()` writes it, plus its block map and (for static
     /// images) its data.
@@ -310,6 +391,13 @@ mod tests {
         r.findings.iter().map(|f| f.check).collect()
     }
 
+    /// The findings of a report that has exactly one.
+    #[track_caller]
+    fn only(r: &FormatReport) -> &[crate::safety::Finding] {
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+        &r.findings
+    }
+
     #[test]
     fn dynamic_and_static_images_are_described() {
         let r = describe_bytes(&image(64 << 20, false));
@@ -331,66 +419,36 @@ mod tests {
     #[test]
     fn every_header_rule_fires() {
         let base = image(64 << 20, false);
-        let cases: &[(usize, &[u8], Check)] = &[
-            (
-                off::DISK_SIZE,
-                &u64::MAX.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::VERSION,
-                &0x0001_0000u32.to_le_bytes(),
-                Check::UnsupportedVersion,
-            ),
-            (
-                off::OFFSET_BMAP,
-                &0x201u32.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::OFFSET_DATA,
-                &0x401u32.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::SECTOR_SIZE,
-                &4096u32.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::BLOCK_SIZE,
-                &(2u32 << 20).to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (
-                off::BLOCKS_IN_IMAGE,
-                &1u32.to_le_bytes(),
-                Check::InvalidHeader,
-            ),
-            (off::UUID_LINK, &[1], Check::BackingFile),
-            (off::UUID_PARENT, &[1], Check::BackingFile),
-            (off::IMAGE_TYPE, &4u32.to_le_bytes(), Check::InvalidHeader),
-            (
-                off::BLOCKS_ALLOCATED,
-                &64u32.to_le_bytes(),
-                Check::Truncated,
-            ),
-            (
-                off::OFFSET_BMAP,
-                &0x10_0000u32.to_le_bytes(),
-                Check::Truncated,
-            ),
-        ];
-        for (o, v, check) in cases {
+        let case = |o: usize, v: &[u8]| {
             let mut d = base.clone();
-            d[*o..*o + v.len()].copy_from_slice(v);
-            assert_eq!(checks(&describe_bytes(&d)), [*check], "offset {o:#x}");
-        }
+            d[o..o + v.len()].copy_from_slice(v);
+            describe_bytes(&d)
+        };
+        let fired = case(off::DISK_SIZE, &u64::MAX.to_le_bytes());
+        assert_fires(only(&fired), "vdi.disk-size-limit");
+        let fired = case(off::VERSION, &0x0001_0000u32.to_le_bytes());
+        assert_fires(only(&fired), "vdi.version");
+        let fired = case(off::OFFSET_BMAP, &0x201u32.to_le_bytes());
+        assert_fires(only(&fired), "vdi.block-map-alignment");
+        let fired = case(off::OFFSET_DATA, &0x401u32.to_le_bytes());
+        assert_fires(only(&fired), "vdi.data-alignment");
+        let fired = case(off::SECTOR_SIZE, &4096u32.to_le_bytes());
+        assert_fires(only(&fired), "vdi.sector-size");
+        let fired = case(off::BLOCK_SIZE, &(2u32 << 20).to_le_bytes());
+        assert_fires(only(&fired), "vdi.block-size");
+        let fired = case(off::BLOCKS_IN_IMAGE, &1u32.to_le_bytes());
+        assert_fires(only(&fired), "vdi.block-map-too-small");
+        assert_fires(only(&case(off::UUID_LINK, &[1])), "vdi.linked-image");
+        assert_fires(only(&case(off::UUID_PARENT, &[1])), "vdi.parent-image");
+        let fired = case(off::IMAGE_TYPE, &4u32.to_le_bytes());
+        assert_fires(only(&fired), "vdi.image-type");
+        let fired = case(off::BLOCKS_ALLOCATED, &64u32.to_le_bytes());
+        assert_fires(only(&fired), "vdi.data-past-eof");
+        let fired = case(off::OFFSET_BMAP, &0x10_0000u32.to_le_bytes());
+        assert_fires(only(&fired), "vdi.block-map-past-eof");
         // Too many blocks: the size check comes first unless the disk size allows it.
-        let mut d = base.clone();
-        d[off::BLOCKS_IN_IMAGE..off::BLOCKS_IN_IMAGE + 4]
-            .copy_from_slice(&(MAX_BLOCKS + 1).to_le_bytes());
-        assert_eq!(checks(&describe_bytes(&d)), [Check::InvalidHeader]);
+        let fired = case(off::BLOCKS_IN_IMAGE, &(MAX_BLOCKS + 1).to_le_bytes());
+        assert_fires(only(&fired), "vdi.block-count-limit");
     }
 
     #[test]

@@ -16,11 +16,181 @@ use std::io;
 
 use super::bytes::{le16, le32, le64};
 use super::{FormatReport, Probe, read_failure, utf16_until_nul};
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Rule};
 use crate::source::{ReadAt, read_exact_at, read_vec_at};
 
+const FILE_IDENTIFIER: Rule = Rule::error(
+    "vhdx.file-identifier",
+    Check::InvalidHeader,
+    "the file does not start with the VHDX file identifier `vhdxfile` (spec 2.2.1)",
+);
+const HEADER_SEQUENCE_CONFLICT: Rule = Rule::error(
+    "vhdx.header-sequence-conflict",
+    Check::InvalidHeader,
+    "the two valid headers have the same sequence number but differ, so neither is current (spec 2.2.2)",
+);
+const NO_VALID_HEADER: Rule = Rule::error(
+    "vhdx.no-valid-header",
+    Check::InvalidHeader,
+    "neither header at 64 KiB or 128 KiB has the `head` signature, version 1 and a matching CRC-32C",
+);
+const ACTIVE_LOG: Rule = Rule::warning(
+    "vhdx.active-log",
+    Check::DirtyBit,
+    "the current header names a log (non-zero LogGuid): the image was not closed cleanly and the log may need replaying",
+);
+const REGION_TABLE_CHECKSUM: Rule = Rule::error(
+    "vhdx.region-table-checksum",
+    Check::InvalidHeader,
+    "the CRC-32C of the 64 KiB region table at 192 KiB does not match its checksum field (spec 2.2.3)",
+);
+const REGION_TABLE_SIGNATURE: Rule = Rule::error(
+    "vhdx.region-table-signature",
+    Check::InvalidHeader,
+    "the region table does not start with `regi`",
+);
+const REGION_TABLE_ENTRY_COUNT: Rule = Rule::error(
+    "vhdx.region-table-entry-count",
+    Check::InvalidHeader,
+    "the region table counts more than the 2047 entries the specification allows",
+);
+const REGION_OVERLAP: Rule = Rule::error(
+    "vhdx.region-overlap",
+    Check::InvalidHeader,
+    "a region overlaps the log or an earlier region (QEMU's `vhdx_region_check()`)",
+);
+const UNKNOWN_REQUIRED_REGION: Rule = Rule::error(
+    "vhdx.unknown-required-region",
+    Check::InvalidHeader,
+    "a region of an unknown kind is marked required",
+);
+const DUPLICATE_REGION: Rule = Rule::error(
+    "vhdx.duplicate-region",
+    Check::InvalidHeader,
+    "the region table lists the BAT or the metadata region twice",
+);
+const MISSING_REGION: Rule = Rule::error(
+    "vhdx.missing-region",
+    Check::InvalidHeader,
+    "the region table lacks the BAT or the metadata region",
+);
+const REGION_PAST_EOF: Rule = Rule::error(
+    "vhdx.region-past-eof",
+    Check::Truncated,
+    "the BAT or the metadata region runs past the end of the file",
+);
+const METADATA_REGION_SIZE: Rule = Rule::error(
+    "vhdx.metadata-region-size",
+    Check::InvalidHeader,
+    "the metadata region is smaller than its 64 KiB table",
+);
+const METADATA_TABLE_SIGNATURE: Rule = Rule::error(
+    "vhdx.metadata-table-signature",
+    Check::InvalidHeader,
+    "the metadata table does not start with `metadata`",
+);
+const METADATA_ENTRY_COUNT: Rule = Rule::error(
+    "vhdx.metadata-entry-count",
+    Check::InvalidHeader,
+    "the metadata table counts more entries than fit in its 64 KiB",
+);
+const DUPLICATE_METADATA_ITEM: Rule = Rule::error(
+    "vhdx.duplicate-metadata-item",
+    Check::InvalidHeader,
+    "the metadata table lists a known item twice",
+);
+const UNKNOWN_REQUIRED_METADATA_ITEM: Rule = Rule::error(
+    "vhdx.unknown-required-metadata-item",
+    Check::InvalidHeader,
+    "a metadata item of an unknown kind is marked required",
+);
+const MISSING_METADATA_ITEM: Rule = Rule::error(
+    "vhdx.missing-metadata-item",
+    Check::InvalidHeader,
+    "the metadata table lacks the file parameters, virtual disk size, page 83 data, logical or physical sector size",
+);
+const METADATA_ITEM_SIZE: Rule = Rule::error(
+    "vhdx.metadata-item-size",
+    Check::InvalidHeader,
+    "a metadata item is shorter than its field or longer than 1 MiB (spec 2.6.1.2)",
+);
+const METADATA_ITEM_OUTSIDE_REGION: Rule = Rule::error(
+    "vhdx.metadata-item-outside-region",
+    Check::InvalidHeader,
+    "a metadata item lies outside the metadata region",
+);
+const PARENT_WITHOUT_LOCATOR: Rule = Rule::error(
+    "vhdx.parent-without-locator",
+    Check::InvalidHeader,
+    "the file parameters say the disk has a parent but there is no parent locator item",
+);
+const BLOCK_SIZE: Rule = Rule::error(
+    "vhdx.block-size",
+    Check::InvalidHeader,
+    "the block size is not a power of two from 1 MiB to 256 MiB (spec 2.6.2.1)",
+);
+const LOGICAL_SECTOR_SIZE: Rule = Rule::error(
+    "vhdx.logical-sector-size",
+    Check::InvalidHeader,
+    "the logical sector size is neither 512 nor 4096",
+);
+const VIRTUAL_SIZE_LIMIT: Rule = Rule::error(
+    "vhdx.virtual-size-limit",
+    Check::InvalidHeader,
+    "the virtual disk size exceeds the 64 TiB the specification allows (spec 2.6.2.2)",
+);
+const DIFFERENCING: Rule = Rule::error(
+    "vhdx.differencing",
+    Check::BackingFile,
+    "the VHDX is a differencing disk: unallocated blocks read from the parent its locator names",
+);
+const BAT_TOO_SMALL: Rule = Rule::error(
+    "vhdx.bat-too-small",
+    Check::InvalidHeader,
+    "the BAT region holds fewer entries than the disk's blocks and sector bitmaps need",
+);
+const BAT_ENTRY_IN_REGION: Rule = Rule::error(
+    "vhdx.bat-entry-in-region",
+    Check::InvalidHeader,
+    "a fully present BAT entry puts its block inside the log, the metadata or another region",
+);
+const BAT_ENTRY_PAST_EOF: Rule = Rule::error(
+    "vhdx.bat-entry-past-eof",
+    Check::Truncated,
+    "a fully present BAT entry puts its block past the end of the file",
+);
+
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub const RULES: &[Rule] = &[
+    FILE_IDENTIFIER,
+    HEADER_SEQUENCE_CONFLICT,
+    NO_VALID_HEADER,
+    ACTIVE_LOG,
+    REGION_TABLE_CHECKSUM,
+    REGION_TABLE_SIGNATURE,
+    REGION_TABLE_ENTRY_COUNT,
+    REGION_OVERLAP,
+    UNKNOWN_REQUIRED_REGION,
+    DUPLICATE_REGION,
+    MISSING_REGION,
+    REGION_PAST_EOF,
+    METADATA_REGION_SIZE,
+    METADATA_TABLE_SIGNATURE,
+    METADATA_ENTRY_COUNT,
+    DUPLICATE_METADATA_ITEM,
+    UNKNOWN_REQUIRED_METADATA_ITEM,
+    MISSING_METADATA_ITEM,
+    METADATA_ITEM_SIZE,
+    METADATA_ITEM_OUTSIDE_REGION,
+    PARENT_WITHOUT_LOCATOR,
+    BLOCK_SIZE,
+    LOGICAL_SECTOR_SIZE,
+    VIRTUAL_SIZE_LIMIT,
+    DIFFERENCING,
+    BAT_TOO_SMALL,
+    BAT_ENTRY_IN_REGION,
+    BAT_ENTRY_PAST_EOF,
+];
 
 /// The file identifier signature.
 pub const SIGNATURE: &[u8; 8] = b"vhdxfile";
@@ -237,10 +407,8 @@ struct Parse<'a> {
 }
 
 impl Parse<'_> {
-    fn invalid(&mut self, detail: String) {
-        self.report
-            .findings
-            .push(Finding::error(Check::InvalidHeader, detail));
+    fn invalid(&mut self, rule: Rule, detail: String) {
+        self.report.findings.push(rule.finding(detail));
     }
 }
 
@@ -258,10 +426,9 @@ fn describe_into<S: ReadAt + ?Sized>(
     report: &mut FormatReport,
 ) -> io::Result<()> {
     if !detect(probe) {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            "the VHDX file identifier \"vhdxfile\" is missing",
-        ));
+        report
+            .findings
+            .push(FILE_IDENTIFIER.finding("the VHDX file identifier \"vhdxfile\" is missing"));
         return Ok(());
     }
     let Some(header) = current_header(src, report)? else {
@@ -270,9 +437,7 @@ fn describe_into<S: ReadAt + ?Sized>(
     let mut p = Parse { report };
     if header.log_guid != [0; 16] {
         p.report.dirty = true;
-        p.report.findings.push(Finding::warning(
-            Check::DirtyBit,
-            format!(
+        p.report.findings.push(ACTIVE_LOG.finding(format!(
                 "the VHDX header names an active log ({} bytes at offset {:#x}): the image was not closed cleanly and its log may need replaying",
                 header.log_length, header.log_offset
             ),
@@ -295,16 +460,22 @@ fn describe_into<S: ReadAt + ?Sized>(
         return Ok(());
     }
     if !checksum_is_valid(&mut table) {
-        p.invalid("the VHDX region table checksum does not match its contents".into());
+        p.invalid(
+            REGION_TABLE_CHECKSUM,
+            "the VHDX region table checksum does not match its contents".into(),
+        );
         return Ok(());
     }
     if !table.starts_with(REGION_SIGNATURE) {
-        p.invalid("the VHDX region table does not start with \"regi\"".into());
+        p.invalid(
+            REGION_TABLE_SIGNATURE,
+            "the VHDX region table does not start with \"regi\"".into(),
+        );
         return Ok(());
     }
     let count = le32(&table, 8);
     if count > MAX_REGION_ENTRIES {
-        p.invalid(format!(
+        p.invalid(REGION_TABLE_ENTRY_COUNT, format!(
             "the VHDX region table has {count} entries, more than the 2047 the specification allows"
         ));
         return Ok(());
@@ -317,10 +488,13 @@ fn describe_into<S: ReadAt + ?Sized>(
             length: u64::from(le32(e, 24)),
         };
         if let Some(other) = overlaps(&regions, region.offset, region.length) {
-            p.invalid(format!(
-                "VHDX region {i} ({} bytes at offset {:#x}) overlaps the {other} region",
-                region.length, region.offset
-            ));
+            p.invalid(
+                REGION_OVERLAP,
+                format!(
+                    "VHDX region {i} ({} bytes at offset {:#x}) overlaps the {other} region",
+                    region.length, region.offset
+                ),
+            );
             return Ok(());
         }
         let id = &e[..16];
@@ -337,28 +511,33 @@ fn describe_into<S: ReadAt + ?Sized>(
             "metadata" => &mut metadata,
             _ => {
                 if le32(e, 28) & REGION_REQUIRED != 0 {
-                    p.invalid(format!(
-                        "VHDX region {i} is marked required but is of an unknown kind"
-                    ));
+                    p.invalid(
+                        UNKNOWN_REQUIRED_REGION,
+                        format!("VHDX region {i} is marked required but is of an unknown kind"),
+                    );
                     return Ok(());
                 }
                 continue;
             }
         };
         if slot.replace(region).is_some() {
-            p.invalid(format!("the VHDX region table has two {name} regions"));
+            p.invalid(
+                DUPLICATE_REGION,
+                format!("the VHDX region table has two {name} regions"),
+            );
             return Ok(());
         }
     }
     let (Some(bat), Some(metadata)) = (bat, metadata) else {
-        p.invalid("the VHDX region table lacks the BAT or the metadata region".into());
+        p.invalid(
+            MISSING_REGION,
+            "the VHDX region table lacks the BAT or the metadata region".into(),
+        );
         return Ok(());
     };
     for (name, r) in [("BAT", bat), ("metadata", metadata)] {
         if r.end() > src.len() {
-            p.report.findings.push(Finding::error(
-                Check::Truncated,
-                format!(
+            p.report.findings.push(REGION_PAST_EOF.finding(format!(
                     "the VHDX {name} region ({} bytes at offset {:#x}) runs past the end of the file ({} bytes)",
                     r.length,
                     r.offset,
@@ -403,16 +582,15 @@ fn current_header<S: ReadAt + ?Sized>(
         // Equal sequence numbers are valid only for identical headers (Disk2VHD writes them).
         (Some(a), Some(b)) if a.raw == b.raw => Some(a),
         _ => {
-            report.findings.push(Finding::error(
-                Check::InvalidHeader,
-                "the two VHDX headers differ but have the same sequence number",
-            ));
+            report.findings.push(
+                HEADER_SEQUENCE_CONFLICT
+                    .finding("the two VHDX headers differ but have the same sequence number"),
+            );
             return Ok(None);
         }
     };
     if current.is_none() {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
+        report.findings.push(NO_VALID_HEADER.finding(
             "neither VHDX header has a valid signature, version 1 and a matching checksum",
         ));
     }
@@ -449,10 +627,13 @@ fn read_metadata<S: ReadAt + ?Sized>(
 ) -> io::Result<Option<Params>> {
     let mut table = vec![0u8; METADATA_TABLE_LEN];
     if region.length < METADATA_TABLE_LEN as u64 {
-        p.invalid(format!(
-            "the VHDX metadata region is {} bytes, smaller than its 64 KiB table",
-            region.length
-        ));
+        p.invalid(
+            METADATA_REGION_SIZE,
+            format!(
+                "the VHDX metadata region is {} bytes, smaller than its 64 KiB table",
+                region.length
+            ),
+        );
         return Ok(None);
     }
     if let Err(e) = read_exact_at(src, &mut table, region.offset) {
@@ -462,14 +643,18 @@ fn read_metadata<S: ReadAt + ?Sized>(
         return Ok(None);
     }
     if !table.starts_with(METADATA_SIGNATURE) {
-        p.invalid("the VHDX metadata table does not start with \"metadata\"".into());
+        p.invalid(
+            METADATA_TABLE_SIGNATURE,
+            "the VHDX metadata table does not start with \"metadata\"".into(),
+        );
         return Ok(None);
     }
     let count = usize::from(le16(&table, 10));
     if count * 32 > METADATA_TABLE_LEN - 32 {
-        p.invalid(format!(
-            "the VHDX metadata table has {count} entries, more than fit in 64 KiB"
-        ));
+        p.invalid(
+            METADATA_ENTRY_COUNT,
+            format!("the VHDX metadata table has {count} entries, more than fit in 64 KiB"),
+        );
         return Ok(None);
     }
     const ITEMS: [(&str, Guid); 6] = [
@@ -489,27 +674,28 @@ fn read_metadata<S: ReadAt + ?Sized>(
         };
         match ITEMS.iter().position(|(_, g)| e[..16] == *g) {
             Some(k) if found[k].replace(item).is_some() => {
-                p.invalid(format!(
-                    "the VHDX metadata table has two {} items",
-                    ITEMS[k].0
-                ));
+                p.invalid(
+                    DUPLICATE_METADATA_ITEM,
+                    format!("the VHDX metadata table has two {} items", ITEMS[k].0),
+                );
                 return Ok(None);
             }
             Some(_) => {}
             None if le32(e, 24) & METADATA_REQUIRED != 0 => {
-                p.invalid(format!(
-                    "VHDX metadata item {i} is marked required but is of an unknown kind"
-                ));
+                p.invalid(
+                    UNKNOWN_REQUIRED_METADATA_ITEM,
+                    format!("VHDX metadata item {i} is marked required but is of an unknown kind"),
+                );
                 return Ok(None);
             }
             None => {}
         }
     }
     if let Some(k) = found[..5].iter().position(Option::is_none) {
-        p.invalid(format!(
-            "the VHDX metadata table has no {} item",
-            ITEMS[k].0
-        ));
+        p.invalid(
+            MISSING_METADATA_ITEM,
+            format!("the VHDX metadata table has no {} item", ITEMS[k].0),
+        );
         return Ok(None);
     }
     let names = ITEMS.map(|(n, _)| n);
@@ -525,6 +711,7 @@ fn read_metadata<S: ReadAt + ?Sized>(
     let parent = if le32(&file_params, 4) & PARAMS_HAS_PARENT != 0 {
         if found[5].is_none() {
             p.invalid(
+                PARENT_WITHOUT_LOCATOR,
                 "the VHDX file parameters say it has a parent but there is no parent locator"
                     .into(),
             );
@@ -546,24 +733,33 @@ fn read_metadata<S: ReadAt + ?Sized>(
     if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&params.block_size)
         || !params.block_size.is_power_of_two()
     {
-        p.invalid(format!(
-            "the VHDX block size is {}, not a power of two from 1 MiB to 256 MiB",
-            params.block_size
-        ));
+        p.invalid(
+            BLOCK_SIZE,
+            format!(
+                "the VHDX block size is {}, not a power of two from 1 MiB to 256 MiB",
+                params.block_size
+            ),
+        );
         return Ok(None);
     }
     if params.logical_sector_size != 512 && params.logical_sector_size != 4096 {
-        p.invalid(format!(
-            "the VHDX logical sector size is {}, not 512 or 4096",
-            params.logical_sector_size
-        ));
+        p.invalid(
+            LOGICAL_SECTOR_SIZE,
+            format!(
+                "the VHDX logical sector size is {}, not 512 or 4096",
+                params.logical_sector_size
+            ),
+        );
         return Ok(None);
     }
     if params.virtual_disk_size > MAX_VIRTUAL_SIZE {
-        p.invalid(format!(
-            "the VHDX virtual disk size {} exceeds the 64 TiB the specification allows",
-            params.virtual_disk_size
-        ));
+        p.invalid(
+            VIRTUAL_SIZE_LIMIT,
+            format!(
+                "the VHDX virtual disk size {} exceeds the 64 TiB the specification allows",
+                params.virtual_disk_size
+            ),
+        );
         return Ok(None);
     }
     Ok(Some(params))
@@ -584,14 +780,17 @@ fn read_item<S: ReadAt + ?Sized>(
         return Ok(None);
     };
     if item.length < need as u64 || item.length > u64::from(MAX_METADATA_ITEM) {
-        p.invalid(format!(
-            "the VHDX {} item is {} bytes, not between {need} and 1 MiB",
-            names[k], item.length
-        ));
+        p.invalid(
+            METADATA_ITEM_SIZE,
+            format!(
+                "the VHDX {} item is {} bytes, not between {need} and 1 MiB",
+                names[k], item.length
+            ),
+        );
         return Ok(None);
     }
     if item.end() > region.length {
-        p.invalid(format!(
+        p.invalid(METADATA_ITEM_OUTSIDE_REGION, format!(
             "the VHDX {} item ({} bytes at offset {:#x}) lies outside the {}-byte metadata region",
             names[k], item.length, item.offset, region.length
         ));
@@ -602,10 +801,13 @@ fn read_item<S: ReadAt + ?Sized>(
     // Both ends were checked against the region and the region against the file, but the
     // region's end saturates: add with a check rather than rely on that.
     let Some(at) = region.offset.checked_add(item.offset) else {
-        p.invalid(format!(
-            "the VHDX {} item offset {:#x} overflows past the metadata region at {:#x}",
-            names[k], item.offset, region.offset
-        ));
+        p.invalid(
+            METADATA_ITEM_OUTSIDE_REGION,
+            format!(
+                "the VHDX {} item offset {:#x} overflows past the metadata region at {:#x}",
+                names[k], item.offset, region.offset
+            ),
+        );
         return Ok(None);
     };
     match read_vec_at(src, at, len) {
@@ -654,9 +856,7 @@ fn report_parent(locator: &[u8], report: &mut FormatReport) {
         ),
         None => "the VHDX is a differencing disk whose parent locator names no path".to_string(),
     };
-    report
-        .findings
-        .push(Finding::error(Check::BackingFile, detail));
+    report.findings.push(DIFFERENCING.finding(detail));
     report.backing_filename = name;
 }
 
@@ -678,13 +878,10 @@ fn check_bat<S: ReadAt + ?Sized>(
         data_blocks + data_blocks.saturating_sub(1) / chunk_ratio
     };
     if entries > bat.length / 8 {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            format!(
-                "the VHDX BAT region ({} bytes) is too small for the {entries} entries the disk needs",
-                bat.length
-            ),
-        ));
+        report.findings.push(BAT_TOO_SMALL.finding(format!(
+            "the VHDX BAT region ({} bytes) is too small for the {entries} entries the disk needs",
+            bat.length
+        )));
         return Ok(());
     }
     let bytes = entries * 8;
@@ -711,9 +908,7 @@ fn check_bat<S: ReadAt + ?Sized>(
             if is_payload && entry & BAT_STATE_MASK == PAYLOAD_BLOCK_FULLY_PRESENT {
                 let start = entry & BAT_OFFSET_MASK;
                 if let Some(name) = overlaps(regions, start, block_size) {
-                    report.findings.push(Finding::error(
-                        Check::InvalidHeader,
-                        format!(
+                    report.findings.push(BAT_ENTRY_IN_REGION.finding(format!(
                             "VHDX BAT entry {index} puts a block at offset {start:#x}, inside the {name} region"
                         ),
                     ));
@@ -724,9 +919,7 @@ fn check_bat<S: ReadAt + ?Sized>(
                     .checked_add(block_size)
                     .is_none_or(|end| end > file_len)
                 {
-                    report.findings.push(Finding::error(
-                        Check::Truncated,
-                        format!(
+                    report.findings.push(BAT_ENTRY_PAST_EOF.finding(format!(
                             "VHDX BAT entry {index} puts a {block_size}-byte block at offset {start:#x}, past the end of the file ({file_len} bytes)"
                         ),
                     ));
@@ -744,6 +937,7 @@ fn check_bat<S: ReadAt + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::assert_fires;
 
     const MIB: usize = 1 << 20;
 
@@ -832,6 +1026,13 @@ mod tests {
         r.findings.iter().map(|f| f.check).collect()
     }
 
+    /// The findings of a report that has exactly one.
+    #[track_caller]
+    fn only(r: &FormatReport) -> &[crate::safety::Finding] {
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+        &r.findings
+    }
+
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
@@ -854,14 +1055,21 @@ mod tests {
         assert!(report(&d).findings.is_empty());
         // Damage both.
         d[HEADER1_OFFSET as usize + 100] ^= 1;
-        assert_eq!(checks(&report(&d)), [Check::InvalidHeader]);
+        assert_fires(only(&report(&d)), "vhdx.no-valid-header");
         // Equal sequence numbers with different contents.
         let mut d = image(64 << 20, 8 << 20, &[]);
         let h2 = HEADER2_OFFSET as usize;
         put(&mut d, h2 + 8, &10u64.to_le_bytes());
         put(&mut d, h2 + 68, &(2 * MIB as u32).to_le_bytes());
         seal(&mut d, h2, HEADER_LEN);
-        assert_eq!(checks(&report(&d)), [Check::InvalidHeader]);
+        assert_fires(only(&report(&d)), "vhdx.header-sequence-conflict");
+    }
+
+    #[test]
+    fn a_missing_file_identifier_is_refused() {
+        let mut d = image(64 << 20, 8 << 20, &[]);
+        d[0] = b'x';
+        assert_fires(only(&report(&d)), "vhdx.file-identifier");
     }
 
     #[test]
@@ -872,86 +1080,79 @@ mod tests {
         seal(&mut d, h2, HEADER_LEN);
         let r = report(&d);
         assert!(r.dirty);
-        assert_eq!(checks(&r), [Check::DirtyBit]);
+        assert_fires(only(&r), "vhdx.active-log");
     }
 
     #[test]
-    fn region_and_metadata_rules_fire() {
+    fn region_table_rules_fire() {
         let rt = REGION_TABLE_OFFSET as usize;
-        let md = 2 * MIB;
         let region = |f: &dyn Fn(&mut Vec<u8>)| {
             let mut d = image(64 << 20, 8 << 20, &[]);
             f(&mut d);
             seal(&mut d, rt, REGION_TABLE_LEN);
-            checks(&report(&d))
+            report(&d)
         };
         // Bad checksum (no reseal).
         let mut d = image(64 << 20, 8 << 20, &[]);
         d[rt + 1000] = 1;
-        assert_eq!(checks(&report(&d)), [Check::InvalidHeader]);
-        assert_eq!(region(&|d| d[rt] = b'x'), [Check::InvalidHeader]);
-        assert_eq!(
-            region(&|d| put(d, rt + 8, &3000u32.to_le_bytes())),
-            [Check::InvalidHeader]
-        );
+        assert_fires(only(&report(&d)), "vhdx.region-table-checksum");
+        let fired = region(&|d| d[rt] = b'x');
+        assert_fires(only(&fired), "vhdx.region-table-signature");
+        let fired = region(&|d| put(d, rt + 8, &3000u32.to_le_bytes()));
+        assert_fires(only(&fired), "vhdx.region-table-entry-count");
         // Metadata region overlapping the log.
-        assert_eq!(
-            region(&|d| put(d, rt + 16 + 32 + 16, &(MIB as u64).to_le_bytes())),
-            [Check::InvalidHeader]
-        );
-        // Two BAT regions.
-        assert_eq!(
-            region(&|d| put(d, rt + 16 + 32, &BAT_GUID)),
-            [Check::InvalidHeader]
-        );
-        // An unknown required region.
-        assert_eq!(
-            region(&|d| put(d, rt + 16, &[9; 16])),
-            [Check::InvalidHeader]
-        );
-        // A region past the end of the file.
-        assert_eq!(
-            region(&|d| put(d, rt + 16 + 16, &(1u64 << 40).to_le_bytes())),
-            [Check::Truncated]
-        );
+        let fired = region(&|d| put(d, rt + 16 + 32 + 16, &(MIB as u64).to_le_bytes()));
+        assert_fires(only(&fired), "vhdx.region-overlap");
+        let fired = region(&|d| put(d, rt + 16 + 32, &BAT_GUID));
+        assert_fires(only(&fired), "vhdx.duplicate-region");
+        let fired = region(&|d| put(d, rt + 16, &[9; 16]));
+        assert_fires(only(&fired), "vhdx.unknown-required-region");
+        // An unknown optional region in place of the BAT: no BAT region at all.
+        let fired = region(&|d| {
+            put(d, rt + 16, &[9; 16]);
+            put(d, rt + 16 + 28, &0u32.to_le_bytes());
+        });
+        assert_fires(only(&fired), "vhdx.missing-region");
+        let fired = region(&|d| put(d, rt + 16 + 16, &(1u64 << 40).to_le_bytes()));
+        assert_fires(only(&fired), "vhdx.region-past-eof");
+        // A metadata region too small for its table.
+        let fired = region(&|d| put(d, rt + 16 + 32 + 24, &4096u32.to_le_bytes()));
+        assert_fires(only(&fired), "vhdx.metadata-region-size");
+    }
+
+    #[test]
+    fn metadata_rules_fire() {
+        let md = 2 * MIB;
         let meta = |at: usize, v: &[u8]| {
             let mut d = image(64 << 20, 8 << 20, &[]);
             put(&mut d, md + at, v);
-            checks(&report(&d))
+            report(&d)
         };
         let item = 64 * 1024;
-        assert_eq!(meta(0, b"x"), [Check::InvalidHeader]);
-        assert_eq!(meta(10, &3000u16.to_le_bytes()), [Check::InvalidHeader]);
-        // A missing required item, a duplicate, an unknown required one.
-        assert_eq!(meta(10, &4u16.to_le_bytes()), [Check::InvalidHeader]);
-        assert_eq!(meta(64, &FILE_PARAMETERS_GUID), [Check::InvalidHeader]);
-        assert_eq!(meta(32 + 4 * 32, &[9; 16]), [Check::InvalidHeader]);
-        // Item outside the region; block sizes; sector size; size limit.
-        assert_eq!(
-            meta(32 + 16, &(2 * MIB as u32).to_le_bytes()),
-            [Check::InvalidHeader]
-        );
-        assert_eq!(
-            meta(item, &(3u32 << 20).to_le_bytes()),
-            [Check::InvalidHeader]
-        );
-        assert_eq!(
-            meta(item, &(512u32 << 20).to_le_bytes()),
-            [Check::InvalidHeader]
-        );
-        assert_eq!(
-            meta(item + 3 * 64, &4097u32.to_le_bytes()),
-            [Check::InvalidHeader]
-        );
-        assert_eq!(
-            meta(item + 64, &(65u64 << 40).to_le_bytes()),
-            [Check::InvalidHeader]
-        );
-        // has_parent without a parent locator.
-        assert_eq!(
-            meta(item + 4, &PARAMS_HAS_PARENT.to_le_bytes()),
-            [Check::InvalidHeader]
-        );
+        assert_fires(only(&meta(0, b"x")), "vhdx.metadata-table-signature");
+        let fired = meta(10, &3000u16.to_le_bytes());
+        assert_fires(only(&fired), "vhdx.metadata-entry-count");
+        let fired = meta(10, &4u16.to_le_bytes());
+        assert_fires(only(&fired), "vhdx.missing-metadata-item");
+        let fired = meta(64, &FILE_PARAMETERS_GUID);
+        assert_fires(only(&fired), "vhdx.duplicate-metadata-item");
+        let fired = meta(32 + 4 * 32, &[9; 16]);
+        assert_fires(only(&fired), "vhdx.unknown-required-metadata-item");
+        // The file parameters item: 4 bytes long (it needs 8), then past the region's end.
+        let fired = meta(32 + 20, &4u32.to_le_bytes());
+        assert_fires(only(&fired), "vhdx.metadata-item-size");
+        let fired = meta(32 + 16, &(2 * MIB as u32).to_le_bytes());
+        assert_fires(only(&fired), "vhdx.metadata-item-outside-region");
+        let fired = meta(item, &(3u32 << 20).to_le_bytes());
+        assert_fires(only(&fired), "vhdx.block-size");
+        let fired = meta(item, &(512u32 << 20).to_le_bytes());
+        assert_fires(only(&fired), "vhdx.block-size");
+        let fired = meta(item + 3 * 64, &4097u32.to_le_bytes());
+        assert_fires(only(&fired), "vhdx.logical-sector-size");
+        let fired = meta(item + 64, &(65u64 << 40).to_le_bytes());
+        assert_fires(only(&fired), "vhdx.virtual-size-limit");
+        let fired = meta(item + 4, &PARAMS_HAS_PARENT.to_le_bytes());
+        assert_fires(only(&fired), "vhdx.parent-without-locator");
     }
 
     #[test]
@@ -979,7 +1180,7 @@ mod tests {
         put(&mut d, md + loc_off, &loc);
         let r = report(&d);
         assert_eq!(r.backing_filename.as_deref(), Some("..\\base.vhdx"));
-        assert_eq!(checks(&r), [Check::BackingFile]);
+        assert_fires(only(&r), "vhdx.differencing");
     }
 
     #[test]
@@ -987,7 +1188,7 @@ mod tests {
         // A block past the end of the file.
         let mut d = image(64 << 20, 8 << 20, &[0]);
         d.truncate(5 * MIB);
-        assert_eq!(checks(&report(&d)), [Check::Truncated]);
+        assert_fires(only(&report(&d)), "vhdx.bat-entry-past-eof");
         // A block inside the metadata region.
         let mut d = image(64 << 20, 8 << 20, &[]);
         put(
@@ -995,13 +1196,13 @@ mod tests {
             3 * MIB,
             &((2 * MIB) as u64 | PAYLOAD_BLOCK_FULLY_PRESENT).to_le_bytes(),
         );
-        assert_eq!(checks(&report(&d)), [Check::InvalidHeader]);
+        assert_fires(only(&report(&d)), "vhdx.bat-entry-in-region");
         // A BAT region too small for the disk.
         let mut d = image(64 << 20, 8 << 20, &[]);
         let rt = REGION_TABLE_OFFSET as usize;
         put(&mut d, rt + 16 + 24, &16u32.to_le_bytes());
         seal(&mut d, rt, REGION_TABLE_LEN);
-        assert_eq!(checks(&report(&d)), [Check::InvalidHeader]);
+        assert_fires(only(&report(&d)), "vhdx.bat-too-small");
     }
 
     #[test]

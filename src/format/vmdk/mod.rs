@@ -22,13 +22,215 @@ use std::io;
 use serde::Serialize;
 
 use self::descriptor::{CID_WINDOW, ExtentOutcome, ParentHint};
-use self::sparse::{FOOTER_AREA_LEN, GD_AT_END, SparseHeader};
+use self::sparse::{FOOTER_AREA_LEN, FooterFault, GD_AT_END, SparseHeader};
 use super::{FormatReport, FormatSpecific, Probe, read_zero_padded};
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Rule};
 use crate::source::ReadAt;
 
+const SIGNATURE: Rule = Rule::error(
+    "vmdk.signature",
+    Check::InvalidHeader,
+    "the image has neither a `KDMV` sparse header nor a text descriptor",
+);
+const LEGACY_SPARSE: Rule = Rule::error(
+    "vmdk.legacy-sparse",
+    Check::UnsupportedVersion,
+    "the image is a VMDK3 / ESX `COWD` sparse extent; only VMDK4 (`KDMV`) is accepted",
+);
+const VERSION: Rule = Rule::error(
+    "vmdk.version",
+    Check::UnsupportedVersion,
+    "the sparse header's version is not 1, 2 or 3",
+);
+const DESCRIPTOR_OFFSET_OVERFLOW: Rule = Rule::error(
+    "vmdk.descriptor-offset-overflow",
+    Check::InvalidHeader,
+    "a zero-capacity sparse header's descriptor offset in sectors overflows 64 bits of bytes",
+);
+const FOOTER_MISSING: Rule = Rule::error(
+    "vmdk.footer-missing",
+    Check::VmdkFooter,
+    "the header defers the grain directory to a footer (`gdOffset` -1), but the file is too short to have one",
+);
+const FOOTER_MARKERS: Rule = Rule::error(
+    "vmdk.footer-markers",
+    Check::VmdkFooter,
+    "the streamOptimized footer is not between a footer marker and an end-of-stream marker (QEMU)",
+);
+const FOOTER_MAGIC: Rule = Rule::error(
+    "vmdk.footer-magic",
+    Check::VmdkFooter,
+    "the streamOptimized footer does not start with `KDMV` (QEMU)",
+);
+const FOOTER_PADDING: Rule = Rule::error(
+    "vmdk.footer-padding",
+    Check::VmdkFooter,
+    "the footer and end-of-stream markers are not zero-padded (OpenStack)",
+);
+const FOOTER_CHAINED: Rule = Rule::error(
+    "vmdk.footer-chained",
+    Check::VmdkFooter,
+    "the footer's grain directory offset is -1 too: it points to another footer",
+);
+const FOOTER_MISMATCH: Rule = Rule::error(
+    "vmdk.footer-mismatch",
+    Check::VmdkFooter,
+    "a footer field other than the grain directory offset differs from the header's (OpenStack)",
+);
+const GRAIN_TABLE_SIZE: Rule = Rule::error(
+    "vmdk.grain-table-size",
+    Check::InvalidHeader,
+    "a grain table has more than 512 entries",
+);
+const GRAIN_TABLE_COVERAGE: Rule = Rule::error(
+    "vmdk.grain-table-coverage",
+    Check::InvalidHeader,
+    "entries per grain table times the grain size is zero in QEMU's 32-bit arithmetic",
+);
+const GRAINS_PAST_EOF: Rule = Rule::error(
+    "vmdk.grains-past-eof",
+    Check::Truncated,
+    "the header's grain offset (the metadata size) lies past the end of the file",
+);
+const GRAIN_SIZE: Rule = Rule::error(
+    "vmdk.grain-size",
+    Check::InvalidHeader,
+    "the grain size is larger than QEMU's limit of 0x200000 sectors (1 GiB)",
+);
+const GRAIN_DIRECTORY_SIZE: Rule = Rule::error(
+    "vmdk.grain-directory-size",
+    Check::InvalidHeader,
+    "the grain directory has more than QEMU's limit of 32 Mi entries",
+);
+const CAPACITY_OVERFLOW: Rule = Rule::error(
+    "vmdk.capacity-overflow",
+    Check::InvalidHeader,
+    "the capacity in sectors is more than 2^63 bytes",
+);
+const GRAIN_DIRECTORY_PAST_EOF: Rule = Rule::error(
+    "vmdk.grain-directory-past-eof",
+    Check::Truncated,
+    "the grain directory or the redundant grain directory runs past the end of the file",
+);
+const EMBEDDED_DESCRIPTOR_AT: Rule = Rule::error(
+    "vmdk.embedded-descriptor-offset",
+    Check::InvalidHeader,
+    "the embedded descriptor is not at sector 1, where QEMU reads it (OpenStack)",
+);
+const CREATE_TYPE: Rule = Rule::error(
+    "vmdk.create-type",
+    Check::VmdkCreateType,
+    "the createType is neither monolithicSparse nor streamOptimized",
+);
+const MISSING_CREATE_TYPE: Rule = Rule::error(
+    "vmdk.missing-create-type",
+    Check::InvalidHeader,
+    "the descriptor has no createType",
+);
+const SPARSE_CREATE_TYPE_IN_FILE: Rule = Rule::error(
+    "vmdk.sparse-create-type-in-file",
+    Check::InvalidHeader,
+    "a descriptor file says monolithicSparse or streamOptimized, which only a sparse extent's embedded descriptor may say",
+);
+const DESCRIPTOR_NOT_ASCII: Rule = Rule::error(
+    "vmdk.descriptor-not-ascii",
+    Check::InvalidHeader,
+    "the descriptor is not ASCII text (OpenStack)",
+);
+const DESCRIPTOR_LINE: Rule = Rule::error(
+    "vmdk.descriptor-line",
+    Check::InvalidHeader,
+    "a descriptor line is not a comment, `ddb` line, `key=value` field or extent line (OpenStack)",
+);
+const NO_EXTENTS: Rule = Rule::error(
+    "vmdk.no-extents",
+    Check::InvalidHeader,
+    "the descriptor lists no extent line",
+);
+const EXTENT_FILE: Rule = Rule::error(
+    "vmdk.extent-file",
+    Check::VmdkExtentPath,
+    "a descriptor file's extent keeps guest data in another file, which is never opened",
+);
+const EMBEDDED_EXTENT_PATH: Rule = Rule::error(
+    "vmdk.embedded-extent-path",
+    Check::VmdkExtentPath,
+    "an embedded descriptor's extent names a path (contains `/`)",
+);
+const DESCRIPTOR_FILE_SIZE: Rule = Rule::error(
+    "vmdk.descriptor-file-size",
+    Check::InvalidHeader,
+    "a descriptor file is larger than 1 MiB; QEMU would ignore the rest",
+);
+const EXTENT_LINE: Rule = Rule::error(
+    "vmdk.extent-line",
+    Check::InvalidHeader,
+    "QEMU cannot parse an extent line (`vmdk_parse_extents()`: Invalid extent line)",
+);
+const EXTENT_SIZE_OVERFLOW: Rule = Rule::error(
+    "vmdk.extent-size-overflow",
+    Check::InvalidHeader,
+    "the extents QEMU opens add up to more than 2^63 bytes",
+);
+const PARENT: Rule = Rule::error(
+    "vmdk.parent",
+    Check::BackingFile,
+    "the descriptor names a parent (`parentFileNameHint`) that supplies unallocated grains",
+);
+const PARENT_HINT: Rule = Rule::error(
+    "vmdk.parent-hint",
+    Check::InvalidHeader,
+    "the `parentFileNameHint` is unterminated or longer than 4095 bytes",
+);
+const CID: Rule = Rule::error(
+    "vmdk.cid",
+    Check::InvalidHeader,
+    "the descriptor has no readable `CID` or `parentCID` in QEMU's 10 KiB window",
+);
+
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub const RULES: &[Rule] = &[
+    SIGNATURE,
+    LEGACY_SPARSE,
+    VERSION,
+    DESCRIPTOR_OFFSET_OVERFLOW,
+    FOOTER_MISSING,
+    FOOTER_MARKERS,
+    FOOTER_MAGIC,
+    FOOTER_PADDING,
+    FOOTER_CHAINED,
+    FOOTER_MISMATCH,
+    GRAIN_TABLE_SIZE,
+    GRAIN_TABLE_COVERAGE,
+    GRAINS_PAST_EOF,
+    GRAIN_SIZE,
+    GRAIN_DIRECTORY_SIZE,
+    CAPACITY_OVERFLOW,
+    GRAIN_DIRECTORY_PAST_EOF,
+    EMBEDDED_DESCRIPTOR_AT,
+    CREATE_TYPE,
+    MISSING_CREATE_TYPE,
+    SPARSE_CREATE_TYPE_IN_FILE,
+    DESCRIPTOR_NOT_ASCII,
+    DESCRIPTOR_LINE,
+    NO_EXTENTS,
+    EXTENT_FILE,
+    EMBEDDED_EXTENT_PATH,
+    DESCRIPTOR_FILE_SIZE,
+    EXTENT_LINE,
+    EXTENT_SIZE_OVERFLOW,
+    PARENT,
+    PARENT_HINT,
+    CID,
+];
+
+/// A report of an image that cannot be read at all: `rule` fired.
+fn refused(rule: Rule, detail: impl Into<String>) -> FormatReport {
+    FormatReport {
+        findings: vec![rule.finding(detail)],
+        ..FormatReport::default()
+    }
+}
 
 /// Sector size of every VMDK offset and size.
 const SECTOR: u64 = 512;
@@ -202,12 +404,12 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<Format
     match detect(probe) {
         Some(VmdkDetection::Sparse) => describe_sparse(src, probe),
         Some(VmdkDetection::Descriptor) => describe_descriptor_file(src, probe, 0, 0),
-        Some(VmdkDetection::LegacySparse) => Ok(FormatReport::invalid(
-            Check::UnsupportedVersion,
+        Some(VmdkDetection::LegacySparse) => Ok(refused(
+            LEGACY_SPARSE,
             "the image is a VMDK3 (COWD) sparse extent; only VMDK4 (KDMV) sparse images are accepted",
         )),
-        None => Ok(FormatReport::invalid(
-            Check::InvalidHeader,
+        None => Ok(refused(
+            SIGNATURE,
             "the image has neither a VMDK sparse header nor a text descriptor",
         )),
     }
@@ -222,8 +424,8 @@ fn describe_sparse<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<For
     if header.capacity == 0 && header.desc_offset != 0 {
         // QEMU then reads the embedded descriptor as a descriptor file and opens its extents.
         let Some(offset) = header.desc_offset.checked_mul(SECTOR) else {
-            return Ok(FormatReport::invalid(
-                Check::InvalidHeader,
+            return Ok(refused(
+                DESCRIPTOR_OFFSET_OVERFLOW,
                 format!(
                     "the VMDK descriptor offset (sector {}) overflows",
                     header.desc_offset
@@ -233,7 +435,7 @@ fn describe_sparse<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<For
         return describe_descriptor_file(src, probe, offset, EMBEDDED_DESCRIPTOR_OFFSET);
     }
     let mut report = FormatReport::default();
-    let invalid = |d: String| Finding::error(Check::InvalidHeader, d);
+    let invalid = |rule: Rule, d: String| rule.finding(d);
 
     let mut h = header;
     if header.gd_offset == GD_AT_END {
@@ -243,9 +445,7 @@ fn describe_sparse<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<For
             .checked_sub(FOOTER_AREA_LEN as u64)
             .filter(|&o| o >= SECTOR)
         else {
-            report.findings.push(Finding::error(
-                Check::VmdkFooter,
-                "the header says the grain directory is in a footer, but the file is too short to have one",
+            report.findings.push(FOOTER_MISSING.finding("the header says the grain directory is in a footer, but the file is too short to have one",
             ));
             return Ok(report);
         };
@@ -253,60 +453,72 @@ fn describe_sparse<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<For
         read_zero_padded(src, &mut area, area_offset)?;
         match sparse::check_footer(&header, &area) {
             Ok(footer) => h = footer,
-            Err(why) => {
-                report.findings.push(Finding::error(
-                    Check::VmdkFooter,
-                    format!("the streamOptimized footer is invalid: {why}"),
-                ));
+            Err(e) => {
+                let rule = match e.fault {
+                    FooterFault::Markers => FOOTER_MARKERS,
+                    FooterFault::Magic => FOOTER_MAGIC,
+                    FooterFault::Padding => FOOTER_PADDING,
+                    FooterFault::Chained => FOOTER_CHAINED,
+                    FooterFault::Mismatch => FOOTER_MISMATCH,
+                };
+                report.findings.push(rule.finding(format!(
+                    "the streamOptimized footer is invalid: {}",
+                    e.detail
+                )));
                 return Ok(report);
             }
         }
     }
     if h.version > 3 {
-        report.findings.push(Finding::error(
-            Check::UnsupportedVersion,
-            format!("the VMDK version is {}, not 1, 2 or 3", h.version),
-        ));
+        report
+            .findings
+            .push(VERSION.finding(format!("the VMDK version is {}, not 1, 2 or 3", h.version)));
         return Ok(report);
     }
     if h.num_gtes_per_gt > MAX_GTES_PER_GT {
-        report.findings.push(invalid(format!(
-            "the VMDK grain tables have {} entries, more than 512",
-            h.num_gtes_per_gt
-        )));
+        report.findings.push(invalid(
+            GRAIN_TABLE_SIZE,
+            format!(
+                "the VMDK grain tables have {} entries, more than 512",
+                h.num_gtes_per_gt
+            ),
+        ));
         return Ok(report);
     }
     // QEMU computes this in 32 bits; a product that truncates to zero is refused.
     let l1_entry_sectors = u64::from(h.num_gtes_per_gt).wrapping_mul(h.granularity) as u32;
     if l1_entry_sectors == 0 {
-        report.findings.push(invalid(format!(
-            "the VMDK grain tables cover no sectors ({} entries of {} sectors)",
-            h.num_gtes_per_gt, h.granularity
-        )));
+        report.findings.push(invalid(
+            GRAIN_TABLE_COVERAGE,
+            format!(
+                "the VMDK grain tables cover no sectors ({} entries of {} sectors)",
+                h.num_gtes_per_gt, h.granularity
+            ),
+        ));
         return Ok(report);
     }
     let l1_size = (h.capacity.wrapping_add(u64::from(l1_entry_sectors) - 1)
         / u64::from(l1_entry_sectors)) as u32;
     let file_sectors = probe.len.div_ceil(SECTOR);
     if file_sectors < h.grain_offset {
-        report.findings.push(Finding::error(
-            Check::Truncated,
+        report.findings.push(GRAINS_PAST_EOF.finding(format!(
+            "the VMDK grains start at sector {} but the file has only {file_sectors} sectors",
+            h.grain_offset
+        )));
+        return Ok(report);
+    }
+    if h.granularity > MAX_GRANULARITY {
+        report.findings.push(invalid(
+            GRAIN_SIZE,
             format!(
-                "the VMDK grains start at sector {} but the file has only {file_sectors} sectors",
-                h.grain_offset
+                "the VMDK grain size is {} sectors, more than QEMU's 1 GiB limit",
+                h.granularity
             ),
         ));
         return Ok(report);
     }
-    if h.granularity > MAX_GRANULARITY {
-        report.findings.push(invalid(format!(
-            "the VMDK grain size is {} sectors, more than QEMU's 1 GiB limit",
-            h.granularity
-        )));
-        return Ok(report);
-    }
     if l1_size > MAX_L1_ENTRIES {
-        report.findings.push(invalid(format!(
+        report.findings.push(invalid(GRAIN_DIRECTORY_SIZE, format!(
             "the VMDK grain directory has {l1_size} entries, more than QEMU's limit of {MAX_L1_ENTRIES}"
         )));
         return Ok(report);
@@ -316,10 +528,10 @@ fn describe_sparse<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<For
         .checked_mul(SECTOR)
         .filter(|&s| s <= i64::MAX as u64)
     else {
-        report.findings.push(invalid(format!(
-            "the VMDK capacity of {} sectors overflows",
-            h.capacity
-        )));
+        report.findings.push(invalid(
+            CAPACITY_OVERFLOW,
+            format!("the VMDK capacity of {} sectors overflows", h.capacity),
+        ));
         return Ok(report);
     };
     // The grain directories must be in the file (QEMU would read zeros past the end).
@@ -331,9 +543,7 @@ fn describe_sparse<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<For
         let len = u64::from(l1_size) * 4;
         let end = sector.checked_mul(SECTOR).and_then(|o| o.checked_add(len));
         if end.is_none_or(|e| e > probe.len) {
-            report.findings.push(Finding::error(
-                Check::Truncated,
-                format!(
+            report.findings.push(GRAIN_DIRECTORY_PAST_EOF.finding(format!(
                     "the VMDK {what} ({len} bytes at sector {sector}) runs past the end of the file ({} bytes)",
                     probe.len
                 ),
@@ -377,13 +587,10 @@ fn check_embedded_descriptor<S: ReadAt + ?Sized>(
     report: &mut FormatReport,
 ) -> io::Result<()> {
     if header.desc_offset != EMBEDDED_DESCRIPTOR_OFFSET / SECTOR {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            format!(
-                "the VMDK embedded descriptor is at sector {}, not sector 1 where QEMU reads it",
-                header.desc_offset
-            ),
-        ));
+        report.findings.push(EMBEDDED_DESCRIPTOR_AT.finding(format!(
+            "the VMDK embedded descriptor is at sector {}, not sector 1 where QEMU reads it",
+            header.desc_offset
+        )));
         return Ok(());
     }
     // At most 1 MiB - 1 (MAX_DESCRIPTOR_LEN), whatever the header claims. Past the end of the
@@ -399,15 +606,11 @@ fn check_embedded_descriptor<S: ReadAt + ?Sized>(
     check_grammar(&region, false, report);
     match descriptor::create_type(descriptor::c_text(&region)) {
         Some(ct) if ALLOWED_CREATE_TYPES.contains(&ct.as_str()) => {}
-        Some(ct) => report.findings.push(Finding::error(
-            Check::VmdkCreateType,
-            format!(
+        Some(ct) => report.findings.push(CREATE_TYPE.finding(format!(
                 "the embedded descriptor's createType is {ct:?}; only monolithicSparse and streamOptimized are accepted"
             ),
         )),
-        None => report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            "the VMDK embedded descriptor has no createType",
+        None => report.findings.push(MISSING_CREATE_TYPE.finding("the VMDK embedded descriptor has no createType",
         )),
     }
     Ok(())
@@ -419,27 +622,29 @@ fn check_embedded_descriptor<S: ReadAt + ?Sized>(
 fn check_grammar(region: &[u8], names_files: bool, report: &mut FormatReport) {
     let g = descriptor::grammar(region);
     if g.not_ascii {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            "the VMDK descriptor is not ASCII text",
-        ));
+        report
+            .findings
+            .push(DESCRIPTOR_NOT_ASCII.finding("the VMDK descriptor is not ASCII text"));
     } else if let Some((n, line)) = &g.bad_line {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            format!("line {n} of the VMDK descriptor is not a comment, field or extent: {line:?}"),
-        ));
+        report.findings.push(DESCRIPTOR_LINE.finding(format!(
+            "line {n} of the VMDK descriptor is not a comment, field or extent: {line:?}"
+        )));
     }
     if g.extents.is_empty() {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            "the VMDK descriptor lists no extents",
-        ));
+        report
+            .findings
+            .push(NO_EXTENTS.finding("the VMDK descriptor lists no extents"));
     }
     let offending: Vec<&String> = g
         .extents
         .iter()
         .filter(|l| names_files || l.contains('/'))
         .collect();
+    let extent_rule = if names_files {
+        EXTENT_FILE
+    } else {
+        EMBEDDED_EXTENT_PATH
+    };
     for line in offending.iter().take(MAX_EXTENT_FINDINGS) {
         let shown: String = line.chars().take(200).collect();
         let detail = if names_files {
@@ -449,18 +654,13 @@ fn check_grammar(region: &[u8], names_files: bool, report: &mut FormatReport) {
         } else {
             format!("the embedded descriptor's extent {shown:?} names a path")
         };
-        report
-            .findings
-            .push(Finding::error(Check::VmdkExtentPath, detail));
+        report.findings.push(extent_rule.finding(detail));
     }
     if offending.len() > MAX_EXTENT_FINDINGS {
-        report.findings.push(Finding::error(
-            Check::VmdkExtentPath,
-            format!(
-                "the descriptor names {} more extent files",
-                offending.len() - MAX_EXTENT_FINDINGS
-            ),
-        ));
+        report.findings.push(extent_rule.finding(format!(
+            "the descriptor names {} more extent files",
+            offending.len() - MAX_EXTENT_FINDINGS
+        )));
     }
 }
 
@@ -476,9 +676,7 @@ fn describe_descriptor_file<S: ReadAt + ?Sized>(
 ) -> io::Result<FormatReport> {
     let mut report = FormatReport::default();
     if offset == 0 && probe.len > MAX_DESCRIPTOR_LEN {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            format!(
+        report.findings.push(DESCRIPTOR_FILE_SIZE.finding(format!(
                 "the VMDK descriptor file is {} bytes; a descriptor is at most 1 MiB, and QEMU would ignore the rest",
                 probe.len
             ),
@@ -491,23 +689,18 @@ fn describe_descriptor_file<S: ReadAt + ?Sized>(
     check_grammar(&buf, true, &mut report);
 
     let Some(create_type) = descriptor::create_type(text) else {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            "the VMDK descriptor has no createType",
-        ));
+        report
+            .findings
+            .push(MISSING_CREATE_TYPE.finding("the VMDK descriptor has no createType"));
         return Ok(report);
     };
     if ALLOWED_CREATE_TYPES.contains(&create_type.as_str()) {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            format!(
+        report.findings.push(SPARSE_CREATE_TYPE_IN_FILE.finding(format!(
                 "a descriptor file says createType {create_type:?}, which only a sparse extent's embedded descriptor may say"
             ),
         ));
     } else {
-        report.findings.push(Finding::error(
-            Check::VmdkCreateType,
-            format!(
+        report.findings.push(CREATE_TYPE.finding(format!(
                 "the createType is {create_type:?}; only monolithicSparse and streamOptimized are accepted"
             ),
         ));
@@ -534,10 +727,9 @@ fn describe_descriptor_file<S: ReadAt + ?Sized>(
                 });
             }
             ExtentOutcome::Invalid(line) => {
-                report.findings.push(Finding::error(
-                    Check::InvalidHeader,
-                    format!("QEMU cannot parse the VMDK extent line {line:?}"),
-                ));
+                report.findings.push(
+                    EXTENT_LINE.finding(format!("QEMU cannot parse the VMDK extent line {line:?}")),
+                );
                 unparsable = true;
             }
             ExtentOutcome::Skipped => {}
@@ -546,10 +738,9 @@ fn describe_descriptor_file<S: ReadAt + ?Sized>(
     if qemu_opens && !unparsable && !extents.is_empty() {
         match total.filter(|&t| t <= i64::MAX as u64) {
             Some(t) => report.virtual_size = Some(t),
-            None => report.findings.push(Finding::error(
-                Check::InvalidHeader,
-                "the VMDK extents add up to more than 2^63 bytes",
-            )),
+            None => report.findings.push(
+                EXTENT_SIZE_OVERFLOW.finding("the VMDK extents add up to more than 2^63 bytes"),
+            ),
         }
     }
     finish(src, cid_offset, &create_type, extents, &mut report)?;
@@ -570,28 +761,24 @@ fn finish<S: ReadAt + ?Sized>(
     match descriptor::parent_hint(&window) {
         ParentHint::None => {}
         ParentHint::Name(name) => {
-            report.findings.push(Finding::error(
-                Check::BackingFile,
-                format!("the image reads unallocated grains from the parent {name:?} (parentFileNameHint)"),
-            ));
+            report.findings.push(PARENT.finding(format!(
+                "the image reads unallocated grains from the parent {name:?} (parentFileNameHint)"
+            )));
             report.backing_filename = Some(name);
             report.backing_format = Some("vmdk".to_string());
         }
-        ParentHint::Invalid => report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            "the VMDK parentFileNameHint is unterminated or longer than 4095 bytes",
-        )),
+        ParentHint::Invalid => report.findings.push(
+            PARENT_HINT
+                .finding("the VMDK parentFileNameHint is unterminated or longer than 4095 bytes"),
+        ),
     }
     let cid = descriptor::read_cid(&window, false);
     let parent_cid = descriptor::read_cid(&window, true);
     let (Some(cid), Some(parent_cid)) = (cid, parent_cid) else {
-        report.findings.push(Finding::error(
-            Check::InvalidHeader,
-            format!(
-                "the VMDK descriptor has no readable {} in its first 10 KiB",
-                if cid.is_none() { "CID" } else { "parentCID" }
-            ),
-        ));
+        report.findings.push(CID.finding(format!(
+            "the VMDK descriptor has no readable {} in its first 10 KiB",
+            if cid.is_none() { "CID" } else { "parentCID" }
+        )));
         // QEMU fails the open here, so it reports no size at all.
         report.virtual_size = None;
         report.cluster_size = None;

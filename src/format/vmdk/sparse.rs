@@ -70,45 +70,93 @@ impl SparseHeader {
     }
 }
 
+/// Which of the footer checks failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FooterFault {
+    /// The footer marker before it, or the end-of-stream marker after it, is missing (QEMU).
+    Markers,
+    /// The footer does not start with `KDMV` (QEMU).
+    Magic,
+    /// The markers are not zero-padded (OpenStack).
+    Padding,
+    /// The footer's grain directory offset is -1 too: it points to another footer.
+    Chained,
+    /// A field of the footer differs from the header's (OpenStack).
+    Mismatch,
+}
+
+/// Why a streamOptimized footer is refused: which check, and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FooterError {
+    /// The check that failed.
+    pub fault: FooterFault,
+    /// One sentence naming the offending value.
+    pub detail: String,
+}
+
+impl FooterError {
+    fn new(fault: FooterFault, detail: impl Into<String>) -> Self {
+        Self {
+            fault,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Checks the streamOptimized footer area (the last three sectors of the sector-rounded
 /// file): QEMU's sanity checks (`vmdk_open_vmdk4()`: the footer marker, the magic, the
 /// end-of-stream marker) and OpenStack's (the footer repeats the header but for the grain
 /// directory, markers are zero-padded). Returns the footer header, or why it is refused.
-pub fn check_footer(header: &SparseHeader, area: &[u8]) -> Result<SparseHeader, String> {
-    let marker = area.get(..512).ok_or("the footer area is missing")?;
-    let footer = area.get(512..1024).ok_or("the footer is missing")?;
+pub fn check_footer(header: &SparseHeader, area: &[u8]) -> Result<SparseHeader, FooterError> {
+    let missing =
+        |what: &str| FooterError::new(FooterFault::Markers, format!("the {what} is missing"));
+    let marker = area.get(..512).ok_or_else(|| missing("footer area"))?;
+    let footer = area.get(512..1024).ok_or_else(|| missing("footer"))?;
     let eos = area
         .get(1024..1536)
-        .ok_or("the end-of-stream marker is missing")?;
+        .ok_or_else(|| missing("end-of-stream marker"))?;
     if le32(marker, 8) != 0 || le32(marker, 12) != MARKER_FOOTER {
-        return Err(format!(
-            "the sector before the footer is not a footer marker (size {}, type {})",
-            le32(marker, 8),
-            le32(marker, 12)
+        return Err(FooterError::new(
+            FooterFault::Markers,
+            format!(
+                "the sector before the footer is not a footer marker (size {}, type {})",
+                le32(marker, 8),
+                le32(marker, 12)
+            ),
         ));
     }
     if !footer.starts_with(MAGIC) {
-        return Err("the footer does not start with \"KDMV\"".to_string());
+        return Err(FooterError::new(
+            FooterFault::Magic,
+            "the footer does not start with \"KDMV\"",
+        ));
     }
     if le64(eos, 0) != 0 || le32(eos, 8) != 0 || le32(eos, 12) != MARKER_END_OF_STREAM {
-        return Err("the last sector is not an end-of-stream marker".to_string());
+        return Err(FooterError::new(
+            FooterFault::Markers,
+            "the last sector is not an end-of-stream marker",
+        ));
     }
     if marker[16..].iter().any(|&b| b != 0) || eos[16..].iter().any(|&b| b != 0) {
-        return Err("the footer and end-of-stream markers are not zero-padded".to_string());
+        return Err(FooterError::new(
+            FooterFault::Padding,
+            "the footer and end-of-stream markers are not zero-padded",
+        ));
     }
     let f = SparseHeader::parse(footer);
     if f.gd_offset == GD_AT_END {
-        return Err(
-            "the footer points to another footer (its grain directory offset is also -1)"
-                .to_string(),
-        );
+        return Err(FooterError::new(
+            FooterFault::Chained,
+            "the footer points to another footer (its grain directory offset is also -1)",
+        ));
     }
     let same = |what: &str, a: u64, b: u64| {
         if a == b {
             Ok(())
         } else {
-            Err(format!(
-                "the footer's {what} is {b} but the header's is {a}"
+            Err(FooterError::new(
+                FooterFault::Mismatch,
+                format!("the footer's {what} is {b} but the header's is {a}"),
             ))
         }
     };
@@ -179,22 +227,30 @@ mod tests {
         assert!(
             check_footer(&header, &bad)
                 .unwrap_err()
+                .detail
                 .contains("capacity")
         );
         let bad = footer_area(&header_sector(131_072, GD_AT_END, true));
         assert!(
             check_footer(&header, &bad)
                 .unwrap_err()
+                .detail
                 .contains("another footer")
         );
         let mut bad = good.clone();
         bad[12] = 2;
-        assert!(check_footer(&header, &bad).unwrap_err().contains("marker"));
+        assert!(
+            check_footer(&header, &bad)
+                .unwrap_err()
+                .detail
+                .contains("marker")
+        );
         let mut bad = good.clone();
         bad[1024 + 12] = 1;
         assert!(
             check_footer(&header, &bad)
                 .unwrap_err()
+                .detail
                 .contains("end-of-stream")
         );
         let mut bad = good.clone();
@@ -202,11 +258,15 @@ mod tests {
         assert!(
             check_footer(&header, &bad)
                 .unwrap_err()
+                .detail
                 .contains("zero-padded")
         );
         let mut bad = good.clone();
         bad[512] = b'X';
-        assert!(check_footer(&header, &bad).unwrap_err().contains("KDMV"));
+        assert_eq!(
+            check_footer(&header, &bad).unwrap_err().fault,
+            FooterFault::Magic
+        );
         assert!(check_footer(&header, &good[..600]).is_err());
     }
 }

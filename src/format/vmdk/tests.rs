@@ -1,6 +1,7 @@
 //! Unit tests of the VMDK description: one per rule, truncation, random bytes.
 
 use super::*;
+use crate::safety::{Finding, assert_fires};
 
 const DESCRIPTOR: &str = "# Disk DescriptorFile\nversion=1\nCID=9e3b9643\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\n# Extent description\nRW 131072 SPARSE \"m.vmdk\"\n\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = \"4\"\nddb.geometry.cylinders = \"130\"\nddb.adapterType = \"ide\"\n";
 
@@ -40,6 +41,21 @@ fn checks(r: &FormatReport) -> Vec<Check> {
     c
 }
 
+/// The findings of a report that has exactly one.
+#[track_caller]
+fn only(r: &FormatReport) -> &[Finding] {
+    assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+    &r.findings
+}
+
+/// The rule ids that fired, sorted, without repeats.
+fn ids(r: &FormatReport) -> Vec<&'static str> {
+    let mut ids: Vec<&str> = r.findings.iter().map(|f| f.rule).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 fn specific(r: &FormatReport) -> &VmdkSpecific {
     match &r.format_specific {
         Some(FormatSpecific::Vmdk(v)) => v,
@@ -73,6 +89,7 @@ fn detection_covers_sparse_legacy_and_text_descriptors() {
     assert_eq!(det(b"\nversion=1\n"), None);
     assert_eq!(det(b"version=4\n"), None);
     assert_eq!(det(b"hello"), None);
+    assert_fires(only(&report(b"hello")), "vmdk.signature");
 }
 
 #[test]
@@ -124,38 +141,55 @@ fn a_stream_footer_takes_over_the_header_and_must_match_it() {
     assert!(r.findings.is_empty(), "{:?}", r.findings);
     assert_eq!(r.virtual_size, Some(64 << 20));
     let r = report(&footer_image(262_144));
-    assert_eq!(checks(&r), [Check::VmdkFooter]);
+    assert_fires(only(&r), "vmdk.footer-mismatch");
     assert_eq!(r.virtual_size, None);
-    let mut d = footer_image(131_072);
-    let n = d.len();
-    d[n - 1024] = b'X';
-    assert_eq!(checks(&report(&d)), [Check::VmdkFooter]);
+    // The footer area is the last three sectors: marker, footer, end-of-stream marker.
+    let n = footer_image(131_072).len();
+    let (marker, footer) = (n - 1536, n - 1024);
+    let d = patch(footer_image(131_072), footer, b"X");
+    assert_fires(only(&report(&d)), "vmdk.footer-magic");
+    let d = patch(footer_image(131_072), marker + 12, &2u32.to_le_bytes());
+    assert_fires(only(&report(&d)), "vmdk.footer-markers");
+    let d = patch(footer_image(131_072), marker + 100, &[1]);
+    assert_fires(only(&report(&d)), "vmdk.footer-padding");
+    let d = patch(footer_image(131_072), footer + 56, &GD_AT_END.to_le_bytes());
+    assert_fires(only(&report(&d)), "vmdk.footer-chained");
     // Too short for a footer at all.
     let d = patch(
         sparse_image(131_072, true, DESCRIPTOR)[..1024].to_vec(),
         56,
         &GD_AT_END.to_le_bytes(),
     );
-    assert_eq!(checks(&report(&d)), [Check::VmdkFooter]);
+    assert_fires(only(&report(&d)), "vmdk.footer-missing");
 }
 
 #[test]
 fn sparse_header_rules_fire() {
     let base = sparse_image(131_072, false, DESCRIPTOR);
-    let cases: &[(usize, &[u8], Check)] = &[
-        (4, &4u32.to_le_bytes(), Check::UnsupportedVersion),
-        (44, &513u32.to_le_bytes(), Check::InvalidHeader),
-        (20, &0u64.to_le_bytes(), Check::InvalidHeader),
-        (64, &1000u64.to_le_bytes(), Check::Truncated),
-        (20, &0x20_0001u64.to_le_bytes(), Check::InvalidHeader),
-        (56, &(1u64 << 40).to_le_bytes(), Check::Truncated),
-        (48, &(1u64 << 40).to_le_bytes(), Check::Truncated),
-        (28, &2u64.to_le_bytes(), Check::InvalidHeader),
-    ];
-    for (at, v, check) in cases {
-        let r = report(&patch(base.clone(), *at, v));
-        assert_eq!(checks(&r), [*check], "offset {at}: {:?}", r.findings);
-    }
+    let case = |at: usize, v: &[u8]| report(&patch(base.clone(), at, v));
+    assert_fires(only(&case(4, &4u32.to_le_bytes())), "vmdk.version");
+    let fired = case(44, &513u32.to_le_bytes());
+    assert_fires(only(&fired), "vmdk.grain-table-size");
+    let fired = case(20, &0u64.to_le_bytes());
+    assert_fires(only(&fired), "vmdk.grain-table-coverage");
+    let fired = case(64, &1000u64.to_le_bytes());
+    assert_fires(only(&fired), "vmdk.grains-past-eof");
+    let fired = case(20, &0x20_0001u64.to_le_bytes());
+    assert_fires(only(&fired), "vmdk.grain-size");
+    // The grain directory, then the redundant one.
+    let fired = case(56, &(1u64 << 40).to_le_bytes());
+    assert_fires(only(&fired), "vmdk.grain-directory-past-eof");
+    let fired = case(48, &(1u64 << 40).to_le_bytes());
+    assert_fires(only(&fired), "vmdk.grain-directory-past-eof");
+    let fired = case(28, &2u64.to_le_bytes());
+    assert_fires(only(&fired), "vmdk.embedded-descriptor-offset");
+    // 2^55 sectors: the grain directory size truncates to 0 in 32 bits, the bytes overflow.
+    let fired = case(12, &(1u64 << 55).to_le_bytes());
+    assert_fires(only(&fired), "vmdk.capacity-overflow");
+    // A zero capacity makes QEMU read the embedded descriptor as a descriptor file.
+    let d = patch(base.clone(), 12, &0u64.to_le_bytes());
+    let fired = report(&patch(d, 28, &u64::MAX.to_le_bytes()));
+    assert_fires(only(&fired), "vmdk.descriptor-offset-overflow");
     // A descriptor size past the end of the file is no truncation: QEMU reads the area
     // zero-padded and the text ends at its first NUL.
     let r = report(&patch(base.clone(), 36, &1000u64.to_le_bytes()));
@@ -163,30 +197,30 @@ fn sparse_header_rules_fire() {
     // A grain directory of more than 32 Mi entries: 1-sector grains, 512 per table.
     let d = patch(base.clone(), 20, &1u64.to_le_bytes());
     let d = patch(d, 12, &(512u64 * (32 << 20) + 512).to_le_bytes());
-    assert_eq!(checks(&report(&d)), [Check::InvalidHeader]);
+    assert_fires(only(&report(&d)), "vmdk.grain-directory-size");
 }
 
 #[test]
 fn embedded_descriptor_rules_fire() {
     let with = |desc: &str| report(&sparse_image(131_072, false, desc));
     let r = with(&DESCRIPTOR.replace("monolithicSparse", "monolithicFlat"));
-    assert_eq!(checks(&r), [Check::VmdkCreateType]);
+    assert_fires(only(&r), "vmdk.create-type");
     // QEMU still reports its own create type from the header.
     assert_eq!(specific(&r).create_type, "monolithicSparse");
     let r = with(&DESCRIPTOR.replace("\"m.vmdk\"", "\"/etc/passwd\""));
-    assert_eq!(checks(&r), [Check::VmdkExtentPath]);
+    assert_fires(only(&r), "vmdk.embedded-extent-path");
     let r = with(&DESCRIPTOR.replace("#DDB", "something odd"));
-    assert_eq!(checks(&r), [Check::InvalidHeader]);
+    assert_fires(only(&r), "vmdk.descriptor-line");
     let r = with(&DESCRIPTOR.replace("RW 131072 SPARSE \"m.vmdk\"", ""));
-    assert_eq!(checks(&r), [Check::InvalidHeader]);
+    assert_fires(only(&r), "vmdk.no-extents");
     let r = with(&DESCRIPTOR.replace("createType=\"monolithicSparse\"\n", ""));
-    assert_eq!(checks(&r), [Check::InvalidHeader]);
+    assert_fires(only(&r), "vmdk.missing-create-type");
     let r = with(&DESCRIPTOR.replace("CID=9e3b9643\nparentCID=ffffffff\n", ""));
-    assert_eq!(checks(&r), [Check::InvalidHeader]);
+    assert_fires(only(&r), "vmdk.cid");
     assert_eq!(r.format_specific, None);
     assert_eq!(r.virtual_size, None);
     let r = with(&DESCRIPTOR.replace("ide", "idé"));
-    assert_eq!(checks(&r), [Check::InvalidHeader]);
+    assert_fires(only(&r), "vmdk.descriptor-not-ascii");
 }
 
 #[test]
@@ -196,10 +230,19 @@ fn a_parent_hint_is_a_backing_file() {
         "parentCID=9e3b9643\nparentFileNameHint=\"base.vmdk\"\n",
     );
     let r = report(&sparse_image(131_072, false, &desc));
-    assert_eq!(checks(&r), [Check::BackingFile]);
+    assert_fires(only(&r), "vmdk.parent");
     assert_eq!(r.backing_filename.as_deref(), Some("base.vmdk"));
     assert_eq!(r.backing_format.as_deref(), Some("vmdk"));
     assert_eq!(specific(&r).parent_cid, 0x9e3b_9643);
+    // A hint longer than QEMU's 4095 bytes fails its open.
+    let long = format!("parentFileNameHint=\"{}\"\n", "a".repeat(4096));
+    let desc = DESCRIPTOR.replace(
+        "parentCID=ffffffff\n",
+        &format!("parentCID=ffffffff\n{long}"),
+    );
+    let r = report(&sparse_image(131_072, false, &desc));
+    assert_fires(only(&r), "vmdk.parent-hint");
+    assert_eq!(r.backing_filename, None);
 }
 
 const FLAT: &str = "# Disk DescriptorFile\nversion=1\nCID=40df3b38\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\nRW 131072 FLAT \"flat-flat.vmdk\" 0\n\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = \"4\"\n";
@@ -207,7 +250,8 @@ const FLAT: &str = "# Disk DescriptorFile\nversion=1\nCID=40df3b38\nparentCID=ff
 #[test]
 fn a_flat_descriptor_is_described_and_refused_without_opening_extents() {
     let mut r = report(FLAT.as_bytes());
-    assert_eq!(checks(&r), [Check::VmdkCreateType, Check::VmdkExtentPath]);
+    assert_eq!(ids(&r), ["vmdk.create-type", "vmdk.extent-file"]);
+    assert_fires(&r.findings, "vmdk.extent-file");
     assert_eq!(r.virtual_size, Some(64 << 20));
     assert_eq!(r.cluster_size, None);
     r.resolve_paths("/images/flat.vmdk");
@@ -260,19 +304,31 @@ fn descriptor_file_rules_fire() {
         FLAT.replace("monolithicFlat", "monolithicSparse")
             .as_bytes(),
     );
-    assert_eq!(checks(&r), [Check::InvalidHeader, Check::VmdkExtentPath]);
+    assert_eq!(
+        ids(&r),
+        ["vmdk.extent-file", "vmdk.sparse-create-type-in-file"]
+    );
+    assert_fires(&r.findings, "vmdk.sparse-create-type-in-file");
     // An extent line QEMU cannot parse.
     let r = report(FLAT.replace("\" 0\n", "\"\n").as_bytes());
-    assert!(checks(&r).contains(&Check::InvalidHeader));
+    assert_fires(&r.findings, "vmdk.extent-line");
+    assert_eq!(r.virtual_size, None);
+    // Extents whose sizes overflow.
+    let r = report(
+        FLAT.replace("RW 131072 FLAT", "RW 9000000000000000000 FLAT")
+            .as_bytes(),
+    );
+    assert_fires(&r.findings, "vmdk.extent-size-overflow");
     assert_eq!(r.virtual_size, None);
     // Too large to be a descriptor.
     let mut big = FLAT.as_bytes().to_vec();
     big.resize(2 << 20, b'\n');
     let r = report(&big);
     assert!(r.findings[0].detail.contains("at most 1 MiB"));
+    assert_fires(&r.findings[..1], "vmdk.descriptor-file-size");
     // No createType.
     let r = report(FLAT.replace("createType", "kind").as_bytes());
-    assert!(checks(&r).contains(&Check::InvalidHeader));
+    assert_fires(&r.findings, "vmdk.missing-create-type");
 }
 
 #[test]
@@ -296,7 +352,7 @@ fn a_zero_capacity_sparse_header_is_a_descriptor_file() {
 #[test]
 fn legacy_sparse_extents_are_unsupported() {
     let r = report(b"COWD\x01\0\0\0\0\0\0\0");
-    assert_eq!(checks(&r), [Check::UnsupportedVersion]);
+    assert_fires(only(&r), "vmdk.legacy-sparse");
 }
 
 #[test]
