@@ -236,23 +236,9 @@ fn parse_line(
     })
 }
 
-fn decode_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let (pairs, odd) = hex.as_chunks::<2>();
-    if !odd.is_empty() {
-        return None;
-    }
-    pairs
-        .iter()
-        .map(|[hi, lo]| Some(nibble(*hi)? << 4 | nibble(*lo)?))
-        .collect()
+/// The bytes of a digest written in hex (either case), or `None` if it is not hex.
+fn decode_hex(digits: &[u8]) -> Option<Vec<u8>> {
+    hex::decode(digits).ok()
 }
 
 /// A line's file name, unescaped when the line began with a backslash (GNU's escaped names).

@@ -282,14 +282,10 @@ impl Md5 {
 mod tests {
     use super::*;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     fn md5(data: &[u8]) -> String {
         let mut h = Md5::new();
         h.update(data);
-        hex(&h.finalize())
+        hex::encode(h.finalize())
     }
 
     #[test]
@@ -317,14 +313,18 @@ mod tests {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
             .collect();
         for len in 0..data.len() {
-            let want = hex(&::md5::Md5::digest(&data[..len]));
+            let want = hex::encode(::md5::Md5::digest(&data[..len]));
             assert_eq!(md5(&data[..len]), want, "length {len}");
             // The same bytes fed in two uneven pieces.
             let split = len / 3;
             let mut h = Md5::new();
             h.update(&data[..split]);
             h.update(&data[split..len]);
-            assert_eq!(hex(&h.finalize()), want, "length {len} split at {split}");
+            assert_eq!(
+                hex::encode(h.finalize()),
+                want,
+                "length {len} split at {split}"
+            );
         }
     }
 }

@@ -23,8 +23,6 @@ pub mod parallel;
 pub mod sha512;
 pub mod source;
 
-use std::fmt;
-
 pub use algorithm::Algorithm;
 pub use engine::{DigestSet, Digester, EngineConfig};
 pub use parallel::hash_inputs;
@@ -42,12 +40,7 @@ pub struct Digest {
 impl Digest {
     /// Lower-case hex, as `md5sum` and Glance print it.
     pub fn hex(&self) -> String {
-        use fmt::Write;
-        let mut s = String::with_capacity(self.bytes.len() * 2);
-        for b in &self.bytes {
-            let _ = write!(s, "{b:02x}");
-        }
-        s
+        hex::encode(&self.bytes)
     }
 }
 

@@ -130,8 +130,8 @@ fn check_mbr(sector: &[u8]) -> Vec<Finding> {
             let lba = le32(entry, 8);
             if chs != [0x00, 0x02, 0x00] || lba != 1 {
                 findings.push(PROTECTIVE_ENTRY_START.finding(format!(
-                        "the GPT protective MBR entry {i} starts at CHS {:02x}{:02x}{:02x} LBA {lba}, not CHS 0/2/0 LBA 1",
-                        chs[0], chs[1], chs[2]
+                        "the GPT protective MBR entry {i} starts at CHS {} LBA {lba}, not CHS 0/2/0 LBA 1",
+                        hex::encode(chs)
                     ),
                 ));
             }

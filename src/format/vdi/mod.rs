@@ -325,25 +325,10 @@ pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<Forma
     Ok(report)
 }
 
-/// A UUID in its usual text form (VDI stores the first three groups little-endian).
+/// A UUID in its usual text form, lower case (VDI stores the first three groups
+/// little-endian, as `RTUUID` does).
 fn uuid(u: &[u8; 16]) -> String {
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}",
-        u[3],
-        u[2],
-        u[1],
-        u[0],
-        u[5],
-        u[4],
-        u[7],
-        u[6],
-        u[8],
-        u[9],
-        u[10..]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    uuid::Uuid::from_bytes_le(*u).hyphenated().to_string()
 }
 
 #[cfg(test)]

@@ -240,13 +240,7 @@ type Guid = [u8; 16];
 
 /// Builds the on-disk form of a GUID written `data1-data2-data3-data4`.
 const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Guid {
-    let a = d1.to_le_bytes();
-    let b = d2.to_le_bytes();
-    let c = d3.to_le_bytes();
-    [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5],
-        d4[6], d4[7],
-    ]
+    uuid::Uuid::from_fields(d1, d2, d3, &d4).to_bytes_le()
 }
 
 /// Region and metadata item GUIDs (spec 2.2.3.1 and 2.6.2).
@@ -312,39 +306,13 @@ pub fn detect(probe: &Probe) -> bool {
     probe.head.starts_with(SIGNATURE)
 }
 
-/// CRC-32C (Castagnoli), the checksum of VHDX headers, region tables and log entries.
-fn crc32c(data: &[u8]) -> u32 {
-    const fn table() -> [u32; 256] {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0x82f6_3b78 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    }
-    const TABLE: [u32; 256] = table();
-    !data.iter().fold(!0u32, |crc, &b| {
-        TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8)
-    })
-}
-
-/// Whether the checksum stored at bytes 4..8 matches the CRC-32C of `buf` with those bytes
-/// taken as zero (`vhdx_checksum_is_valid()`).
+/// Whether the checksum stored at bytes 4..8 matches the CRC-32C (Castagnoli; the `crc32c`
+/// crate uses the SSE 4.2 / ARMv8 CRC instructions where the CPU has them) of `buf` with those
+/// bytes taken as zero (`vhdx_checksum_is_valid()`).
 fn checksum_is_valid(buf: &mut [u8]) -> bool {
     let stored = le32(buf, 4);
     buf[4..8].fill(0);
-    let ok = crc32c(buf) == stored;
+    let ok = crc32c::crc32c(buf) == stored;
     buf[4..8].copy_from_slice(&stored.to_le_bytes());
     ok
 }
@@ -947,7 +915,7 @@ mod tests {
 
     fn seal(d: &mut [u8], at: usize, len: usize) {
         d[at + 4..at + 8].fill(0);
-        let crc = crc32c(&d[at..at + len]);
+        let crc = crc32c::crc32c(&d[at..at + len]);
         put(d, at + 4, &crc.to_le_bytes());
     }
 
@@ -1035,7 +1003,7 @@ mod tests {
 
     #[test]
     fn crc32c_matches_the_standard_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
     }
 
     #[test]
