@@ -1,7 +1,7 @@
 //! The hosted sparse extent header (`KDMV`, VMware "Virtual Disk Format 5.0" §"Hosted Sparse
 //! Extent Header") and the streamOptimized footer, as QEMU's `vmdk_open_vmdk4()` reads them.
 
-use super::super::bytes::{le16, le32, le64};
+use crate::format::bytes::{le16, le32, le64};
 
 /// `KDMV` read as a big-endian u32 (QEMU's `VMDK4_MAGIC`).
 pub const MAGIC: &[u8; 4] = b"KDMV";
