@@ -347,7 +347,7 @@ fn describe_dynamic<S: ReadAt + ?Sized>(
         let detail = if parent.is_empty() {
             format!(
                 "the VHD is a differencing disk whose parent (UUID {}) supplies unallocated blocks",
-                hex::encode(uuid)
+                hex(uuid)
             )
         } else {
             format!(
@@ -439,6 +439,10 @@ fn parent_name(header: &[u8]) -> String {
         raw.chunks_exact(2)
             .map(|c| u16::from_be_bytes([c[0], c[1]])),
     )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
 }
 
 #[cfg(test)]
