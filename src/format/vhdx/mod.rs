@@ -308,7 +308,7 @@ pub fn detect(probe: &Probe) -> bool {
 
 /// CRC-32C (Castagnoli), the checksum of VHDX headers, region tables and log entries: the
 /// `crc32c` crate, which uses the SSE 4.2 / ARMv8 CRC instructions where the CPU has them.
-fn crc32c(data: &[u8]) -> u32 {
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
     ::crc32c::crc32c(data)
 }
 
