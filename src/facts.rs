@@ -3,11 +3,10 @@
 //! upload metadata ([`crate::cloud::metadata::build`]) is filled from them, and
 //! [`crate::verify`] compares them with what a cloud recorded; neither is needed to know them.
 
-use std::io;
 use std::path::Path;
 
 use crate::digest::{self, Algorithm, Digests};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind, Operation};
 use crate::format::ImageFormat;
 use crate::inspect::inspect_path;
 use crate::safety::Safety;
@@ -84,14 +83,17 @@ pub fn gather_facts(path: &Path, algorithms: &[Algorithm]) -> Result<ImageFacts,
         let d = digest::hash_path(path, algorithms)?;
         let after = FileIdentity::of_path(path).map_err(|e| Error::io(path, e))?;
         if d.size != info.file_length || after != before {
-            return Err(Error::io(
-                path,
-                io::Error::other(format!(
-                    "the file changed while it was read ({} bytes, then {})",
+            return Err(Error::new(
+                ErrorKind::Changed,
+                Some(path),
+                format!(
+                    "cannot read {}: the file changed while it was read ({} bytes, then {})",
+                    path.display(),
                     info.file_length,
                     after.file_len()
-                )),
-            ));
+                ),
+            )
+            .with_operation(Operation::Read));
         }
         Some(d)
     };

@@ -21,6 +21,22 @@ pub const EXIT_FAILED: u8 = 1;
 /// The job could not be done: usage, missing or unreadable file, unparsable input.
 pub const EXIT_ERROR: u8 = 2;
 
+/// Interrupted by a signal (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The exit status for a library error, by its kind (docs/commands.md): 1 when the input or
+/// the metadata is refused (unsafe or invalid image, broken metadata rule), 130 when a signal
+/// interrupted the job, 2 when the job could not be done (unreadable or changed file,
+/// unwritable output, unsupported input, bad option).
+pub fn exit_status(error: &vmimage::Error) -> u8 {
+    use vmimage::ErrorKind;
+    match error.kind() {
+        ErrorKind::Unsafe | ErrorKind::InvalidImage | ErrorKind::BrokenRules => EXIT_FAILED,
+        ErrorKind::Interrupted => EXIT_INTERRUPTED,
+        _ => EXIT_ERROR,
+    }
+}
+
 /// Prints one error sentence on stderr, prefixed with the program name.
 pub fn print_error(message: impl std::fmt::Display) {
     eprintln!("vmimage: {message}");
