@@ -222,11 +222,100 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Io);
         assert_eq!(e.path(), Some(Path::new("/x/disk.img")));
         assert_eq!(e.context().operation, Some(Operation::Read));
-        assert_eq!(e.io_error().map(io::Error::kind), Some(io::ErrorKind::NotFound));
+        assert_eq!(
+            e.io_error().map(io::Error::kind),
+            Some(io::ErrorKind::NotFound)
+        );
         assert_eq!(
             e.to_string(),
             "cannot read /x/disk.img: No such file or directory"
         );
+    }
+
+    /// Appends to a file without pause until dropped, so that any read of it that takes more
+    /// than an instant sees it change.
+    struct Grower {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Grower {
+        fn start(path: &Path) -> Self {
+            use std::io::Write;
+            use std::sync::atomic::Ordering;
+            let len = std::fs::metadata(path).unwrap().len();
+            let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stopped = stop.clone();
+            let thread = std::thread::spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    file.write_all(&[0x5a; 512]).unwrap();
+                }
+            });
+            while std::fs::metadata(path).unwrap().len() == len {
+                std::thread::yield_now();
+            }
+            Self {
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Grower {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// SPEC "Honest": a file that changes while it is read is one event, whichever command
+    /// reads it; `hash`, `verify` (through the facts it gathers) and `convert` all say
+    /// [`ErrorKind::Changed`].
+    #[test]
+    fn a_file_that_changes_while_read_is_changed_for_hash_verify_and_convert() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("disk.raw");
+        let noise: Vec<u8> = (0..16u32 << 20).map(|i| (i * 7 % 251 + 1) as u8).collect();
+        let record = crate::cloud::parse::parse_record(
+            br#"{"checksum": "0123456789abcdef0123456789abcdef", "disk_format": "raw"}"#,
+            &crate::cloud::parse::RecordSelector::default(),
+        )
+        .unwrap();
+        let output = dir.path().join("out.qcow2");
+        let runs: [(&str, &dyn Fn() -> Result<()>); 3] = [
+            ("hash", &|| {
+                crate::digest::hash_path(&input, &crate::digest::Algorithm::DEFAULT).map(drop)
+            }),
+            ("verify", &|| {
+                crate::verify::verify_path(&input, &record).map(drop)
+            }),
+            ("convert", &|| {
+                crate::convert::convert(
+                    &input,
+                    &output,
+                    &crate::convert::ConvertOptions::default(),
+                    &crate::convert::NoProgress,
+                )
+                .map(drop)
+            }),
+        ];
+        for (command, run) in runs {
+            std::fs::write(&input, &noise).unwrap();
+            let grower = Grower::start(&input);
+            let e = run().expect_err(command);
+            drop(grower);
+            assert_eq!(e.kind(), ErrorKind::Changed, "{command}: {e}");
+            assert_eq!(e.path(), Some(input.as_path()), "{command}: {e}");
+            assert_eq!(e.context().operation, Some(Operation::Read), "{command}");
+            assert!(
+                e.to_string().contains("changed while it was read"),
+                "{command}: {e}"
+            );
+        }
+        assert!(!output.exists());
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use vmimage::convert::{
-    Compression, ConvertOptions, MetadataRulesBroken, ConvertReport, DEFAULT_CLUSTER_SIZE,
-    MetadataRequest, OutputFormat, Progress, convert_with_metadata,
+    Compression, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE, MetadataRequest,
+    MetadataRulesBroken, OutputFormat, Progress, convert_with_metadata,
 };
 use vmimage::digest::Algorithm;
 

@@ -107,7 +107,11 @@ pub(super) fn output_io(output: &Path, source: io::Error) -> Error {
     if io_kind(&source) == ErrorKind::Interrupted {
         return interrupted();
     }
-    let sentence = format!("{}: cannot write: {}", output.display(), describe_io(&source));
+    let sentence = format!(
+        "{}: cannot write: {}",
+        output.display(),
+        describe_io(&source)
+    );
     Error::new(ErrorKind::Io, Some(output), sentence)
         .with_operation(Operation::Write)
         .with_source(source)
@@ -157,4 +161,121 @@ pub(super) fn signing(output: &Path, source: SignError) -> Error {
 /// An interrupt arrived.
 pub(super) fn interrupted() -> Error {
     Error::new(ErrorKind::Interrupted, None, "interrupted".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Command, Stdio};
+
+    use super::*;
+    use crate::cloud::MetadataOptions;
+    use crate::convert::{ConvertOptions, MetadataRequest, NoProgress, convert_with_metadata};
+
+    fn qemu_img(dir: &Path, args: &[&str]) {
+        let status = Command::new("qemu-img")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("qemu-img must be installed (it is the tests' oracle)");
+        assert!(status.success(), "qemu-img {args:?}");
+    }
+
+    fn fails(
+        input: &Path,
+        output: &Path,
+        options: &ConvertOptions,
+        metadata: Option<&MetadataRequest>,
+    ) -> Error {
+        convert_with_metadata(input, output, options, &NoProgress, metadata)
+            .expect_err("the conversion must fail")
+    }
+
+    /// The CLI's exit status follows the kind (1: unsafe, invalid, broken rule; 2: the job
+    /// could not be done), so each way a conversion fails is pinned to its kind here.
+    #[test]
+    fn each_way_a_conversion_fails_has_the_kind_its_exit_status_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let raw = d.join("disk.raw");
+        std::fs::write(&raw, vec![0x11; 1 << 20]).unwrap();
+        let out = d.join("out.qcow2");
+        let options = ConvertOptions {
+            algorithms: Vec::new(),
+            ..ConvertOptions::default()
+        };
+
+        let bad_cluster = ConvertOptions {
+            cluster_size: 1000,
+            ..options.clone()
+        };
+        let e = fails(&raw, &out, &bad_cluster, None);
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+
+        let missing = d.join("missing.raw");
+        let e = fails(&missing, &out, &options, None);
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        assert_eq!(e.path(), Some(missing.as_path()));
+        assert_eq!(e.context().operation, Some(Operation::Read));
+        assert_eq!(
+            e.io_error().map(io::Error::kind),
+            Some(io::ErrorKind::NotFound)
+        );
+
+        let unwritable = d.join("no-such-dir").join("out.qcow2");
+        let e = fails(&raw, &unwritable, &options, None);
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        assert_eq!(e.path(), Some(unwritable.as_path()));
+        assert_eq!(e.context().operation, Some(Operation::Write));
+
+        qemu_img(d, &["create", "-q", "-f", "vdi", "disk.vdi", "1M"]);
+        let e = fails(&d.join("disk.vdi"), &out, &options, None);
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+
+        qemu_img(
+            d,
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "disk.raw",
+                "-F",
+                "raw",
+                "overlay.qcow2",
+            ],
+        );
+        let e = fails(&d.join("overlay.qcow2"), &out, &options, None);
+        assert_eq!(e.kind(), ErrorKind::Unsafe, "{e}");
+
+        // The L2 table of the first guest cluster lies at 1 TiB, far past the end of the file:
+        // the headers are valid, the guest data cannot be read.
+        qemu_img(d, &["create", "-q", "-f", "qcow2", "broken.qcow2", "1M"]);
+        let broken = d.join("broken.qcow2");
+        let mut bytes = std::fs::read(&broken).unwrap();
+        let l1 = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;
+        bytes[l1..l1 + 8].copy_from_slice(&((1u64 << 63) | (1 << 40)).to_be_bytes());
+        std::fs::write(&broken, bytes).unwrap();
+        let e = fails(&broken, &out, &options, None);
+        assert_eq!(e.kind(), ErrorKind::InvalidImage, "{e}");
+
+        let request = MetadataRequest {
+            target: Target::Scp,
+            options: MetadataOptions {
+                name: Some("no/slashes".into()),
+                ..MetadataOptions::default()
+            },
+            body: d.join("body.json"),
+            sidecar: None,
+            signature: None,
+        };
+        let e = fails(&raw, &out, &options, Some(&request));
+        assert_eq!(e.kind(), ErrorKind::BrokenRules, "{e}");
+        let broken_rules = e.downcast_ref::<MetadataRulesBroken>().unwrap();
+        assert_eq!(broken_rules.target, Target::Scp);
+
+        assert!(!out.exists());
+        assert!(!d.join("body.json").exists());
+    }
 }

@@ -73,9 +73,9 @@ pub use scan::{NoProgress, Progress};
 use crate::atomic::{self, TEMP_TAG, TempFile, fault};
 use crate::cloud::{MetadataDocument, MetadataOptions, Target};
 use crate::digest::{Algorithm, Digests};
+use crate::error::Error;
 use crate::facts::ImageFacts;
 use crate::format::ImageFormat;
-use crate::error::Error;
 use crate::format::guest::GuestReader;
 use crate::format::qcow2::Qcow2Header;
 use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
@@ -161,9 +161,8 @@ pub struct MetadataRequest {
 
 impl MetadataRequest {
     fn build(&self, facts: &ImageFacts) -> Result<MetadataDocument, Error> {
-        crate::cloud::build(self.target, facts, &self.options).map_err(|violations| {
-            error::metadata_rules(&self.body, self.target, violations)
-        })
+        crate::cloud::build(self.target, facts, &self.options)
+            .map_err(|violations| error::metadata_rules(&self.body, self.target, violations))
     }
 }
 
@@ -239,8 +238,8 @@ fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identi
     }
     let reader: Box<dyn GuestReader> = match info.format {
         ImageFormat::Qcow2 => {
-            let header = Qcow2Header::read(&file)
-                .map_err(|e| error::invalid_input(input, e.to_string()))?;
+            let header =
+                Qcow2Header::read(&file).map_err(|e| error::invalid_input(input, e.to_string()))?;
             Box::new(qcow2_reader::Qcow2Reader::open(file, header).map_err(invalid)?)
         }
         // The content decides: a raw disk that happens to end in a VHD footer is a fixed VHD
@@ -375,8 +374,8 @@ pub fn convert_with_metadata(
                 progress,
             )
             .map_err(fail)?;
-            let layout =
-                qcow2_writer::Layout::compute(virtual_size, cs, &plan).map_err(|reason| error::output_too_large(output, reason))?;
+            let layout = qcow2_writer::Layout::compute(virtual_size, cs, &plan)
+                .map_err(|reason| error::output_too_large(output, reason))?;
             let spilled = spill.into_reader().map_err(out_err)?;
             let mut out = HashedOutput::new(
                 tmp.file().map_err(out_err)?,
@@ -486,7 +485,10 @@ mod tests {
         let e = convert_with_metadata(&input, &output, &options, &NoProgress, Some(&request))
             .unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Io, "{e}");
-        assert_eq!(e.context().operation, Some(crate::error::Operation::WriteMetadata));
+        assert_eq!(
+            e.context().operation,
+            Some(crate::error::Operation::WriteMetadata)
+        );
         assert_eq!(std::fs::read(&output).unwrap(), b"previous image");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 
