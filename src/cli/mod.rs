@@ -68,3 +68,24 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_job_that_could_not_be_done_exits_2() {
+        let unreadable = vmimage::Error::io(Path::new("a"), std::io::ErrorKind::NotFound.into());
+        assert_eq!(exit_status(&unreadable), EXIT_ERROR);
+        let changed = vmimage::Error::changed(Path::new("a"), "its length went from 1 to 2 bytes");
+        assert_eq!(exit_status(&changed), EXIT_ERROR);
+        let options = vmimage::convert::ConvertOptions {
+            threads: Some(0),
+            ..Default::default()
+        };
+        let usage = vmimage::convert::validate_options(&options).unwrap_err();
+        assert_eq!(exit_status(&usage), EXIT_ERROR);
+    }
+}
