@@ -30,7 +30,8 @@ pub struct MetadataRulesBroken {
     pub violations: RuleViolations,
 }
 
-/// A failure inside a pass, before the paths are attached ([`Failure::into_error`]).
+/// A failure inside a pass, before the paths are attached; `convert` turns it into an
+/// [`Error`] naming the input or the output.
 #[derive(Debug)]
 pub enum Failure {
     /// Reading the input.
