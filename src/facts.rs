@@ -3,11 +3,10 @@
 //! upload metadata ([`crate::cloud::metadata::build`]) is filled from them, and
 //! [`crate::verify`] compares them with what a cloud recorded; neither is needed to know them.
 
-use std::io;
 use std::path::Path;
 
 use crate::digest::{self, Algorithm, Digests};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind, Operation};
 use crate::format::ImageFormat;
 use crate::inspect::inspect_path;
 use crate::safety::Safety;
@@ -83,16 +82,7 @@ pub fn gather_facts(path: &Path, algorithms: &[Algorithm]) -> Result<ImageFacts,
     } else {
         let d = digest::hash_path(path, algorithms)?;
         let after = FileIdentity::of_path(path).map_err(|e| Error::io(path, e))?;
-        if d.size != info.file_length || after != before {
-            return Err(Error::io(
-                path,
-                io::Error::other(format!(
-                    "the file changed while it was read ({} bytes, then {})",
-                    info.file_length,
-                    after.file_len()
-                )),
-            ));
-        }
+        unchanged(path, &before, &after, info.file_length, d.size)?;
         Some(d)
     };
     Ok(ImageFacts {
@@ -104,12 +94,60 @@ pub fn gather_facts(path: &Path, algorithms: &[Algorithm]) -> Result<ImageFacts,
     })
 }
 
+/// Whether the file at `path` is the one inspected: the same identity `before` the inspection
+/// and `after` the digests, and as many bytes digested as inspected.
+fn unchanged(
+    path: &Path,
+    before: &FileIdentity,
+    after: &FileIdentity,
+    inspected: u64,
+    digested: u64,
+) -> Result<(), Error> {
+    if digested == inspected && after == before {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Changed,
+        Some(path),
+        format!(
+            "cannot read {}: the file changed while it was read ({inspected} bytes, then {})",
+            path.display(),
+            after.file_len()
+        ),
+    )
+    .with_operation(Operation::Read))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn facts(virtual_size: u64) -> ImageFacts {
         ImageFacts::new(ImageFormat::Qcow2, 200_000, Some(virtual_size), None)
+    }
+
+    /// A change between the inspection and the digests is [`ErrorKind::Changed`], as the
+    /// digest engine's own check says it, not an I/O error.
+    #[test]
+    fn a_file_changed_after_its_inspection_is_changed() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), [1u8; 1000]).unwrap();
+        let before = FileIdentity::of_path(file.path()).unwrap();
+        assert!(unchanged(file.path(), &before, &before, 1000, 1000).is_ok());
+        std::fs::write(file.path(), [2u8; 3000]).unwrap();
+        let after = FileIdentity::of_path(file.path()).unwrap();
+        let e = unchanged(file.path(), &before, &after, 1000, 3000).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot read {}: the file changed while it was read (1000 bytes, then 3000)",
+                file.path().display()
+            )
+        );
+        // The same length but another digest length: the read saw a different file.
+        let e = unchanged(file.path(), &after, &after, 3000, 2000).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Changed, "{e}");
     }
 
     #[test]

@@ -34,6 +34,6 @@ pub mod signing;
 pub mod source;
 pub mod verify;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use format::ImageFormat;
 pub use inspect::{ImageInfo, inspect, inspect_path};

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use vmimage::convert::{
-    Compression, ConvertError, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE,
-    MetadataRequest, OutputFormat, Progress, convert_with_metadata,
+    Compression, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE, MetadataRequest,
+    MetadataRulesBroken, OutputFormat, Progress, convert_with_metadata,
 };
 use vmimage::digest::Algorithm;
 
@@ -20,7 +20,7 @@ use super::metadata::{MetadataFlags, parse_target, report_violations};
 use super::output::install_interrupt_handler;
 use super::render::print_json;
 use super::sign::{Signer, load_signing, warn_if_long};
-use super::{EXIT_ERROR, EXIT_OK, print_error};
+use super::{EXIT_ERROR, EXIT_OK, exit_status, print_error};
 
 /// Output formats accepted by `-O`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,18 +226,18 @@ pub fn run(args: &ConvertArgs) -> u8 {
                 Err(_) => EXIT_ERROR,
             }
         }
-        Err(ConvertError::MetadataRules {
-            target, violations, ..
-        }) => report_violations(
-            &args.output.display().to_string(),
-            target,
-            args.json,
-            &violations,
-        ),
-        Err(e) => {
-            print_error(&e);
-            e.exit_code()
-        }
+        Err(e) => match e.downcast_ref::<MetadataRulesBroken>() {
+            Some(broken) => report_violations(
+                &args.output.display().to_string(),
+                broken.target,
+                args.json,
+                &broken.violations,
+            ),
+            None => {
+                print_error(&e);
+                exit_status(&e)
+            }
+        },
     }
 }
 

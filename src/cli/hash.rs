@@ -278,11 +278,11 @@ fn report_outcome(
         Outcome::Unreadable(e, error) => {
             // Like coreutils, the reason goes to stderr even with --status.
             let name = String::from_utf8_lossy(&e.file);
-            match error {
-                vmimage::Error::Io { source, .. } => {
+            match error.io_error() {
+                Some(source) if error.kind() == vmimage::ErrorKind::Io => {
                     print_error(format_args!("{}: {}", Quoted(&name), describe_io(source)))
                 }
-                other => print_error(other),
+                _ => print_error(error),
             }
             if args.status {
                 return Ok(());

@@ -17,7 +17,7 @@ use vmimage::facts::gather_facts;
 
 use super::render::print_json;
 use super::sign::{SigningFlags, load_signing};
-use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, print_error};
+use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, exit_status, print_error};
 
 /// The image properties a user chooses; shared by `vmimage metadata` and
 /// `vmimage convert --metadata` (flatten it into the command's arguments).
@@ -132,8 +132,8 @@ pub fn run(args: &MetadataArgs) -> u8 {
     let facts = match gather_facts(&args.file, &algorithms) {
         Ok(f) => f,
         Err(e) => {
-            print_error(e);
-            return EXIT_ERROR;
+            print_error(&e);
+            return exit_status(&e);
         }
     };
     let file = args.file.display().to_string();

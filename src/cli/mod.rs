@@ -21,6 +21,22 @@ pub const EXIT_FAILED: u8 = 1;
 /// The job could not be done: usage, missing or unreadable file, unparsable input.
 pub const EXIT_ERROR: u8 = 2;
 
+/// Interrupted by a signal (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The exit status for a library error, by its kind (docs/commands.md): 1 when the input or
+/// the metadata is refused (unsafe or invalid image, broken metadata rule), 130 when a signal
+/// interrupted the job, 2 when the job could not be done (unreadable or changed file,
+/// unwritable output, unsupported input, bad option).
+pub fn exit_status(error: &vmimage::Error) -> u8 {
+    use vmimage::ErrorKind;
+    match error.kind() {
+        ErrorKind::Unsafe | ErrorKind::InvalidImage | ErrorKind::BrokenRules => EXIT_FAILED,
+        ErrorKind::Interrupted => EXIT_INTERRUPTED,
+        _ => EXIT_ERROR,
+    }
+}
+
 /// Prints one error sentence on stderr, prefixed with the program name.
 pub fn print_error(message: impl std::fmt::Display) {
     eprintln!("vmimage: {message}");
@@ -50,5 +66,26 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_job_that_could_not_be_done_exits_2() {
+        let unreadable = vmimage::Error::io(Path::new("a"), std::io::ErrorKind::NotFound.into());
+        assert_eq!(exit_status(&unreadable), EXIT_ERROR);
+        let changed = vmimage::Error::changed(Path::new("a"), "its length went from 1 to 2 bytes");
+        assert_eq!(exit_status(&changed), EXIT_ERROR);
+        let options = vmimage::convert::ConvertOptions {
+            threads: Some(0),
+            ..Default::default()
+        };
+        let usage = vmimage::convert::validate_options(&options).unwrap_err();
+        assert_eq!(exit_status(&usage), EXIT_ERROR);
     }
 }

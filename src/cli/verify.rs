@@ -17,7 +17,7 @@ use vmimage::signing::{CaBundle, SigningCertificate};
 use vmimage::verify::{SignatureInputs, Status, Verdict, VerifyReport, verify_path_with};
 
 use super::render::{human_size, print_json};
-use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, print_error};
+use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, exit_status, print_error};
 
 /// Arguments of `vmimage verify`.
 #[derive(Debug, Args)]
@@ -143,8 +143,8 @@ pub fn run(args: &VerifyArgs) -> u8 {
     let report = match verify_path_with(&args.file, &record, signing.as_ref()) {
         Ok(r) => r,
         Err(e) => {
-            print_error(e);
-            return EXIT_ERROR;
+            print_error(&e);
+            return exit_status(&e);
         }
     };
     if let Some(junit) = &args.junit

@@ -53,6 +53,7 @@
 
 pub mod buffers;
 pub mod compress;
+mod error;
 pub mod output;
 pub mod plan;
 pub mod qcow2_writer;
@@ -66,14 +67,16 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use compress::Compression;
+pub use error::{Failure, MetadataRulesBroken};
 pub use scan::{NoProgress, Progress};
 
 use crate::atomic::{self, TEMP_TAG, TempFile, fault};
-use crate::cloud::{MetadataDocument, MetadataOptions, RuleViolations, Target};
+use crate::cloud::{MetadataDocument, MetadataOptions, Target};
 use crate::digest::{Algorithm, Digests};
+use crate::error::Error;
 use crate::facts::ImageFacts;
 use crate::format::ImageFormat;
-use crate::format::guest::{GuestReader, ReadFailure};
+use crate::format::guest::GuestReader;
 use crate::format::qcow2::Qcow2Header;
 use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
 use crate::format::qcow2::reader as qcow2_reader;
@@ -157,14 +160,9 @@ pub struct MetadataRequest {
 }
 
 impl MetadataRequest {
-    fn build(&self, facts: &ImageFacts) -> Result<MetadataDocument, ConvertError> {
-        crate::cloud::build(self.target, facts, &self.options).map_err(|violations| {
-            ConvertError::MetadataRules {
-                path: self.body.clone(),
-                target: self.target,
-                violations,
-            }
-        })
+    fn build(&self, facts: &ImageFacts) -> Result<MetadataDocument, Error> {
+        crate::cloud::build(self.target, facts, &self.options)
+            .map_err(|violations| error::metadata_rules(&self.body, self.target, violations))
     }
 }
 
@@ -204,188 +202,29 @@ pub struct ConvertReport {
     pub signature: Option<crate::signing::SignatureProperties>,
 }
 
-/// Why a conversion failed. Every variant names the file concerned.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConvertError {
-    /// The options are inconsistent or out of range.
-    #[error("{0}")]
-    Usage(String),
-    /// The input could not be opened or read.
-    #[error("{}: {}", path.display(), crate::error::describe_io(source))]
-    InputIo {
-        /// The input.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The input is refused by a safety rule.
-    #[error("{}: unsafe image ({check}): {detail}", path.display())]
-    Unsafe {
-        /// The input.
-        path: PathBuf,
-        /// The rule.
-        check: Check,
-        /// What it found.
-        detail: String,
-    },
-    /// The input's format cannot be converted.
-    #[error("{}: converting {format} images is not supported (raw, qcow2 and vhd are)", path.display())]
-    UnsupportedFormat {
-        /// The input.
-        path: PathBuf,
-        /// Its format.
-        format: ImageFormat,
-    },
-    /// The input's metadata or data is invalid.
-    #[error("{}: invalid image: {reason}", path.display())]
-    InvalidInput {
-        /// The input.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The input changed while it was converted.
-    #[error("{}: the file changed while it was read", path.display())]
-    InputChanged {
-        /// The input.
-        path: PathBuf,
-    },
-    /// The output could not be written.
-    #[error("{}: cannot write: {}", path.display(), crate::error::describe_io(source))]
-    OutputIo {
-        /// The output.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The output would break a qcow2 limit.
-    #[error("{}: {reason}", path.display())]
-    OutputTooLarge {
-        /// The output.
-        path: PathBuf,
-        /// Which limit.
-        reason: String,
-    },
-    /// The metadata asked for with the output breaks a rule of its target; nothing was
-    /// written.
-    #[error("{}: {violations}", path.display())]
-    MetadataRules {
-        /// The metadata file that was not written.
-        path: PathBuf,
-        /// The target whose rules broke.
-        target: Target,
-        /// Every broken rule.
-        violations: RuleViolations,
-    },
-    /// The metadata could not be written; neither it nor the output was put in place.
-    #[error("{}: cannot write the metadata: {}", path.display(), crate::error::describe_io(source))]
-    MetadataIo {
-        /// The metadata (or sidecar) file.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The output could not be signed with the key given.
-    #[error("{}: cannot sign: {source}", path.display())]
-    Signing {
-        /// The output.
-        path: PathBuf,
-        /// Why.
-        source: crate::signing::SignError,
-    },
-    /// An interrupt arrived.
-    #[error("interrupted")]
-    Interrupted,
-}
-
-impl ConvertError {
-    /// The exit status per SPEC: 1 for an unsafe or invalid input, 2 when the job could not
-    /// be done, 130 when interrupted.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ConvertError::Unsafe { .. }
-            | ConvertError::InvalidInput { .. }
-            | ConvertError::MetadataRules { .. } => 1,
-            ConvertError::Interrupted => 130,
-            _ => 2,
-        }
-    }
-}
-
-/// A failure inside a pass, before the paths are attached.
-#[derive(Debug)]
-pub enum Failure {
-    /// Reading the input.
-    Input(ReadFailure),
-    /// Writing the output.
-    Output(io::Error),
-    /// The temporary store of compressed clusters.
-    Spill(io::Error),
-    /// The input no longer holds what the scan saw.
-    Changed,
-}
-
-impl Failure {
-    fn into_error(self, input: &Path, output: &Path) -> ConvertError {
-        match self {
-            Failure::Input(ReadFailure::Io(source)) => ConvertError::InputIo {
-                path: input.to_path_buf(),
-                source,
-            },
-            Failure::Input(ReadFailure::Invalid(reason)) => ConvertError::InvalidInput {
-                path: input.to_path_buf(),
-                reason,
-            },
-            Failure::Output(e) | Failure::Spill(e) if e.kind() == io::ErrorKind::Interrupted => {
-                ConvertError::Interrupted
-            }
-            Failure::Output(source) | Failure::Spill(source) => ConvertError::OutputIo {
-                path: output.to_path_buf(),
-                source,
-            },
-            Failure::Changed => ConvertError::InputChanged {
-                path: input.to_path_buf(),
-            },
-        }
-    }
-}
-
 /// Checks `options` before any file is touched.
-pub fn validate_options(options: &ConvertOptions) -> Result<(), ConvertError> {
+pub fn validate_options(options: &ConvertOptions) -> Result<(), Error> {
     let cs = options.cluster_size;
     if !cs.is_power_of_two() || !((1 << MIN_CLUSTER_BITS)..=MAX_CLUSTER_SIZE).contains(&cs) {
-        return Err(ConvertError::Usage(format!(
+        return Err(error::usage(format!(
             "the cluster size must be a power of two from 512 to {MAX_CLUSTER_SIZE} bytes, not {cs}"
         )));
     }
     if options.format == OutputFormat::Raw && options.compression.is_some() {
-        return Err(ConvertError::Usage(
+        return Err(error::usage(
             "compression (-c) needs qcow2 output (-O qcow2)".into(),
         ));
     }
     if options.threads == Some(0) {
-        return Err(ConvertError::Usage("--threads must be at least 1".into()));
+        return Err(error::usage("--threads must be at least 1".into()));
     }
     Ok(())
 }
 
 /// Opens `input`, inspects it, and returns its guest reader, or why it is refused.
-fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identity), ConvertError> {
-    let io_err = |source| ConvertError::InputIo {
-        path: input.to_path_buf(),
-        source,
-    };
-    let invalid = |e: ReadFailure| match e {
-        ReadFailure::Io(source) => ConvertError::InputIo {
-            path: input.to_path_buf(),
-            source,
-        },
-        ReadFailure::Invalid(reason) => ConvertError::InvalidInput {
-            path: input.to_path_buf(),
-            reason,
-        },
-    };
+fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identity), Error> {
+    let io_err = |source| error::input_io(input, source);
+    let invalid = |e| error::read_failure(input, e);
     let file = ImageFile::open(input).map_err(io_err)?;
     let identity = Identity::of(&file.file().metadata().map_err(io_err)?);
     let info = crate::inspect(&file, &input.display().to_string()).map_err(io_err)?;
@@ -395,18 +234,12 @@ fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identi
         .iter()
         .find(|f| f.severity == Severity::Error || f.check == Check::Encrypted)
     {
-        return Err(ConvertError::Unsafe {
-            path: input.to_path_buf(),
-            check: f.check,
-            detail: f.detail.clone(),
-        });
+        return Err(error::unsafe_input(input, f.check, &f.detail));
     }
     let reader: Box<dyn GuestReader> = match info.format {
         ImageFormat::Qcow2 => {
-            let header = Qcow2Header::read(&file).map_err(|e| ConvertError::InvalidInput {
-                path: input.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            let header =
+                Qcow2Header::read(&file).map_err(|e| error::invalid_input(input, e.to_string()))?;
             Box::new(qcow2_reader::Qcow2Reader::open(file, header).map_err(invalid)?)
         }
         // The content decides: a raw disk that happens to end in a VHD footer is a fixed VHD
@@ -416,10 +249,7 @@ fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identi
                 vhd_reader::open(file, footer, at_start).map_err(invalid)?
             }
             None => {
-                return Err(ConvertError::InvalidInput {
-                    path: input.to_path_buf(),
-                    reason: "no valid VHD footer".into(),
-                });
+                return Err(error::invalid_input(input, "no valid VHD footer".into()));
             }
         },
         ImageFormat::Raw | ImageFormat::Iso => {
@@ -428,10 +258,7 @@ fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identi
             Box::new(raw::RawReader::new(f, len))
         }
         other => {
-            return Err(ConvertError::UnsupportedFormat {
-                path: input.to_path_buf(),
-                format: other,
-            });
+            return Err(error::unsupported_format(input, other));
         }
     };
     Ok((info.format, reader, identity))
@@ -443,7 +270,7 @@ pub fn convert(
     output: &Path,
     options: &ConvertOptions,
     progress: &dyn Progress,
-) -> Result<ConvertReport, ConvertError> {
+) -> Result<ConvertReport, Error> {
     convert_with_metadata(input, output, options, progress, None)
 }
 
@@ -466,7 +293,7 @@ pub fn convert_with_metadata(
     options: &ConvertOptions,
     progress: &dyn Progress,
     metadata: Option<&MetadataRequest>,
-) -> Result<ConvertReport, ConvertError> {
+) -> Result<ConvertReport, Error> {
     validate_options(options)?;
     let (input_format, reader, identity) = open_input(input)?;
     let reader = reader.as_ref();
@@ -489,7 +316,7 @@ pub fn convert_with_metadata(
             .enumerate()
             .find_map(|(i, p)| paths[..i].contains(p).then_some(p))
         {
-            return Err(ConvertError::Usage(format!(
+            return Err(error::usage(format!(
                 "{}: the output, the metadata and the sidecar must be three different files",
                 same.display()
             )));
@@ -499,25 +326,12 @@ pub fn convert_with_metadata(
         let predicted = ImageFacts::new(output_format, 0, Some(reader.virtual_size()), None);
         request.build(&predicted)?;
         for path in std::iter::once(&request.body).chain(request.sidecar.as_ref()) {
-            let tmp = TempFile::create_beside(path, TEMP_TAG).map_err(|source| {
-                ConvertError::MetadataIo {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
+            let tmp = TempFile::create_beside(path, TEMP_TAG)
+                .map_err(|source| error::metadata_io(path, source))?;
             metadata_files.push((tmp, path.as_path()));
         }
     }
-    let out_err = |source: io::Error| {
-        if source.kind() == io::ErrorKind::Interrupted {
-            ConvertError::Interrupted
-        } else {
-            ConvertError::OutputIo {
-                path: output.to_path_buf(),
-                source,
-            }
-        }
-    };
+    let out_err = |source: io::Error| error::output_io(output, source);
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = options.threads {
         pool = pool.num_threads(n);
@@ -530,9 +344,7 @@ pub fn convert_with_metadata(
     let fail = |f: Failure| {
         let changed = Identity::of_path(input).map_or(true, |now| now != identity);
         if changed && !matches!(f, Failure::Output(_) | Failure::Spill(_)) {
-            ConvertError::InputChanged {
-                path: input.to_path_buf(),
-            }
+            error::input_changed(input)
         } else {
             f.into_error(input, output)
         }
@@ -562,13 +374,8 @@ pub fn convert_with_metadata(
                 progress,
             )
             .map_err(fail)?;
-            let layout =
-                qcow2_writer::Layout::compute(virtual_size, cs, &plan).map_err(|reason| {
-                    ConvertError::OutputTooLarge {
-                        path: output.to_path_buf(),
-                        reason,
-                    }
-                })?;
+            let layout = qcow2_writer::Layout::compute(virtual_size, cs, &plan)
+                .map_err(|reason| error::output_too_large(output, reason))?;
             let spilled = spill.into_reader().map_err(out_err)?;
             let mut out = HashedOutput::new(
                 tmp.file().map_err(out_err)?,
@@ -595,14 +402,9 @@ pub fn convert_with_metadata(
             )
         }
     };
-    let now = std::fs::metadata(input).map_err(|source| ConvertError::InputIo {
-        path: input.to_path_buf(),
-        source,
-    })?;
+    let now = std::fs::metadata(input).map_err(|source| error::input_io(input, source))?;
     if Identity::of(&now) != identity {
-        return Err(ConvertError::InputChanged {
-            path: input.to_path_buf(),
-        });
+        return Err(error::input_changed(input));
     }
     let size = digests.size;
     let mut signature = None;
@@ -620,10 +422,7 @@ pub fn convert_with_metadata(
         if let Some(signer) = &request.signature {
             let properties = signer
                 .sign(&digests)
-                .map_err(|source| ConvertError::Signing {
-                    path: output.to_path_buf(),
-                    source,
-                })?;
+                .map_err(|source| error::signing(output, source))?;
             doc.add_signature(&properties);
             signature = Some(properties);
         }
@@ -632,12 +431,9 @@ pub fn convert_with_metadata(
         for ((tmp, path), text) in metadata_files.iter().zip(texts) {
             atomic::write_all_synced(tmp, text.as_bytes()).map_err(|source| {
                 if source.kind() == io::ErrorKind::Interrupted {
-                    ConvertError::Interrupted
+                    error::interrupted()
                 } else {
-                    ConvertError::MetadataIo {
-                        path: path.to_path_buf(),
-                        source,
-                    }
+                    error::metadata_io(path, source)
                 }
             })?;
         }
@@ -688,8 +484,11 @@ mod tests {
         };
         let e = convert_with_metadata(&input, &output, &options, &NoProgress, Some(&request))
             .unwrap_err();
-        assert!(matches!(e, ConvertError::MetadataIo { .. }), "{e}");
-        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.kind(), crate::ErrorKind::Io, "{e}");
+        assert_eq!(
+            e.context().operation,
+            Some(crate::error::Operation::WriteMetadata)
+        );
         assert_eq!(std::fs::read(&output).unwrap(), b"previous image");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 

@@ -101,7 +101,7 @@ pub fn input_for(name: &[u8]) -> Input {
 
 /// Whether an error means "no such file" (which `--ignore-missing` skips).
 pub fn is_missing(error: &Error) -> bool {
-    matches!(error, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    error.io_error().map(io::Error::kind) == Some(io::ErrorKind::NotFound)
 }
 
 /// Checks every line of `manifest`, calling `report` with each outcome in line order.
