@@ -13,6 +13,7 @@ pub mod foreign;
 pub mod guest;
 pub mod iso;
 pub mod luks;
+pub mod open;
 pub mod partition;
 pub mod qcow;
 pub mod qcow2;
@@ -365,6 +366,35 @@ pub fn detect_all(probe: &Probe) -> Vec<Detection> {
 /// (and ISO, and LUKS container) size: `info` and `convert` both use it.
 pub const fn raw_virtual_size(len: u64) -> u64 {
     len.div_ceil(512).saturating_mul(512)
+}
+
+/// The structures a format module decoded while describing an image, kept so that its guest
+/// reader ([`open::guest_reader`]) starts from them instead of decoding them again. A format
+/// whose decoder does not hand its structures back yet has [`Decoded::Nothing`], and its
+/// reader decodes its headers itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decoded {
+    /// Nothing kept.
+    #[default]
+    Nothing,
+    /// A VHD's footer and dynamic header.
+    Vpc(vpc::VhdLayout),
+}
+
+/// [`describe`], also returning what the format module decoded (see [`Decoded`]).
+pub fn describe_decoded<S: ReadAt + ?Sized>(
+    src: &S,
+    probe: &Probe,
+    format: ImageFormat,
+) -> io::Result<(FormatReport, Decoded)> {
+    match format {
+        ImageFormat::Vpc => {
+            let (report, layout) = vpc::decode(src, probe)?;
+            Ok((report, layout.map_or(Decoded::Nothing, Decoded::Vpc)))
+        }
+        other => Ok((describe(src, probe, other)?, Decoded::Nothing)),
+    }
 }
 
 /// Describes `src` as `format`, whatever its content says: the equivalent of
