@@ -251,8 +251,8 @@ pub mod dynamic {
 }
 
 /// The "Block Allocation Table" section of the spec: one big-endian u32 per block, at the
-/// dynamic header's `table_offset`, the sector of the block's bitmap or [`UNALLOCATED`].
-/// An allocated block is its sector bitmap ([`bitmap_size`] bytes) followed by `block_size`
+/// dynamic header's `table_offset`, the sector of the block's bitmap or [`bat::UNALLOCATED`].
+/// An allocated block is its sector bitmap ([`bat::bitmap_size`] bytes) followed by `block_size`
 /// bytes of data.
 pub mod bat {
     use super::{SECTOR, be32};
