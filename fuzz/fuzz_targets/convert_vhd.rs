@@ -6,14 +6,15 @@
 mod guest;
 
 use libfuzzer_sys::fuzz_target;
-use vmimage::format::vpc::reader::{DynamicVhd, TYPE_DYNAMIC, probe, virtual_size};
+use vmimage::format::vpc::DISK_TYPE_DYNAMIC;
+use vmimage::format::vpc::reader::{DynamicVhd, probe, virtual_size};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Some((footer, at_start))) = probe(data) else {
         return;
     };
     let _ = virtual_size(&footer);
-    if at_start && footer.disk_type == TYPE_DYNAMIC {
+    if at_start && footer.disk_type == DISK_TYPE_DYNAMIC {
         if let Ok(reader) = DynamicVhd::open(data.to_vec(), &footer) {
             guest::read_guest(&reader);
         }

@@ -5,10 +5,12 @@
 //!
 //! **Readers** ([`GuestReader`]) give the guest disk of an input: which ranges may hold
 //! data (format metadata or file-system holes) and the bytes (zeros where nothing is stored).
-//! One module per input format, beside its decoder: [`raw`], [`qcow2_reader`], [`vhd_reader`]. The input is inspected
-//! first ([`crate::inspect()`]) and refused, exit status 1, when the inspector finds it unsafe
-//! (backing file, external data file, unknown incompatible features, polyglot, ...) or
-//! encrypted.
+//! One module per input format, beside its decoder ([`crate::format::raw`],
+//! [`crate::format::qcow2::reader`], [`crate::format::vpc::reader`]), chosen by
+//! [`crate::format::open`]. The input is inspected once ([`OpenedImage::open`]) and refused,
+//! exit status 1, when the inspector finds it unsafe (backing file, external data file,
+//! unknown incompatible features, polyglot, ...) or encrypted; otherwise its reader starts
+//! from what the inspection decoded ([`OpenedImage::guest_reader`]).
 //!
 //! **The output is written front to back, once, and never read back.** Its MD5 and SHA-512 are
 //! computed from the bytes as they are written ([`output::HashedOutput`], one digest thread per
@@ -77,13 +79,10 @@ use crate::error::Error;
 use crate::facts::ImageFacts;
 use crate::format::ImageFormat;
 use crate::format::guest::GuestReader;
-use crate::format::qcow2::Qcow2Header;
 use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
-use crate::format::qcow2::reader as qcow2_reader;
-use crate::format::raw;
-use crate::format::vpc::reader as vhd_reader;
+use crate::inspect::OpenedImage;
 use crate::safety::{Check, Severity};
-use crate::source::{FileIdentity as Identity, ImageFile, ReadAt};
+use crate::source::{FileIdentity as Identity, ImageFile};
 use output::HashedOutput;
 
 /// The default qcow2 cluster size: 64 KiB, as `qemu-img create`.
@@ -227,7 +226,8 @@ fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identi
     let invalid = |e| error::read_failure(input, e);
     let file = ImageFile::open(input).map_err(io_err)?;
     let identity = Identity::of(&file.file().metadata().map_err(io_err)?);
-    let info = crate::inspect(&file, &input.display().to_string()).map_err(io_err)?;
+    let image = OpenedImage::open(file, &input.display().to_string()).map_err(io_err)?;
+    let info = &image.info;
     if let Some(f) = info
         .safety
         .findings
@@ -236,32 +236,11 @@ fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identi
     {
         return Err(error::unsafe_input(input, f.check, &f.detail));
     }
-    let reader: Box<dyn GuestReader> = match info.format {
-        ImageFormat::Qcow2 => {
-            let header =
-                Qcow2Header::read(&file).map_err(|e| error::invalid_input(input, e.to_string()))?;
-            Box::new(qcow2_reader::Qcow2Reader::open(file, header).map_err(invalid)?)
-        }
-        // The content decides: a raw disk that happens to end in a VHD footer is a fixed VHD
-        // (and `inspect` said vpc); an ISO is read as raw, as QEMU reads it.
-        ImageFormat::Vpc => match vhd_reader::probe(&file).map_err(invalid)? {
-            Some((footer, at_start)) => {
-                vhd_reader::open(file, footer, at_start).map_err(invalid)?
-            }
-            None => {
-                return Err(error::invalid_input(input, "no valid VHD footer".into()));
-            }
-        },
-        ImageFormat::Raw | ImageFormat::Iso => {
-            let len = file.len();
-            let f = file.file().try_clone().map_err(io_err)?;
-            Box::new(raw::RawReader::new(f, len))
-        }
-        other => {
-            return Err(error::unsupported_format(input, other));
-        }
+    let format = info.format;
+    let Some(reader) = image.guest_reader().map_err(invalid)? else {
+        return Err(error::unsupported_format(input, format));
     };
-    Ok((info.format, reader, identity))
+    Ok((format, reader, identity))
 }
 
 /// Converts `input` to `output` (see the module documentation).

@@ -13,6 +13,7 @@ pub mod foreign;
 pub mod guest;
 pub mod iso;
 pub mod luks;
+pub mod open;
 pub mod partition;
 pub mod qcow;
 pub mod qcow2;
@@ -27,7 +28,7 @@ use std::io;
 
 use serde::Serialize;
 
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Finding, Rule};
 use crate::source::{ReadAt, ReadError, read_exact_at};
 
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
@@ -191,20 +192,32 @@ impl Probe {
         self.head.get(offset..offset.checked_add(len)?)
     }
 
-    /// The `N`-byte header at offset 0, or, when the file is shorter, the finding that says so
-    /// (`what` names the header in it: "the QED header").
+    /// The `N`-byte header at offset 0, or, when the file is shorter, the finding of `rule`
+    /// (the format's own "header truncated" rule) that says so (`what` names the header in it:
+    /// "the QED header").
+    pub fn head_header_with<const N: usize>(
+        &self,
+        rule: Rule,
+        what: &str,
+    ) -> Result<&[u8; N], Finding> {
+        self.head_bytes(0, N)
+            .and_then(|b| <&[u8; N]>::try_from(b).ok())
+            .ok_or_else(|| rule.finding(self.truncated_header_detail(N, what)))
+    }
+
+    /// Transitional: [`Probe::head_header_with`] without a rule of its own (the finding's
+    /// rule id is `truncated`). Goes with [`Finding::error`].
     pub fn head_header<const N: usize>(&self, what: &str) -> Result<&[u8; N], Finding> {
         self.head_bytes(0, N)
             .and_then(|b| <&[u8; N]>::try_from(b).ok())
-            .ok_or_else(|| {
-                Finding::error(
-                    Check::Truncated,
-                    format!(
-                        "{what} ({N} bytes at offset 0x0) runs past the end of the file ({} bytes)",
-                        self.len
-                    ),
-                )
-            })
+            .ok_or_else(|| Finding::error(Check::Truncated, self.truncated_header_detail(N, what)))
+    }
+
+    fn truncated_header_detail(&self, n: usize, what: &str) -> String {
+        format!(
+            "{what} ({n} bytes at offset 0x0) runs past the end of the file ({} bytes)",
+            self.len
+        )
     }
 }
 
@@ -355,6 +368,35 @@ pub const fn raw_virtual_size(len: u64) -> u64 {
     len.div_ceil(512).saturating_mul(512)
 }
 
+/// The structures a format module decoded while describing an image, kept so that its guest
+/// reader ([`open::guest_reader`]) starts from them instead of decoding them again. A format
+/// whose decoder does not hand its structures back yet has [`Decoded::Nothing`], and its
+/// reader decodes its headers itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decoded {
+    /// Nothing kept.
+    #[default]
+    Nothing,
+    /// A VHD's footer and dynamic header.
+    Vpc(vpc::VhdLayout),
+}
+
+/// [`describe`], also returning what the format module decoded (see [`Decoded`]).
+pub fn describe_decoded<S: ReadAt + ?Sized>(
+    src: &S,
+    probe: &Probe,
+    format: ImageFormat,
+) -> io::Result<(FormatReport, Decoded)> {
+    match format {
+        ImageFormat::Vpc => {
+            let (report, layout) = vpc::decode(src, probe)?;
+            Ok((report, layout.map_or(Decoded::Nothing, Decoded::Vpc)))
+        }
+        other => Ok((describe(src, probe, other)?, Decoded::Nothing)),
+    }
+}
+
 /// Describes `src` as `format`, whatever its content says: the equivalent of
 /// `qemu-img info -f FORMAT`.
 pub fn describe<S: ReadAt + ?Sized>(
@@ -379,22 +421,30 @@ pub fn describe<S: ReadAt + ?Sized>(
     }
 }
 
-/// Turns a failed bounded read into a finding (truncation) or an I/O error.
+/// Turns a failed bounded read into a finding of `rule` (the format's rule for the structure
+/// `what` running past the end of the file) or an I/O error.
 ///
 /// Format modules use this so that "the header points past the end of the file" is reported as
 /// a property of the image, while "the disk returned EIO" stops the inspection.
+pub(crate) fn read_failure_with(rule: Rule, err: ReadError, what: &str) -> io::Result<Finding> {
+    truncation_detail(err, what).map(|detail| rule.finding(detail))
+}
+
+/// Transitional: [`read_failure_with`] without a rule of its own (the finding's rule id is
+/// `truncated`). Goes with [`Finding::error`].
 pub(crate) fn read_failure(err: ReadError, what: &str) -> io::Result<Finding> {
+    truncation_detail(err, what).map(|detail| Finding::error(Check::Truncated, detail))
+}
+
+fn truncation_detail(err: ReadError, what: &str) -> io::Result<String> {
     match err {
         ReadError::Io(e) => Err(e),
         ReadError::Truncated {
             offset,
             len,
             file_len,
-        } => Ok(Finding::error(
-            Check::Truncated,
-            format!(
-                "the {what} ({len} bytes at offset {offset:#x}) runs past the end of the file ({file_len} bytes)"
-            ),
+        } => Ok(format!(
+            "the {what} ({len} bytes at offset {offset:#x}) runs past the end of the file ({file_len} bytes)"
         )),
     }
 }

@@ -499,6 +499,7 @@ fn qed_images_are_described_like_qemu_img_and_refused() {
     for file in ["plain.qed", "small.qed", "child.qed"] {
         let ours = assert_info_matches_qemu(&w, file, "qed", "qed");
         assert!(has(&ours, "qed"), "{ours:#}");
+        crate::util::assert_rule(&ours, "inspect.qed-refused");
         info(&w, file, 1);
     }
     let ours = info(&w, "child.qed", 1);
@@ -709,6 +710,7 @@ fn polyglots_are_unsafe() {
     let ours = info(&w, "iso.qcow2", 1);
     assert_eq!(ours["format"], json!("qcow2"));
     assert!(has(&ours, "multiple-formats"), "{ours:#}");
+    crate::util::assert_rule(&ours, "inspect.polyglot");
     assert_eq!(ours["detected-formats"], json!(["qcow2", "iso"]));
 
     // A qcow2 (v2, whose header ends before the partition table) with a protective MBR.
@@ -718,6 +720,7 @@ fn polyglots_are_unsafe() {
     w.write("gpt.qcow2", &d);
     let ours = info(&w, "gpt.qcow2", 1);
     assert!(has(&ours, "multiple-formats"), "{ours:#}");
+    crate::util::assert_rule(&ours, "inspect.container-and-partition-table");
     // qemu-img still reads it as a valid qcow2: the two readings coexist.
     assert_eq!(w.qemu_info("gpt.qcow2", None)["format"], json!("qcow2"));
 

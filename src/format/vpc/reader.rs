@@ -19,24 +19,22 @@
 //!   reader: a sector whose bit is clear in a block QEMU would read is read the same way here.
 //! - differencing VHDs (type 4) have a parent image and are refused like backing files.
 //!
-//! This is the converter's own reader; `crate::format::vpc` is the detector and `info` parser.
-//! Every field is validated here before use: block size a power of two between 512 B and
+//! The footer, the dynamic header and the BAT are decoded by [`crate::format::vpc`] (the one
+//! decoder of each, shared with `info`); this module adds the guest reads. Every field is
+//! validated here before use: block size a power of two between 512 B and
 //! [`MAX_BLOCK_SIZE`], the BAT inside the file and at most [`MAX_BAT_BYTES`], every allocated
 //! block inside the file.
 
-use crate::format::bytes::{be32, be64};
 use crate::format::guest::{Extent, GuestReader, ReadFailure};
 use crate::format::raw::RawReader;
+use crate::format::vpc::{
+    DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, DYNAMIC_HEADER_LEN, DynamicHeader,
+    FOOTER_LEN, SECTOR, VHD_MAX_SECTORS, VhdFooter, VhdLayout, VpcDetection, bat,
+};
 use crate::source::{ImageFile, ReadAt, ReadError, read_exact_at, read_vec_at};
 
-pub use crate::format::vpc::{
-    BAT_UNALLOCATED, DISK_TYPE_DIFFERENCING as TYPE_DIFFERENCING,
-    DISK_TYPE_DYNAMIC as TYPE_DYNAMIC, DISK_TYPE_FIXED as TYPE_FIXED, DYNAMIC_COOKIE,
-    DYNAMIC_HEADER_LEN as DYNAMIC_HEADER_SIZE, VHD_MAX_SECTORS as MAX_SECTORS, VhdFooter,
-};
-
 /// Size of the footer and of its copy at offset 0.
-pub const FOOTER_SIZE: u64 = crate::format::vpc::FOOTER_LEN as u64;
+const FOOTER_SIZE: u64 = FOOTER_LEN as u64;
 /// Largest block size accepted: 256 MiB. The spec's default is 2 MiB; QEMU only asks for a
 /// power of two, but a bitmap or a block beyond this size is not something any tool writes.
 pub const MAX_BLOCK_SIZE: u64 = 256 * 1024 * 1024;
@@ -61,7 +59,7 @@ fn checked_footer(bytes: &[u8]) -> Option<Result<VhdFooter, ReadFailure>> {
 pub fn virtual_size(footer: &VhdFooter) -> Result<u64, ReadFailure> {
     footer.virtual_size().ok_or_else(|| {
         ReadFailure::Invalid(format!(
-            "the VHD declares {} sectors, above QEMU's limit of {MAX_SECTORS}",
+            "the VHD declares {} sectors, above QEMU's limit of {VHD_MAX_SECTORS}",
             footer.virtual_sectors()
         ))
     })
@@ -96,10 +94,10 @@ pub fn open(
 ) -> Result<Box<dyn GuestReader>, ReadFailure> {
     let size = virtual_size(&footer)?;
     match footer.disk_type {
-        TYPE_DIFFERENCING => Err(ReadFailure::Invalid(
+        DISK_TYPE_DIFFERENCING => Err(ReadFailure::Invalid(
             "a differencing VHD reads unallocated blocks from a parent image".into(),
         )),
-        TYPE_FIXED if !at_start => {
+        DISK_TYPE_FIXED if !at_start => {
             let data_len = file.len() - FOOTER_SIZE;
             if size > data_len {
                 return Err(ReadFailure::Invalid(format!(
@@ -108,7 +106,7 @@ pub fn open(
             }
             Ok(Box::new(RawReader::new(file.file().try_clone()?, size)))
         }
-        TYPE_DYNAMIC if at_start => Ok(Box::new(DynamicVhd::open(file, &footer)?)),
+        DISK_TYPE_DYNAMIC if at_start => Ok(Box::new(DynamicVhd::open(file, &footer)?)),
         other => Err(ReadFailure::Invalid(format!(
             "the VHD disk type is {other}{}, which is not fixed (2) with a footer at the end nor dynamic (3) with a footer copy at the start",
             if at_start {
@@ -117,6 +115,21 @@ pub fn open(
                 " at the end"
             }
         ))),
+    }
+}
+
+/// Opens the VHD whose headers [`crate::format::vpc::decode`] decoded (and found safe): the
+/// footer and the dynamic header are not read again.
+pub fn open_decoded(
+    file: ImageFile,
+    layout: &VhdLayout,
+) -> Result<Box<dyn GuestReader>, ReadFailure> {
+    let at_start = layout.detection == VpcDetection::HeaderCopy;
+    match &layout.dynamic {
+        Some(header) if at_start && layout.footer.disk_type == DISK_TYPE_DYNAMIC => Ok(Box::new(
+            DynamicVhd::from_header(file, &layout.footer, header)?,
+        )),
+        _ => open(file, layout.footer.clone(), at_start),
     }
 }
 
@@ -134,17 +147,34 @@ impl<S: ReadAt> DynamicVhd<S> {
     /// Opens the dynamic VHD in `file`, whose footer copy at offset 0 is `footer`.
     pub fn open(file: S, footer: &VhdFooter) -> Result<Self, ReadFailure> {
         let size = virtual_size(footer)?;
-        let hdr = read_vec_at(&file, footer.data_offset, DYNAMIC_HEADER_SIZE)?;
-        if hdr.get(..8) != Some(&DYNAMIC_COOKIE[..]) {
+        let bytes = read_vec_at(&file, footer.data_offset, DYNAMIC_HEADER_LEN)?;
+        let header = <&[u8; DYNAMIC_HEADER_LEN]>::try_from(bytes.as_slice())
+            .ok()
+            .and_then(DynamicHeader::parse);
+        let Some(header) = header else {
             return Err(ReadFailure::Invalid(format!(
                 "no dynamic disk header (cxsparse) at offset {:#x}",
                 footer.data_offset
             )));
-        }
-        let bat_offset = be64(&hdr, 16);
-        let entries = u64::from(be32(&hdr, 28));
-        let block_size = u64::from(be32(&hdr, 32));
-        if !block_size.is_power_of_two() || !(512..=MAX_BLOCK_SIZE).contains(&block_size) {
+        };
+        Self::with_header(file, size, &header)
+    }
+
+    /// Opens the dynamic VHD in `file` from its decoded footer and dynamic header (as
+    /// [`crate::format::vpc::decode`] found them): only the BAT is read.
+    pub fn from_header(
+        file: S,
+        footer: &VhdFooter,
+        header: &DynamicHeader,
+    ) -> Result<Self, ReadFailure> {
+        Self::with_header(file, virtual_size(footer)?, header)
+    }
+
+    fn with_header(file: S, size: u64, header: &DynamicHeader) -> Result<Self, ReadFailure> {
+        let bat_offset = header.table_offset;
+        let entries = u64::from(header.max_table_entries);
+        let block_size = u64::from(header.block_size);
+        if !block_size.is_power_of_two() || !(SECTOR..=MAX_BLOCK_SIZE).contains(&block_size) {
             return Err(ReadFailure::Invalid(format!(
                 "the VHD block size is {block_size}, not a power of two from 512 to {MAX_BLOCK_SIZE}"
             )));
@@ -156,20 +186,20 @@ impl<S: ReadAt> DynamicVhd<S> {
         }
         // Only the entries that map the virtual size are read.
         let used = size.div_ceil(block_size);
-        let bat_bytes = used * 4;
+        let bat_bytes = used * bat::ENTRY_LEN as u64;
         if bat_bytes > MAX_BAT_BYTES {
             return Err(ReadFailure::Invalid(format!(
                 "the BAT needs {bat_bytes} bytes, above the {MAX_BAT_BYTES}-byte limit"
             )));
         }
         let raw = read_vec_at(&file, bat_offset, bat_bytes as usize)?;
-        let bitmap_size = (block_size / (8 * 512)).div_ceil(512) * 512;
-        let bat: Vec<u32> = raw.chunks_exact(4).map(|c| be32(c, 0)).collect();
+        let bitmap_size = bat::bitmap_size(block_size);
+        let bat: Vec<u32> = bat::entries(&raw).collect();
         for (i, &e) in bat.iter().enumerate() {
-            if e == BAT_UNALLOCATED {
+            let Some(start) = bat::block_start(e) else {
                 continue;
-            }
-            let end = u64::from(e) * 512 + bitmap_size + block_size;
+            };
+            let end = start + bitmap_size + block_size;
             if end > file.len() {
                 return Err(ReadFailure::Invalid(format!(
                     "VHD block {i} (sector {e}) runs past the end of the file ({} bytes)",
@@ -188,7 +218,7 @@ impl<S: ReadAt> DynamicVhd<S> {
 
     fn block_data(&self, block: u64) -> Option<u64> {
         let e = *self.bat.get(usize::try_from(block).ok()?)?;
-        (e != BAT_UNALLOCATED).then(|| u64::from(e) * 512 + self.bitmap_size)
+        bat::block_start(e).map(|start| start + self.bitmap_size)
     }
 }
 
@@ -259,38 +289,39 @@ impl<S: ReadAt + Send + Sync> GuestReader for DynamicVhd<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::vpc::{checksum, footer};
 
-    fn footer(app: &[u8; 4], size: u64, chs: (u16, u8, u8), disk_type: u32) -> Vec<u8> {
-        let mut b = vec![0u8; 512];
-        b[..8].copy_from_slice(b"conectix");
-        b[28..32].copy_from_slice(app);
-        b[48..56].copy_from_slice(&size.to_be_bytes());
-        b[56..58].copy_from_slice(&chs.0.to_be_bytes());
-        b[58] = chs.1;
-        b[59] = chs.2;
-        b[60..64].copy_from_slice(&disk_type.to_be_bytes());
-        let sum = b.iter().fold(0u32, |a, &x| a.wrapping_add(u32::from(x)));
-        b[64..68].copy_from_slice(&(!sum).to_be_bytes());
+    fn footer_bytes(app: &[u8; 4], size: u64, chs: (u16, u8, u8), disk_type: u32) -> Vec<u8> {
+        let mut b = vec![0u8; FOOTER_LEN];
+        b[footer::COOKIE.range()].copy_from_slice(b"conectix");
+        b[footer::CREATOR_APPLICATION.range()].copy_from_slice(app);
+        b[footer::CURRENT_SIZE.range()].copy_from_slice(&size.to_be_bytes());
+        b[footer::CYLINDERS.range()].copy_from_slice(&chs.0.to_be_bytes());
+        b[footer::HEADS.offset] = chs.1;
+        b[footer::SECTORS_PER_TRACK.offset] = chs.2;
+        b[footer::DISK_TYPE.range()].copy_from_slice(&disk_type.to_be_bytes());
+        let sum = checksum(&b, footer::CHECKSUM);
+        b[footer::CHECKSUM.range()].copy_from_slice(&sum.to_be_bytes());
         b
     }
 
     #[test]
     fn qemu_created_vhds_are_sized_by_geometry_and_others_by_current_size() {
-        let f = footer(b"qemu", 64 << 20, (1040, 8, 16), TYPE_FIXED);
+        let f = footer_bytes(b"qemu", 64 << 20, (1040, 8, 16), DISK_TYPE_FIXED);
         let f = checked_footer(&f).unwrap().unwrap();
         assert_eq!(virtual_size(&f).unwrap(), 1040 * 8 * 16 * 512);
-        let f = footer(b"win ", 64 << 20, (1040, 8, 16), TYPE_FIXED);
+        let f = footer_bytes(b"win ", 64 << 20, (1040, 8, 16), DISK_TYPE_FIXED);
         let f = checked_footer(&f).unwrap().unwrap();
         assert_eq!(virtual_size(&f).unwrap(), 64 << 20);
-        let f = footer(b"qemu", 3 << 40, (65535, 16, 255), TYPE_FIXED);
+        let f = footer_bytes(b"qemu", 3 << 40, (65535, 16, 255), DISK_TYPE_FIXED);
         let f = checked_footer(&f).unwrap().unwrap();
         assert!(virtual_size(&f).is_err(), "above QEMU's 2040 GiB limit");
     }
 
     #[test]
     fn a_footer_with_a_bad_checksum_is_refused() {
-        let mut f = footer(b"qem2", 1 << 20, (0, 0, 0), TYPE_FIXED);
-        f[48] ^= 1;
+        let mut f = footer_bytes(b"qem2", 1 << 20, (0, 0, 0), DISK_TYPE_FIXED);
+        f[footer::CURRENT_SIZE.offset] ^= 1;
         assert!(matches!(checked_footer(&f), Some(Err(_))));
         assert!(checked_footer(&[0u8; 512]).is_none());
     }
