@@ -79,6 +79,7 @@ use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
 use crate::format::qcow2::reader as qcow2_reader;
 use crate::format::raw;
 use crate::format::vdi::reader as vdi_reader;
+use crate::format::vhdx::reader as vhdx_reader;
 use crate::format::vmdk::reader as vmdk_reader;
 use crate::format::vpc::reader as vhd_reader;
 use crate::safety::{Check, Severity};
@@ -426,6 +427,7 @@ fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identi
         },
         ImageFormat::Vdi => Box::new(vdi_reader::VdiReader::open(file).map_err(invalid)?),
         ImageFormat::Vmdk => Box::new(vmdk_reader::VmdkReader::open(file).map_err(invalid)?),
+        ImageFormat::Vhdx => Box::new(vhdx_reader::VhdxReader::open(file).map_err(invalid)?),
         ImageFormat::Raw | ImageFormat::Iso => {
             let len = file.len();
             let f = file.file().try_clone().map_err(io_err)?;

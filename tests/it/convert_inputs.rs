@@ -292,3 +292,202 @@ fn a_vmdk_with_damaged_tables_or_grains_is_refused() {
     w.write("cut-footer.vmdk", &footer[..footer.len() - 1024]);
     refused(&w, "cut-footer.vmdk", "vmdk-footer");
 }
+
+/// CRC-32C (Castagnoli), the checksum of VHDX headers and log entries.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                0x82f6_3b78 ^ (crc >> 1)
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Stores the CRC-32C of `b[at..at + len]` (checksum field at +4 taken as zero) at +4.
+fn seal(b: &mut [u8], at: usize, len: usize) {
+    b[at + 4..at + 8].fill(0);
+    let crc = crc32c(&b[at..at + len]);
+    b[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// On-disk GUIDs of the VHDX BAT and metadata regions and the logical sector size item.
+const VHDX_BAT: [u8; 16] = [
+    0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08,
+];
+const VHDX_METADATA: [u8; 16] = [
+    0x06, 0xa2, 0x7c, 0x8b, 0x90, 0x47, 0x9a, 0x4b, 0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e,
+];
+const VHDX_LOGICAL_SECTOR: [u8; 16] = [
+    0x1d, 0xbf, 0x41, 0x81, 0x6f, 0xa9, 0x09, 0x47, 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f,
+];
+
+/// The file offset of the region `guid` from the region table at 192 KiB.
+fn vhdx_region(b: &[u8], guid: &[u8; 16]) -> usize {
+    let rt = 192 * 1024;
+    let count = u32::from_le_bytes(b[rt + 8..rt + 12].try_into().unwrap()) as usize;
+    (0..count)
+        .map(|i| rt + 16 + 32 * i)
+        .find(|&e| &b[e..e + 16] == guid)
+        .map(|e| le64_at(b, e + 16) as usize)
+        .expect("region")
+}
+
+/// The offset of the current (higher sequence number) VHDX header.
+fn vhdx_current_header(b: &[u8]) -> usize {
+    let (h1, h2) = (64 * 1024, 128 * 1024);
+    if le64_at(b, h1 + 8) > le64_at(b, h2 + 8) {
+        h1
+    } else {
+        h2
+    }
+}
+
+#[test]
+fn vhdx_dynamic_and_fixed_convert_exactly_with_every_block_and_log_size() {
+    for opts in [
+        "subformat=dynamic",
+        "subformat=dynamic,block_size=1M,log_size=4M",
+        "subformat=dynamic,block_size=32M,block_state_zero=off",
+        "subformat=fixed",
+        "subformat=fixed,block_size=1M,log_size=2M",
+    ] {
+        let w = Workdir::new();
+        make(&w, "vhdx", opts, "in.vhdx", ODD_SIZE);
+        write_noise_into(&w, "vhdx", "in.vhdx");
+        converts_exactly(&w, "in.vhdx", "vhdx");
+    }
+}
+
+#[test]
+fn a_vhdx_past_its_first_sector_bitmap_chunk_converts_exactly() {
+    // 1 MiB blocks: 4096 payload entries, then a sector bitmap entry, then block 4096.
+    let w = Workdir::new();
+    let size = (4u64 << 30) + (3 << 20) + 512;
+    w.qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "block_size=1M",
+        "big.vhdx",
+        &size.to_string(),
+    ]);
+    qemu_io_write(
+        &w,
+        "vhdx",
+        "big.vhdx",
+        &[
+            "write -P 7 0 4k",
+            "write -P 8 4095m 2m",
+            "write -P 9 4098m 512",
+        ],
+    );
+    check_conversions(&w, "big.vhdx", "vhdx", &[(&["-O", "qcow2"], "qcow2")]);
+}
+
+#[test]
+fn a_vhdx_with_4096_byte_logical_sectors_converts_whole() {
+    // qemu-img cannot make one (it always writes 512-byte sectors) and QEMU reads one as an
+    // eighth of its size, so the oracle is the same file with 512-byte sectors: the guest
+    // bytes map to block bytes whatever the sector size.
+    let w = Workdir::new();
+    let size = 5 * 1024 * 1024 + 3 * 4096;
+    make(&w, "vhdx", "block_size=1M", "s512.vhdx", size);
+    let mut b = std::fs::read(w.join("s512.vhdx")).unwrap();
+    let md = vhdx_region(&b, &VHDX_METADATA);
+    let count = u16::from_le_bytes(b[md + 10..md + 12].try_into().unwrap()) as usize;
+    let entry = (0..count)
+        .map(|i| md + 32 + 32 * i)
+        .find(|&e| b[e..e + 16] == VHDX_LOGICAL_SECTOR)
+        .unwrap();
+    let item = md + u32::from_le_bytes(b[entry + 16..entry + 20].try_into().unwrap()) as usize;
+    assert_eq!(b[item..item + 4], 512u32.to_le_bytes());
+    b[item..item + 4].copy_from_slice(&4096u32.to_le_bytes());
+    w.write("s4k.vhdx", &b);
+
+    w.vmimage(&["convert", "s512.vhdx", "a.raw", "-O", "raw"])
+        .expect_code(0);
+    let run = w.vmimage(&["convert", "s4k.vhdx", "b.raw", "-O", "raw", "--json"]);
+    run.expect_code(0);
+    assert_eq!(run.json()["virtual-size"], size);
+    let (a, b) = (
+        std::fs::read(w.join("a.raw")).unwrap(),
+        std::fs::read(w.join("b.raw")).unwrap(),
+    );
+    assert_eq!(a.len() as u64, size);
+    assert!(a == b, "the 4096-byte-sector disk reads differently");
+    w.vmimage(&["convert", "s4k.vhdx", "b.qcow2", "-O", "qcow2"])
+        .expect_code(0);
+    let cmp = w.qemu_img_any(&["compare", "-f", "raw", "-F", "qcow2", "a.raw", "b.qcow2"]);
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+}
+
+#[test]
+fn a_vhdx_log_is_read_only_when_it_holds_nothing_to_replay() {
+    let w = Workdir::new();
+    make(&w, "vhdx", "", "in.vhdx", ODD_SIZE);
+    let mut b = std::fs::read(w.join("in.vhdx")).unwrap();
+    let h = vhdx_current_header(&b);
+    let guid = [0x42u8; 16];
+    b[h + 48..h + 64].copy_from_slice(&guid);
+    seal(&mut b, h, 4096);
+    // An active log GUID over an empty log: QEMU opens it, and so does vmimage.
+    w.write("empty-log.vhdx", &b);
+    converts_exactly(&w, "empty-log.vhdx", "vhdx");
+
+    // One valid entry (no descriptors): QEMU refuses to open it read-only.
+    let log = le64_at(&b, h + 72) as usize;
+    let len = b.len() as u64;
+    let e = &mut b[log..log + 4096];
+    e.fill(0);
+    e[..4].copy_from_slice(b"loge");
+    e[8..12].copy_from_slice(&4096u32.to_le_bytes());
+    e[16..24].copy_from_slice(&1u64.to_le_bytes());
+    e[32..48].copy_from_slice(&guid);
+    e[48..56].copy_from_slice(&len.to_le_bytes());
+    e[56..64].copy_from_slice(&len.to_le_bytes());
+    seal(&mut b, log, 4096);
+    w.write("replay.vhdx", &b);
+    let qemu = w.qemu_img_any(&["info", "replay.vhdx"]);
+    assert!(
+        !qemu.status.success()
+            && String::from_utf8_lossy(&qemu.stderr).contains("needs to be replayed"),
+        "{}",
+        String::from_utf8_lossy(&qemu.stderr)
+    );
+    refused(&w, "replay.vhdx", "log needs replaying");
+}
+
+#[test]
+fn a_vhdx_with_a_damaged_bat_is_refused() {
+    let w = Workdir::new();
+    make(&w, "vhdx", "block_size=1M", "in.vhdx", ODD_SIZE);
+    let good = std::fs::read(w.join("in.vhdx")).unwrap();
+    let bat = vhdx_region(&good, &VHDX_BAT);
+    // Blocks 0 and 1 are present: make block 1 name block 0's space.
+    let mut shared = good.clone();
+    let first: [u8; 8] = good[bat..bat + 8].try_into().unwrap();
+    assert_eq!(first[0] & 7, 6, "block 0 fully present");
+    shared[bat + 8..bat + 16].copy_from_slice(&first);
+    w.write("shared.vhdx", &shared);
+    refused(&w, "shared.vhdx", "shares file space");
+    // Partially present: a differencing disk's state.
+    let mut partial = good.clone();
+    partial[bat] = (partial[bat] & !7) | 7;
+    w.write("partial.vhdx", &partial);
+    refused(&w, "partial.vhdx", "partially present");
+    // Cut: the last block runs past the end (the inspector's finding).
+    w.write("cut.vhdx", &good[..good.len() - 4096]);
+    refused(&w, "cut.vhdx", "truncated");
+}
