@@ -1,12 +1,13 @@
-//! `vmimage convert`: raw, qcow2 and VHD images to qcow2 v3 or sparse raw, using every core,
-//! deterministic, atomic, and digested while written.
+//! `vmimage convert`: raw, qcow2, VHD, VHDX, VMDK and VDI images to qcow2 v3 or sparse raw,
+//! using every core, deterministic, atomic, and digested while written.
 //!
 //! # Design
 //!
 //! **Readers** ([`GuestReader`]) give the guest disk of an input: which ranges may hold
 //! data (format metadata or file-system holes) and the bytes (zeros where nothing is stored).
-//! One module per input format, beside its decoder: [`raw`], [`qcow2_reader`], [`vhd_reader`]. The input is inspected
-//! first ([`crate::inspect()`]) and refused, exit status 1, when the inspector finds it unsafe
+//! One module per input format, beside its decoder: [`raw`], [`qcow2_reader`], [`vhd_reader`],
+//! [`vhdx_reader`], [`vmdk_reader`], [`vdi_reader`]. The input is inspected first
+//! ([`crate::inspect()`]) and refused, exit status 1, when the inspector finds it unsafe
 //! (backing file, external data file, unknown incompatible features, polyglot, ...) or
 //! encrypted.
 //!
@@ -233,7 +234,7 @@ pub enum ConvertError {
         detail: String,
     },
     /// The input's format cannot be converted.
-    #[error("{}: converting {format} images is not supported (raw, qcow2 and vhd are)", path.display())]
+    #[error("{}: converting {format} images is not supported (raw, qcow2, vhd, vhdx, vmdk and vdi are)", path.display())]
     UnsupportedFormat {
         /// The input.
         path: PathBuf,

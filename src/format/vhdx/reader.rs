@@ -334,10 +334,10 @@ impl<S: ReadAt + Send + Sync> GuestReader for VhdxReader<S> {
         }
         if data {
             for k in first..b {
-                if k * self.block_size >= offset {
-                    if let Block::At(at) = state(k) {
-                        self.record(k, at)?;
-                    }
+                if k * self.block_size >= offset
+                    && let Block::At(at) = state(k)
+                {
+                    self.record(k, at)?;
                 }
             }
         }

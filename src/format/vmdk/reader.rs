@@ -460,10 +460,10 @@ impl<S: ReadAt + Send + Sync> GuestReader for VmdkReader<S> {
             }
             for k in first_grain..g {
                 // A grain that `offset` cuts was recorded with the previous extent.
-                if k * self.grain_bytes >= offset {
-                    if let Grain::At(at) = status(k)? {
-                        self.record(k, at)?;
-                    }
+                if k * self.grain_bytes >= offset
+                    && let Grain::At(at) = status(k)?
+                {
+                    self.record(k, at)?;
                 }
             }
         }
