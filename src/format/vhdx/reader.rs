@@ -3,7 +3,7 @@
 //!
 //! [`describe`](super::describe)'s findings refuse the image (differencing disks included:
 //! QEMU cannot read them either); the parse gives the current header, the file parameters,
-//! the BAT region and the regions a payload block must not overlap ([`Layout`]).
+//! the BAT region and the regions a payload block must not overlap (`Layout`).
 //!
 //! **Log.** A header naming a log (non-zero log GUID) is opened only when the log holds no
 //! entry QEMU would replay (`vhdx_parse_log`: an image with one is refused read-only, "contains
