@@ -142,6 +142,11 @@ mk sparse.vmdk 1M -f vmdk
 mk stream.vmdk 1M -f vmdk -o subformat=streamOptimized
 mk flat.vmdk 64k -f vmdk -o subformat=monolithicFlat
 mk d.vdi 1M -f vdi
+mk s.vdi 1M -f vdi -o static=on
+# VMDK with zeroed grains. qemu-img's grains start at 64 KiB, past what an input holds, so the
+# convert_vmdk target reaches grain data by pointing grain table entries into the file.
+mk zeroed.vmdk 1M -f vmdk -o zeroed_grain=on
+io zeroed.vmdk vmdk "write -z 0 64k"
 # QEMU's legacy qcow (version 1): plain, with data, with a backing file, AES-encrypted.
 mk v1.qcow 1M -f qcow
 io v1.qcow qcow "write -P 0x21 0 8k"
@@ -172,6 +177,10 @@ seed_target() {
         cp "$seeds"/*.qcow2 "$dir"/ ;;
     convert_vhd)
         cp "$seeds"/*.vhd "$dir"/ ;;
+    convert_vmdk)
+        cp "$seeds"/*.vmdk "$dir"/ ;;
+    convert_vdi)
+        cp "$seeds"/*.vdi "$dir"/ ;;
     inspect)
         for f in "$seeds"/*; do
             case $f in *recipe*) ;; *) cp "$f" "$dir/" ;; esac

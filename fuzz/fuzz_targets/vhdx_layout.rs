@@ -6,11 +6,15 @@
 //! vocabulary (the right offset, another region, the header section, past the end, near 2^64,
 //! noise), then re-seals the checksums (VHDX specification 2.2.2 and 2.2.3: CRC-32C with the
 //! checksum field taken as zero), so every input reaches the parser's later stages. Each image
-//! goes through `info` (format detection, `vhdx::describe`, the safety rules) and `check`'s
-//! classification.
+//! goes through `info` (format detection, `vhdx::describe`, the safety rules), `check`'s
+//! classification, and the VHDX reader `vmimage convert` uses (log check, every BAT state,
+//! the whole guest through `GuestReader`, bounded by `guest::read_guest`).
 #![no_main]
 
+mod guest;
+
 use libfuzzer_sys::fuzz_target;
+use vmimage::format::vhdx::reader::VhdxReader;
 use vmimage::format::qcow2::check;
 use vmimage::format::{Probe, detect_all};
 
@@ -405,4 +409,7 @@ fuzz_target!(|data: &[u8]| {
     let probe = Probe::from_bytes(&image);
     let detected: Vec<_> = detect_all(&probe).into_iter().map(|d| d.format).collect();
     let _ = check::classify(&detected, &probe.head);
+    if let Ok(reader) = VhdxReader::open(image) {
+        guest::read_guest(&reader);
+    }
 });

@@ -85,7 +85,7 @@ pub(super) fn unsafe_input(input: &Path, check: Check, detail: &str) -> Error {
 /// The input's format cannot be converted.
 pub(super) fn unsupported_format(input: &Path, format: ImageFormat) -> Error {
     let sentence = format!(
-        "{}: converting {format} images is not supported (raw, qcow2 and vhd are)",
+        "{}: converting {format} images is not supported (raw, qcow2, vhd, vhdx, vmdk and vdi are)",
         input.display()
     );
     Error::new(ErrorKind::Unsupported, Some(input), sentence).with_operation(Operation::Read)

@@ -1,12 +1,14 @@
-//! `vmimage convert`: raw, qcow2 and VHD images to qcow2 v3 or sparse raw, using every core,
-//! deterministic, atomic, and digested while written.
+//! `vmimage convert`: raw, qcow2, VHD, VHDX, VMDK and VDI images to qcow2 v3 or sparse raw,
+//! using every core, deterministic, atomic, and digested while written.
 //!
 //! # Design
 //!
 //! **Readers** ([`GuestReader`]) give the guest disk of an input: which ranges may hold
 //! data (format metadata or file-system holes) and the bytes (zeros where nothing is stored).
 //! One module per input format, beside its decoder ([`crate::format::raw`],
-//! [`crate::format::qcow2::reader`], [`crate::format::vpc::reader`]), chosen by
+//! [`crate::format::qcow2::reader`], [`crate::format::vpc::reader`],
+//! [`crate::format::vhdx::reader`], [`crate::format::vmdk::reader`],
+//! [`crate::format::vdi::reader`]), chosen by
 //! [`crate::format::open`]. The input is inspected once ([`OpenedImage::open`]) and refused,
 //! exit status 1, when the inspector finds it unsafe (backing file, external data file,
 //! unknown incompatible features, polyglot, ...) or encrypted; otherwise its reader starts

@@ -16,6 +16,9 @@ use crate::format::guest::{GuestReader, ReadFailure};
 use crate::format::qcow2::Qcow2Header;
 use crate::format::qcow2::reader::Qcow2Reader;
 use crate::format::raw::RawReader;
+use crate::format::vdi::reader::VdiReader;
+use crate::format::vhdx::reader::VhdxReader;
+use crate::format::vmdk::reader::VmdkReader;
 use crate::format::vpc::reader as vpc_reader;
 use crate::format::{Decoded, ImageFormat};
 use crate::source::{ImageFile, ReadAt};
@@ -48,12 +51,10 @@ pub fn guest_reader(
                 None => return Err(ReadFailure::Invalid("no valid VHD footer".into())),
             },
         },
-        ImageFormat::Qcow
-        | ImageFormat::Vhdx
-        | ImageFormat::Vmdk
-        | ImageFormat::Vdi
-        | ImageFormat::Qed
-        | ImageFormat::Luks => return Ok(None),
+        ImageFormat::Vdi => Box::new(VdiReader::open(file)?),
+        ImageFormat::Vmdk => Box::new(VmdkReader::open(file)?),
+        ImageFormat::Vhdx => Box::new(VhdxReader::open(file)?),
+        ImageFormat::Qcow | ImageFormat::Qed | ImageFormat::Luks => return Ok(None),
     };
     Ok(Some(reader))
 }

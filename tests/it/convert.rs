@@ -139,7 +139,7 @@ pub(crate) fn qemu_io_write(w: &Workdir, fmt: &str, file: &str, cmds: &[&str]) {
 }
 
 /// A raw file with some incompressible bytes at `offset`.
-fn write_noise(path: &Path, offset: u64, len: usize) {
+pub(crate) fn write_noise(path: &Path, offset: u64, len: usize) {
     use std::os::unix::fs::FileExt;
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ offset;
     let data: Vec<u8> = (0..len)

@@ -5,6 +5,7 @@
 mod atomic_output;
 mod check;
 mod convert;
+mod convert_inputs;
 mod convert_metadata;
 mod damaged;
 mod data_safety;

@@ -7,6 +7,8 @@
 //! The virtual size is `disk_size` rounded up to whole sectors (`VBoxManage convertfromraw`
 //! can write odd sizes).
 
+pub mod reader;
+
 use std::io;
 
 use super::bytes::{le32, le64};

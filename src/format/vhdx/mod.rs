@@ -12,6 +12,8 @@
 //! Every table is read with its specification limit: 64 KiB for the region and metadata
 //! tables, 1 MiB for a metadata item, and the BAT scan is capped (`MAX_BAT_SCAN_BYTES`).
 
+pub mod reader;
+
 use std::io;
 
 use super::bytes::{le16, le32, le64};
@@ -389,14 +391,27 @@ impl Parse<'_> {
 /// reported as a backing file and never opened.
 pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<FormatReport> {
     let mut report = FormatReport::default();
-    describe_into(src, probe, &mut report)?;
+    describe_into(src, probe, &mut report, &mut None)?;
     Ok(report)
+}
+
+/// [`describe`], and what a reader needs to map the guest disk when the headers, regions and
+/// metadata could be parsed.
+fn describe_layout<S: ReadAt + ?Sized>(
+    src: &S,
+    probe: &Probe,
+) -> io::Result<(FormatReport, Option<reader::Layout>)> {
+    let mut report = FormatReport::default();
+    let mut layout = None;
+    describe_into(src, probe, &mut report, &mut layout)?;
+    Ok((report, layout))
 }
 
 fn describe_into<S: ReadAt + ?Sized>(
     src: &S,
     probe: &Probe,
     report: &mut FormatReport,
+    layout: &mut Option<reader::Layout>,
 ) -> io::Result<()> {
     if !detect(probe) {
         report
@@ -527,6 +542,12 @@ fn describe_into<S: ReadAt + ?Sized>(
     let report = p.report;
     report.virtual_size = Some(params.virtual_size());
     report.cluster_size = Some(u64::from(params.block_size));
+    *layout = Some(reader::Layout {
+        header: header.clone(),
+        params,
+        bat,
+        regions: regions.clone(),
+    });
     check_bat(src, &params, bat, &regions, report)
 }
 

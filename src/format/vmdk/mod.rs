@@ -15,6 +15,7 @@
 //! streamOptimized footer to OpenStack's consistency rules (`check_footer()`).
 
 pub mod descriptor;
+pub mod reader;
 pub mod sparse;
 
 use std::io;
