@@ -16,6 +16,7 @@
 
 pub mod descriptor;
 pub mod sparse;
+pub mod writer;
 
 use std::io;
 

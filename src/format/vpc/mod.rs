@@ -13,6 +13,7 @@
 //! and whenever the geometry is the maximum one.
 
 pub mod reader;
+pub mod writer;
 
 use std::io;
 
@@ -42,7 +43,7 @@ pub const DISK_TYPE_DIFFERENCING: u32 = 4;
 pub const VHD_MAX_SECTORS: u64 = 0xff00_0000;
 /// QEMU's `VHD_MAX_GEOMETRY` (65535 cylinders × 16 heads × 255 sectors): a disk with this
 /// geometry is sized by `current_size`, whatever its creator, to avoid truncating it.
-const VHD_MAX_GEOMETRY: u64 = 65535 * 16 * 255;
+pub const VHD_MAX_GEOMETRY: u64 = 65535 * 16 * 255;
 /// QEMU refuses more BAT entries than `INT_MAX / 4` ("Max Table Entries too large").
 const MAX_TABLE_ENTRIES: u64 = (i32::MAX / 4) as u64;
 /// The largest BAT this parser reads to find blocks past the end of the file: 4 MiB is the BAT
@@ -57,22 +58,42 @@ pub const BAT_UNALLOCATED: u32 = 0xffff_ffff;
 const SECTOR: u64 = 512;
 
 /// Field offsets in the footer (spec "Hard Disk Footer Format").
-mod footer {
+pub mod footer {
+    #![allow(
+        missing_docs,
+        reason = "each constant is the spec's field of the same name"
+    )]
+    pub const COOKIE: usize = 0;
+    pub const FEATURES: usize = 8;
+    pub const FILE_FORMAT_VERSION: usize = 12;
     pub const DATA_OFFSET: usize = 16;
+    pub const TIMESTAMP: usize = 24;
     pub const CREATOR_APP: usize = 28;
+    pub const CREATOR_VERSION: usize = 32;
+    pub const CREATOR_HOST_OS: usize = 36;
+    pub const ORIGINAL_SIZE: usize = 40;
     pub const CURRENT_SIZE: usize = 48;
     pub const CYLINDERS: usize = 56;
     pub const HEADS: usize = 58;
     pub const SECTORS_PER_TRACK: usize = 59;
     pub const DISK_TYPE: usize = 60;
     pub const CHECKSUM: usize = 64;
+    pub const UNIQUE_ID: usize = 68;
 }
 
 /// Field offsets in the dynamic disk header (spec "Dynamic Disk Header Format").
-mod dynamic {
+pub mod dynamic {
+    #![allow(
+        missing_docs,
+        reason = "each constant is the spec's field of the same name"
+    )]
+    pub const COOKIE: usize = 0;
+    pub const DATA_OFFSET: usize = 8;
     pub const TABLE_OFFSET: usize = 16;
+    pub const HEADER_VERSION: usize = 24;
     pub const MAX_TABLE_ENTRIES: usize = 28;
     pub const BLOCK_SIZE: usize = 32;
+    pub const CHECKSUM: usize = 36;
     pub const PARENT_UUID: usize = 40;
     pub const PARENT_NAME: usize = 64;
     pub const PARENT_NAME_LEN: usize = 512;
