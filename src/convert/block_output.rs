@@ -14,6 +14,7 @@ use super::plan::Plan;
 use super::scan::{Progress, batch_chunks, chunk_pool, map_in_order};
 use super::{Failure, raw_writer};
 use crate::format::guest::{GuestReader, ReadFailure, is_zero};
+use crate::format::vhdx::writer::{VhdxIds, VhdxLayout};
 use crate::format::vmdk::writer::{self as vmdk, SparseLayout, VmdkKind};
 use crate::format::vpc::writer::{self as vhd, DynamicLayout, VhdGeometry, VhdKind, VhdStamp};
 
@@ -143,6 +144,35 @@ pub fn write_monolithic_sparse(
     out.write_zeros(layout.grain_offset * vmdk::SECTOR - out.position())
         .map_err(w)?;
     write_blocks(reader, pool, plan, vmdk::GRAIN_SIZE, &[], out, progress)?;
+    debug_assert_eq!(out.position(), len);
+    Ok(len)
+}
+
+/// A dynamic VHDX from the scan's `plan` of `layout.block_size` blocks. Returns the file's
+/// length.
+#[allow(clippy::too_many_arguments)]
+pub fn write_vhdx(
+    reader: &dyn GuestReader,
+    pool: &rayon::ThreadPool,
+    plan: &Plan,
+    layout: &VhdxLayout,
+    ids: &VhdxIds,
+    creator: &str,
+    out: &mut HashedOutput<'_>,
+    progress: &dyn Progress,
+) -> Result<u64, Failure> {
+    let w = |e: io::Error| Failure::Output(e);
+    let len = layout.file_len(plan.allocated());
+    progress.phase("writing", len);
+    out.write(&layout.header_section(ids, creator)).map_err(w)?;
+    // The log is empty: a hole.
+    out.skip_zeros(crate::format::vhdx::writer::LOG_LENGTH)
+        .map_err(w)?;
+    layout
+        .write_bat(plan.iter().map(|(b, _)| b), |piece| out.write(piece))
+        .map_err(w)?;
+    out.write(&layout.metadata_region(ids)).map_err(w)?;
+    write_blocks(reader, pool, plan, layout.block_size, &[], out, progress)?;
     debug_assert_eq!(out.position(), len);
     Ok(len)
 }

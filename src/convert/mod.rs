@@ -776,10 +776,39 @@ pub fn convert_with_metadata(
             (digests, Some(allocated), None)
         }
         OutputFormat::Vhdx => {
-            return Err(ConvertError::Usage(format!(
-                "-O {} is not written yet",
-                options.format.name()
-            )));
+            let layout = crate::format::vhdx::writer::VhdxLayout::new(reader.virtual_size())
+                .map_err(|reason| ConvertError::OutputTooLarge {
+                    path: output.to_path_buf(),
+                    reason,
+                })?;
+            let ids = crate::format::vhdx::writer::VhdxIds {
+                file_write: fresh_id().map_err(out_err)?,
+                data_write: fresh_id().map_err(out_err)?,
+                page83: fresh_id().map_err(out_err)?,
+            };
+            let mut spill = spill::Spill::new(output);
+            let plan = qcow2_writer::scan_pass(
+                reader,
+                &pool,
+                layout.block_size,
+                None,
+                &mut spill,
+                progress,
+            )
+            .map_err(fail)?;
+            let mut out = HashedOutput::new(
+                tmp.file().map_err(out_err)?,
+                &options.algorithms,
+                options.sync,
+            )
+            .map_err(out_err)?;
+            let creator = concat!("vmimage v", env!("CARGO_PKG_VERSION"));
+            let len = block_output::write_vhdx(
+                reader, &pool, &plan, &layout, &ids, creator, &mut out, progress,
+            )
+            .map_err(fail)?;
+            let digests = out.finish(len).map_err(out_err)?;
+            (digests, Some(plan.allocated()), None)
         }
         OutputFormat::Raw => {
             let mut out = HashedOutput::new(
