@@ -313,20 +313,20 @@ mod tests {
 
     #[test]
     fn the_bat_skips_the_sector_bitmap_entries() {
-        // 8 MiB blocks: a chunk is 512 payload blocks, then one bitmap entry.
-        let l = VhdxLayout::new(600 * 8 * MIB).unwrap();
-        assert_eq!(l.chunk_ratio, 512);
-        assert_eq!(l.bat_entries, 601);
+        // 16 MiB blocks: a chunk is 256 payload blocks, then one bitmap entry.
+        let l = VhdxLayout::new(300 * 16 * MIB).unwrap();
+        assert_eq!((l.block_size, l.chunk_ratio), (16 * MIB, 256));
+        assert_eq!(l.bat_entries, 301);
         let mut bat = Vec::new();
-        l.write_bat([0u64, 512].into_iter(), |p| {
+        l.write_bat([0u64, 256].into_iter(), |p| {
             bat.extend_from_slice(p);
             Ok::<(), ()>(())
         })
         .unwrap();
         let entry = |i: usize| u64::from_le_bytes(bat[i * 8..i * 8 + 8].try_into().unwrap());
         assert_eq!(entry(0), l.data_offset | 6);
-        assert_eq!(entry(512), 0, "the sector bitmap entry");
-        assert_eq!(entry(513), (l.data_offset + l.block_size) | 6);
+        assert_eq!(entry(256), 0, "the sector bitmap entry");
+        assert_eq!(entry(257), (l.data_offset + l.block_size) | 6);
     }
 
     #[test]
