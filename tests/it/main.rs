@@ -6,6 +6,7 @@ mod atomic_output;
 mod check;
 mod convert;
 mod convert_metadata;
+mod convert_outputs;
 mod damaged;
 mod data_safety;
 mod formats;
