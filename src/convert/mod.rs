@@ -1,4 +1,5 @@
-//! `vmimage convert`: raw, qcow2 and VHD images to qcow2 v3 or sparse raw, using every core,
+//! `vmimage convert`: raw, qcow2 and VHD images to qcow2 v3, sparse raw, VHD (dynamic or
+//! fixed), VMDK (streamOptimized or monolithicSparse) or VHDX, using every core,
 //! deterministic, atomic, and digested while written.
 //!
 //! # Design
@@ -29,7 +30,12 @@
 //!    the data clusters in guest order, compressed ones from the spill and uncompressed ones
 //!    read again from the input (a chunk stored whole goes to the output as read). Zero clusters are never stored.
 //!
-//! Raw output needs no metadata and is written in a single pass ([`raw_writer`]).
+//! Raw output needs no metadata and is written in a single pass ([`raw_writer`]). Dynamic
+//! VHD, monolithicSparse VMDK and VHDX follow the qcow2 design with the format's block as the
+//! cluster and no compression ([`block_output`], encoding with
+//! `crate::format::{vpc,vmdk,vhdx}::writer`); a fixed VHD is the raw pass plus a footer; a
+//! streamOptimized VMDK needs no second pass, since its tables follow its grains
+//! ([`vmdk_stream`]).
 //!
 //! **Deterministic:** work is split in chunks and every batch's results are collected in chunk
 //! order before they touch the plan or the file; compression contexts are reset per cluster.
@@ -292,7 +298,7 @@ pub struct ConvertReport {
     /// Compression type (qcow2 `-c` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression: Option<&'static str>,
-    /// Clusters stored (qcow2 output only).
+    /// Clusters (qcow2), blocks (dynamic VHD, VHDX) or grains (VMDK) stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allocated_clusters: Option<u64>,
     /// Of which compressed (qcow2 `-c` only).
