@@ -542,3 +542,36 @@ fn options_that_do_not_fit_the_output_are_usage_errors() {
     }
     assert_eq!(w.listing(), ["in.raw"]);
 }
+
+#[test]
+fn a_write_error_midway_leaves_neither_output_nor_temporary_files() {
+    let w = Workdir::new();
+    let mut disk = vec![0u8; 16 << 20];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for b in &mut disk[..12 << 20] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    w.write("in.raw", &disk);
+    for args in [
+        &["-O", "vpc"][..],
+        &["-O", "vpc", "--azure"],
+        &["-O", "vmdk"],
+        &["-O", "vmdk", "-o", "subformat=monolithicSparse"],
+        &["-O", "vhdx"],
+    ] {
+        let out = w.vmimage_with_fault(
+            &[&["convert", "in.raw", "out"][..], args].concat(),
+            Some("enospc-after=5000000"),
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("No space left on device"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(w.listing(), ["in.raw"], "{args:?}");
+    }
+}
