@@ -104,6 +104,11 @@ pair "raw->qcow2 -c zlib" "qemu-img convert -O qcow2 -c $IMG $Q" \
 pair "raw->qcow2 -c zstd" "qemu-img convert -O qcow2 -c -o compression_type=zstd $IMG $Q" \
     "$vm $IMG $V -O qcow2 -c zstd --algo none"
 pair "qcow2->raw" "qemu-img convert -O raw $QCOW $Q" "$vm $QCOW $V -O raw --algo none"
+# The cloud formats: VMware's streamOptimized VMDK (compressed on every core), VHD, VHDX.
+pair "raw->vmdk streamOptimized" "qemu-img convert -O vmdk -o subformat=streamOptimized $IMG $Q" \
+    "$vm $IMG $V -O vmdk --algo none"
+pair "raw->vpc" "qemu-img convert -O vpc $IMG $Q" "$vm $IMG $V -O vpc --algo none"
+pair "raw->vhdx" "qemu-img convert -O vhdx $IMG $Q" "$vm $IMG $V -O vhdx --algo none"
 
 # Convert plus the digests a cloud records: qemu-img convert, then md5sum and sha512sum.
 pair "raw->qcow2 + md5 + sha512" "qemu_and_digests -O qcow2 $IMG $Q" "$vm $IMG $V -O qcow2"

@@ -1,4 +1,4 @@
-//! `vmimage convert IN OUT -O qcow2|raw [-c zlib|zstd] [--cluster-size N] [--threads N]
+//! `vmimage convert IN OUT -O qcow2|raw|vpc|vmdk|vhdx [-o OPTIONS] [--azure] [-c zlib|zstd] [--cluster-size N] [--threads N]
 //! [--sync] [--progress] [--json]`: converts, then prints the output's MD5 and SHA-512 (computed while it
 //! was written) as BSD-tagged lines, like `vmimage hash`.
 
@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use vmimage::convert::{
     Compression, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE, MetadataRequest,
-    MetadataRulesBroken, OutputFormat, Progress, convert_with_metadata,
+    MetadataRulesBroken, OutputFormat, Progress, Subformat, convert_with_metadata,
 };
 use vmimage::digest::Algorithm;
 
@@ -29,6 +29,53 @@ pub enum FormatArg {
     Qcow2,
     /// Sparse raw.
     Raw,
+    /// VHD (QEMU's `vpc`): dynamic, or fixed with `-o subformat=fixed` or `--azure`.
+    #[value(alias = "vhd")]
+    Vpc,
+    /// VMDK: streamOptimized, or monolithicSparse with `-o subformat=monolithicSparse`.
+    Vmdk,
+    /// VHDX, dynamic.
+    Vhdx,
+}
+
+/// The `-o` options understood, as `qemu-img` spells them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    subformat: Option<Subformat>,
+    force_size: bool,
+}
+
+/// Parses `subformat=fixed,force_size=on` (`qemu-img`'s `-o` syntax, for the options this
+/// tool implements).
+fn parse_create_options(s: &str) -> Result<CreateOptions, String> {
+    let mut options = CreateOptions::default();
+    for item in s.split(',').filter(|i| !i.is_empty()) {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not KEY=VALUE"))?;
+        match key {
+            "subformat" => {
+                options.subformat = Some(Subformat::from_name(value).ok_or_else(|| {
+                    format!(
+                        "subformat {value:?} is not one of dynamic, fixed, streamOptimized, monolithicSparse"
+                    )
+                })?);
+            }
+            "force_size" => {
+                options.force_size = match value {
+                    "on" | "true" | "yes" => true,
+                    "off" | "false" | "no" => false,
+                    _ => return Err(format!("force_size takes on or off, not {value:?}")),
+                };
+            }
+            _ => {
+                return Err(format!(
+                    "option {key:?} is not supported (subformat and force_size are)"
+                ));
+            }
+        }
+    }
+    Ok(options)
 }
 
 /// Compression types accepted by `-c`.
@@ -56,6 +103,16 @@ pub struct ConvertArgs {
     /// Compress qcow2 clusters (stored uncompressed when that is not smaller).
     #[arg(short = 'c', value_enum, value_name = "TYPE")]
     pub compression: Option<CompressionArg>,
+    /// Output options, as `qemu-img`'s `-o`: `subformat=dynamic|fixed` (VHD),
+    /// `subformat=streamOptimized|monolithicSparse` (VMDK), `force_size=on|off` (VHD: keep
+    /// the exact size instead of rounding it up to a CHS geometry).
+    #[arg(short = 'o', value_name = "OPTIONS", value_parser = parse_create_options)]
+    pub create_options: Option<CreateOptions>,
+    /// Write the fixed VHD Azure requires: the virtual size rounded up to a whole MiB, the
+    /// footer's geometry and creator as `qemu-img -o subformat=fixed,force_size=on` writes
+    /// them. Only with `-O vpc`.
+    #[arg(long)]
+    pub azure: bool,
     /// qcow2 cluster size in bytes, a power of two from 512 to 2M (suffixes k and M allowed).
     #[arg(long, value_name = "N", value_parser = parse_size, default_value_t = DEFAULT_CLUSTER_SIZE)]
     pub cluster_size: u64,
@@ -165,6 +222,9 @@ pub fn run(args: &ConvertArgs) -> u8 {
         format: match args.format {
             FormatArg::Qcow2 => OutputFormat::Qcow2,
             FormatArg::Raw => OutputFormat::Raw,
+            FormatArg::Vpc => OutputFormat::Vpc,
+            FormatArg::Vmdk => OutputFormat::Vmdk,
+            FormatArg::Vhdx => OutputFormat::Vhdx,
         },
         compression: args.compression.map(|c| match c {
             CompressionArg::Zlib => Compression::Zlib,
@@ -177,6 +237,9 @@ pub fn run(args: &ConvertArgs) -> u8 {
             .as_ref()
             .map_or_else(|| Algorithm::DEFAULT.to_vec(), |l| l.0.clone()),
         sync: args.sync,
+        subformat: args.create_options.as_ref().and_then(|o| o.subformat),
+        force_size: args.create_options.as_ref().is_some_and(|o| o.force_size),
+        azure: args.azure,
     };
     if let Some(s) = &signer {
         s.add_algorithm_to(&mut options.algorithms);

@@ -1,5 +1,6 @@
-//! `vmimage convert`: raw, qcow2, VHD, VHDX, VMDK and VDI images to qcow2 v3 or sparse raw,
-//! using every core, deterministic, atomic, and digested while written.
+//! `vmimage convert`: raw, qcow2, VHD, VHDX, VMDK and VDI images to qcow2 v3, sparse raw, VHD
+//! (dynamic or fixed), VMDK (streamOptimized or monolithicSparse) or VHDX, using every core,
+//! deterministic, atomic, and digested while written.
 //!
 //! # Design
 //!
@@ -33,7 +34,12 @@
 //!    the data clusters in guest order, compressed ones from the spill and uncompressed ones
 //!    read again from the input (a chunk stored whole goes to the output as read). Zero clusters are never stored.
 //!
-//! Raw output needs no metadata and is written in a single pass ([`raw_writer`]).
+//! Raw output needs no metadata and is written in a single pass ([`raw_writer`]). Dynamic
+//! VHD, monolithicSparse VMDK and VHDX follow the qcow2 design with the format's block as the
+//! cluster and no compression ([`block_output`], encoding with
+//! `crate::format::{vpc,vmdk,vhdx}::writer`); a fixed VHD is the raw pass plus a footer; a
+//! streamOptimized VMDK needs no second pass, since its tables follow its grains
+//! ([`vmdk_stream`]).
 //!
 //! **Deterministic:** work is split in chunks and every batch's results are collected in chunk
 //! order before they touch the plan or the file; compression contexts are reset per cluster.
@@ -55,6 +61,7 @@
 //! **Honest:** the input's identity (device, inode, length, modification and change times) is
 //! checked after the last read; a change is an error, never a digest.
 
+pub mod block_output;
 pub mod buffers;
 pub mod compress;
 mod error;
@@ -64,6 +71,7 @@ pub mod qcow2_writer;
 pub mod raw_writer;
 pub mod scan;
 pub mod spill;
+pub mod vmdk_stream;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -86,6 +94,7 @@ use crate::inspect::OpenedImage;
 use crate::safety::{Check, Severity};
 use crate::source::{FileIdentity as Identity, ImageFile};
 use output::HashedOutput;
+use plan::Plan;
 
 /// The default qcow2 cluster size: 64 KiB, as `qemu-img create`.
 pub const DEFAULT_CLUSTER_SIZE: u64 = 64 * 1024;
@@ -98,15 +107,87 @@ pub enum OutputFormat {
     Qcow2,
     /// Sparse raw.
     Raw,
+    /// VHD (QEMU's `vpc`), dynamic or fixed.
+    Vpc,
+    /// VMDK, streamOptimized or monolithicSparse.
+    Vmdk,
+    /// VHDX, dynamic.
+    Vhdx,
 }
 
 impl OutputFormat {
-    /// `qcow2` or `raw`.
+    /// `qcow2`, `raw`, `vpc`, `vmdk` or `vhdx` (QEMU's names).
     pub fn name(self) -> &'static str {
         match self {
             OutputFormat::Qcow2 => "qcow2",
             OutputFormat::Raw => "raw",
+            OutputFormat::Vpc => "vpc",
+            OutputFormat::Vmdk => "vmdk",
+            OutputFormat::Vhdx => "vhdx",
         }
+    }
+
+    /// The image format the output is (what `info` will call it).
+    pub fn image_format(self) -> ImageFormat {
+        match self {
+            OutputFormat::Qcow2 => ImageFormat::Qcow2,
+            OutputFormat::Raw => ImageFormat::Raw,
+            OutputFormat::Vpc => ImageFormat::Vpc,
+            OutputFormat::Vmdk => ImageFormat::Vmdk,
+            OutputFormat::Vhdx => ImageFormat::Vhdx,
+        }
+    }
+
+    /// The subformat written when none is asked for: dynamic VHD and VHDX, streamOptimized
+    /// VMDK (the one for upload and OVA).
+    pub fn default_subformat(self) -> Option<Subformat> {
+        match self {
+            OutputFormat::Vpc | OutputFormat::Vhdx => Some(Subformat::Dynamic),
+            OutputFormat::Vmdk => Some(Subformat::StreamOptimized),
+            OutputFormat::Qcow2 | OutputFormat::Raw => None,
+        }
+    }
+}
+
+/// The variant of an output format (`qemu-img -o subformat=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Subformat {
+    /// VHD: only the allocated 2 MiB blocks stored. VHDX: only the allocated blocks stored.
+    #[serde(rename = "dynamic")]
+    Dynamic,
+    /// VHD: the whole guest disk, then the footer.
+    #[serde(rename = "fixed")]
+    Fixed,
+    /// VMDK: deflate-compressed grains with markers, grain tables after their grains, the
+    /// grain directory located by a footer (what VMware exports and OVA holds).
+    #[serde(rename = "streamOptimized")]
+    StreamOptimized,
+    /// VMDK: one hosted sparse extent, grain directories and tables at the front.
+    #[serde(rename = "monolithicSparse")]
+    MonolithicSparse,
+}
+
+impl Subformat {
+    /// `qemu-img`'s spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subformat::Dynamic => "dynamic",
+            Subformat::Fixed => "fixed",
+            Subformat::StreamOptimized => "streamOptimized",
+            Subformat::MonolithicSparse => "monolithicSparse",
+        }
+    }
+
+    /// Parses `qemu-img`'s spelling.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Subformat::Dynamic,
+            Subformat::Fixed,
+            Subformat::StreamOptimized,
+            Subformat::MonolithicSparse,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 }
 
@@ -128,6 +209,14 @@ pub struct ConvertOptions {
     /// Off by default, as in `qemu-img convert` (cache mode `unsafe`) and `cp`: without it
     /// OUT is still complete for every other process the moment it appears.
     pub sync: bool,
+    /// The output's variant; `None`: [`OutputFormat::default_subformat`].
+    pub subformat: Option<Subformat>,
+    /// VHD only: size the disk by `current_size`, exactly as asked, instead of rounding it up
+    /// to a CHS geometry (`qemu-img -o force_size=on`).
+    pub force_size: bool,
+    /// VHD only: what Azure requires: fixed, the virtual size rounded up to a whole MiB,
+    /// `force_size` (footer geometry 65535/16/255, creator `qem2`).
+    pub azure: bool,
 }
 
 impl Default for ConvertOptions {
@@ -139,9 +228,25 @@ impl Default for ConvertOptions {
             threads: None,
             algorithms: Algorithm::DEFAULT.to_vec(),
             sync: false,
+            subformat: None,
+            force_size: false,
+            azure: false,
         }
     }
 }
+
+impl ConvertOptions {
+    /// The subformat to write (the asked one or the format's default).
+    pub fn effective_subformat(&self) -> Option<Subformat> {
+        if self.azure {
+            return Some(Subformat::Fixed);
+        }
+        self.subformat.or(self.format.default_subformat())
+    }
+}
+
+/// Azure takes fixed VHDs whose virtual size is a whole number of MiB.
+pub const AZURE_SIZE_ALIGNMENT: u64 = 1024 * 1024;
 
 /// The upload metadata to write with the output (`convert --metadata`): the request body that
 /// registers OUT with `target`, and optionally the sidecar of digests and sizes.
@@ -179,6 +284,9 @@ pub struct ConvertReport {
     pub output: PathBuf,
     /// The output format.
     pub format: OutputFormat,
+    /// Its variant (VHD, VMDK, VHDX output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subformat: Option<Subformat>,
     /// The output's length in bytes.
     pub size: u64,
     /// The guest-visible size in bytes.
@@ -189,7 +297,7 @@ pub struct ConvertReport {
     /// Compression type (qcow2 `-c` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression: Option<&'static str>,
-    /// Clusters stored (qcow2 output only).
+    /// Clusters (qcow2), blocks (dynamic VHD, VHDX) or grains (VMDK) stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allocated_clusters: Option<u64>,
     /// Of which compressed (qcow2 `-c` only).
@@ -211,9 +319,39 @@ pub fn validate_options(options: &ConvertOptions) -> Result<(), Error> {
             "the cluster size must be a power of two from 512 to {MAX_CLUSTER_SIZE} bytes, not {cs}"
         )));
     }
-    if options.format == OutputFormat::Raw && options.compression.is_some() {
+    if options.format != OutputFormat::Qcow2 && options.compression.is_some() {
         return Err(error::usage(
-            "compression (-c) needs qcow2 output (-O qcow2)".into(),
+            "compression (-c) needs qcow2 output (-O qcow2); streamOptimized VMDK is always compressed".into(),
+        ));
+    }
+    if let Some(sub) = options.subformat {
+        let fits = match options.format {
+            OutputFormat::Vpc => matches!(sub, Subformat::Dynamic | Subformat::Fixed),
+            OutputFormat::Vmdk => {
+                matches!(
+                    sub,
+                    Subformat::StreamOptimized | Subformat::MonolithicSparse
+                )
+            }
+            OutputFormat::Vhdx => sub == Subformat::Dynamic,
+            OutputFormat::Qcow2 | OutputFormat::Raw => false,
+        };
+        if !fits {
+            return Err(error::usage(format!(
+                "subformat {} is not one of -O {}'s",
+                sub.name(),
+                options.format.name()
+            )));
+        }
+    }
+    if (options.force_size || options.azure) && options.format != OutputFormat::Vpc {
+        return Err(error::usage(
+            "force_size and --azure are for VHD output (-O vpc)".into(),
+        ));
+    }
+    if options.azure && options.subformat == Some(Subformat::Dynamic) {
+        return Err(error::usage(
+            "Azure takes fixed VHDs only, not subformat=dynamic".into(),
         ));
     }
     if options.threads == Some(0) {
@@ -278,10 +416,9 @@ pub fn convert_with_metadata(
     validate_options(options)?;
     let (input_format, reader, identity) = open_input(input)?;
     let reader = reader.as_ref();
-    let output_format = match options.format {
-        OutputFormat::Qcow2 => ImageFormat::Qcow2,
-        OutputFormat::Raw => ImageFormat::Raw,
-    };
+    let output_format = options.format.image_format();
+    let output_virtual_size = output_virtual_size(options, reader.virtual_size())
+        .map_err(|reason| error::output_too_large(output, reason))?;
     let mut metadata_files = Vec::new();
     if let Some(request) = metadata {
         let paths: Vec<&Path> = [
@@ -304,7 +441,7 @@ pub fn convert_with_metadata(
         }
         // The output's length is not known yet and no rule reads it; its virtual size is the
         // input's.
-        let predicted = ImageFacts::new(output_format, 0, Some(reader.virtual_size()), None);
+        let predicted = ImageFacts::new(output_format, 0, Some(output_virtual_size), None);
         request.build(&predicted)?;
         for path in std::iter::once(&request.body).chain(request.sidecar.as_ref()) {
             let tmp = TempFile::create_beside(path, TEMP_TAG)
@@ -331,8 +468,135 @@ pub fn convert_with_metadata(
         }
     };
     let tmp = TempFile::create_beside(output, TEMP_TAG).map_err(out_err)?;
-    let virtual_size = reader.virtual_size();
+    let virtual_size = output_virtual_size;
     let (digests, allocated, compressed) = match options.format {
+        OutputFormat::Vpc => {
+            let geometry = vhd_geometry(options, reader.virtual_size())
+                .map_err(|reason| error::output_too_large(output, reason))?;
+            let stamp = crate::format::vpc::writer::VhdStamp {
+                unix_time: unix_now(),
+                uuid: fresh_id().map_err(out_err)?,
+            };
+            let plan = if options.effective_subformat() == Some(Subformat::Dynamic) {
+                let mut spill = spill::Spill::new(output);
+                Some(
+                    qcow2_writer::scan_pass(
+                        reader,
+                        &pool,
+                        crate::format::vpc::writer::BLOCK_SIZE,
+                        None,
+                        &mut spill,
+                        progress,
+                    )
+                    .map_err(fail)?,
+                )
+            } else {
+                None
+            };
+            let mut out = HashedOutput::new(
+                tmp.file().map_err(out_err)?,
+                &options.algorithms,
+                options.sync,
+            )
+            .map_err(out_err)?;
+            let len = match &plan {
+                Some(plan) => block_output::write_dynamic_vhd(
+                    reader, &pool, plan, &geometry, &stamp, &mut out, progress,
+                ),
+                None => block_output::write_fixed_vhd(
+                    reader, &pool, &geometry, &stamp, &mut out, progress,
+                ),
+            }
+            .map_err(fail)?;
+            let digests = out.finish(len).map_err(out_err)?;
+            (digests, plan.as_ref().map(Plan::allocated), None)
+        }
+        OutputFormat::Vmdk => {
+            let extent_file = output
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| crate::format::vmdk::writer::extent_name_ok(n))
+                .ok_or_else(|| {
+                    error::usage(format!(
+                        "{}: a VMDK names its own file in its descriptor, and this name cannot be written there (not UTF-8, a quote or a newline, or over 511 bytes)",
+                        output.display()
+                    ))
+                })?;
+            let id = fresh_id().map_err(out_err)?;
+            let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+            let plan = if options.effective_subformat() == Some(Subformat::MonolithicSparse) {
+                let mut spill = spill::Spill::new(output);
+                Some(
+                    qcow2_writer::scan_pass(
+                        reader,
+                        &pool,
+                        crate::format::vmdk::writer::GRAIN_SIZE,
+                        None,
+                        &mut spill,
+                        progress,
+                    )
+                    .map_err(fail)?,
+                )
+            } else {
+                None
+            };
+            let mut out = HashedOutput::new(
+                tmp.file().map_err(out_err)?,
+                &options.algorithms,
+                options.sync,
+            )
+            .map_err(out_err)?;
+            let (len, allocated) = match &plan {
+                Some(plan) => block_output::write_monolithic_sparse(
+                    reader,
+                    &pool,
+                    plan,
+                    extent_file,
+                    cid,
+                    &mut out,
+                    progress,
+                )
+                .map(|len| (len, plan.allocated())),
+                None => {
+                    vmdk_stream::write_stream(reader, &pool, extent_file, cid, &mut out, progress)
+                }
+            }
+            .map_err(fail)?;
+            let digests = out.finish(len).map_err(out_err)?;
+            (digests, Some(allocated), None)
+        }
+        OutputFormat::Vhdx => {
+            let layout = crate::format::vhdx::writer::VhdxLayout::new(reader.virtual_size())
+                .map_err(|reason| error::output_too_large(output, reason))?;
+            let ids = crate::format::vhdx::writer::VhdxIds {
+                file_write: fresh_id().map_err(out_err)?,
+                data_write: fresh_id().map_err(out_err)?,
+                page83: fresh_id().map_err(out_err)?,
+            };
+            let mut spill = spill::Spill::new(output);
+            let plan = qcow2_writer::scan_pass(
+                reader,
+                &pool,
+                layout.block_size,
+                None,
+                &mut spill,
+                progress,
+            )
+            .map_err(fail)?;
+            let mut out = HashedOutput::new(
+                tmp.file().map_err(out_err)?,
+                &options.algorithms,
+                options.sync,
+            )
+            .map_err(out_err)?;
+            let creator = concat!("vmimage v", env!("CARGO_PKG_VERSION"));
+            let len = block_output::write_vhdx(
+                reader, &pool, &plan, &layout, &ids, creator, &mut out, progress,
+            )
+            .map_err(fail)?;
+            let digests = out.finish(len).map_err(out_err)?;
+            (digests, Some(plan.allocated()), None)
+        }
         OutputFormat::Raw => {
             let mut out = HashedOutput::new(
                 tmp.file().map_err(out_err)?,
@@ -430,6 +694,7 @@ pub fn convert_with_metadata(
         input_format,
         output: output.to_path_buf(),
         format: options.format,
+        subformat: options.effective_subformat(),
         size,
         virtual_size,
         cluster_size: (options.format == OutputFormat::Qcow2).then_some(options.cluster_size),
@@ -439,6 +704,46 @@ pub fn convert_with_metadata(
         digests,
         signature,
     })
+}
+
+/// The guest-visible size of the output for an input of `input_size` bytes: the same, except
+/// for VHD, which rounds it up to a CHS geometry (unless `force_size`) and, for Azure, to a
+/// whole MiB first.
+pub fn output_virtual_size(options: &ConvertOptions, input_size: u64) -> Result<u64, String> {
+    match options.format {
+        OutputFormat::Vpc => vhd_geometry(options, input_size).map(|g| g.virtual_size),
+        _ => Ok(input_size),
+    }
+}
+
+fn vhd_geometry(
+    options: &ConvertOptions,
+    input_size: u64,
+) -> Result<crate::format::vpc::writer::VhdGeometry, String> {
+    let size = if options.azure {
+        input_size.next_multiple_of(AZURE_SIZE_ALIGNMENT)
+    } else {
+        input_size
+    };
+    crate::format::vpc::writer::VhdGeometry::for_size(size, options.force_size || options.azure)
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A random (version 4) UUID, in the byte order the formats store it, for the ids VHD, VHDX
+/// and VMDK give each image they create (QEMU draws them at random too).
+fn fresh_id() -> io::Result<[u8; 16]> {
+    use std::io::Read;
+    let mut id = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut id)?;
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -575,7 +575,7 @@ fn a_missing_input_or_a_bad_option_is_exit_2() {
         "3000",
     ])
     .expect_code(2);
-    w.vmimage(&["convert", "in.qcow2", "out", "-O", "vmdk"])
+    w.vmimage(&["convert", "in.qcow2", "out", "-O", "vdi"])
         .expect_code(2);
     assert_dir_holds(&w, &["in.qcow2"]);
 }

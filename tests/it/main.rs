@@ -7,6 +7,7 @@ mod check;
 mod convert;
 mod convert_inputs;
 mod convert_metadata;
+mod convert_outputs;
 mod damaged;
 mod data_safety;
 mod formats;

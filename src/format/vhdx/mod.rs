@@ -16,6 +16,8 @@ pub mod reader;
 
 use std::io;
 
+pub mod writer;
+
 use super::bytes::{le16, le32, le64};
 use super::{FormatReport, Probe, read_failure, utf16_until_nul};
 use crate::safety::{Check, Rule};
@@ -197,29 +199,29 @@ pub const RULES: &[Rule] = &[
 /// The file identifier signature.
 pub const SIGNATURE: &[u8; 8] = b"vhdxfile";
 /// Header section blocks are 64 KiB (spec 2.2).
-const HEADER_BLOCK: u64 = 64 * 1024;
+pub(crate) const HEADER_BLOCK: u64 = 64 * 1024;
 /// Offsets of the two headers and the region table.
-const HEADER1_OFFSET: u64 = HEADER_BLOCK;
-const HEADER2_OFFSET: u64 = 2 * HEADER_BLOCK;
-const REGION_TABLE_OFFSET: u64 = 3 * HEADER_BLOCK;
+pub(crate) const HEADER1_OFFSET: u64 = HEADER_BLOCK;
+pub(crate) const HEADER2_OFFSET: u64 = 2 * HEADER_BLOCK;
+pub(crate) const REGION_TABLE_OFFSET: u64 = 3 * HEADER_BLOCK;
 /// The header checksum covers 4 KiB (spec 2.2.2).
-const HEADER_LEN: usize = 4096;
+pub(crate) const HEADER_LEN: usize = 4096;
 /// The region table (and its checksum) covers 64 KiB (spec 2.2.3).
-const REGION_TABLE_LEN: usize = 64 * 1024;
+pub(crate) const REGION_TABLE_LEN: usize = 64 * 1024;
 /// Spec 2.2.3: at most 2047 region table entries.
 const MAX_REGION_ENTRIES: u32 = 2047;
 /// The metadata table is at most 64 KiB: a 32-byte header and 2047 32-byte entries
 /// (`VHDX_METADATA_TABLE_MAX_SIZE`).
-const METADATA_TABLE_LEN: usize = 64 * 1024;
+pub(crate) const METADATA_TABLE_LEN: usize = 64 * 1024;
 /// Spec 2.6.1.2: a metadata item is at most 1 MiB.
 const MAX_METADATA_ITEM: u32 = 1 << 20;
 /// Block size limits (`VHDX_BLOCK_SIZE_MIN`/`MAX`, spec 2.6.2.1).
 const MIN_BLOCK_SIZE: u32 = 1 << 20;
 const MAX_BLOCK_SIZE: u32 = 256 << 20;
 /// Spec 2.6.2.2: the virtual disk is at most 64 TiB.
-const MAX_VIRTUAL_SIZE: u64 = 64 << 40;
+pub(crate) const MAX_VIRTUAL_SIZE: u64 = 64 << 40;
 /// `VHDX_MAX_SECTORS_PER_BLOCK`: sector bitmap blocks cover 2^23 sectors.
-const MAX_SECTORS_PER_BLOCK: u64 = 1 << 23;
+pub(crate) const MAX_SECTORS_PER_BLOCK: u64 = 1 << 23;
 /// The largest BAT this parser scans for blocks past the end of the file or inside the
 /// metadata (as QEMU does on open). 8 MiB holds the BAT of a 64 TiB disk with 32 MiB blocks
 /// (the default size QEMU picks for large disks); larger tables are only range-checked.
@@ -230,15 +232,15 @@ const BAT_SCAN_CHUNK: usize = 64 * 1024;
 const BAT_STATE_MASK: u64 = 7;
 const BAT_OFFSET_MASK: u64 = !0xf_ffff;
 /// Payload block state "fully present": the block's data is in the file.
-const PAYLOAD_BLOCK_FULLY_PRESENT: u64 = 6;
+pub(crate) const PAYLOAD_BLOCK_FULLY_PRESENT: u64 = 6;
 
 /// The header signature `head`, region table `regi`, metadata table `metadata`.
-const HEADER_SIGNATURE: &[u8; 4] = b"head";
-const REGION_SIGNATURE: &[u8; 4] = b"regi";
-const METADATA_SIGNATURE: &[u8; 8] = b"metadata";
+pub(crate) const HEADER_SIGNATURE: &[u8; 4] = b"head";
+pub(crate) const REGION_SIGNATURE: &[u8; 4] = b"regi";
+pub(crate) const METADATA_SIGNATURE: &[u8; 8] = b"metadata";
 
 /// A GUID as stored on disk (`MSGUID`: three little-endian fields, then 8 bytes).
-type Guid = [u8; 16];
+pub(crate) type Guid = [u8; 16];
 
 /// Builds the on-disk form of a GUID written `data1-data2-data3-data4`.
 const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Guid {
@@ -246,43 +248,43 @@ const fn guid(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Guid {
 }
 
 /// Region and metadata item GUIDs (spec 2.2.3.1 and 2.6.2).
-const BAT_GUID: Guid = guid(
+pub(crate) const BAT_GUID: Guid = guid(
     0x2dc2_7766,
     0xf623,
     0x4200,
     [0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08],
 );
-const METADATA_GUID: Guid = guid(
+pub(crate) const METADATA_GUID: Guid = guid(
     0x8b7c_a206,
     0x4790,
     0x4b9a,
     [0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e],
 );
-const FILE_PARAMETERS_GUID: Guid = guid(
+pub(crate) const FILE_PARAMETERS_GUID: Guid = guid(
     0xcaa1_6737,
     0xfa36,
     0x4d43,
     [0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b],
 );
-const VIRTUAL_DISK_SIZE_GUID: Guid = guid(
+pub(crate) const VIRTUAL_DISK_SIZE_GUID: Guid = guid(
     0x2fa5_4224,
     0xcd1b,
     0x4876,
     [0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8],
 );
-const PAGE83_GUID: Guid = guid(
+pub(crate) const PAGE83_GUID: Guid = guid(
     0xbeca_12ab,
     0xb2e6,
     0x4523,
     [0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46],
 );
-const LOGICAL_SECTOR_SIZE_GUID: Guid = guid(
+pub(crate) const LOGICAL_SECTOR_SIZE_GUID: Guid = guid(
     0x8141_bf1d,
     0xa96f,
     0x4709,
     [0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f],
 );
-const PHYSICAL_SECTOR_SIZE_GUID: Guid = guid(
+pub(crate) const PHYSICAL_SECTOR_SIZE_GUID: Guid = guid(
     0xcda3_48c7,
     0x445d,
     0x4471,
@@ -296,12 +298,45 @@ const PARENT_LOCATOR_GUID: Guid = guid(
 );
 
 /// Region table entry bit: a reader must understand the region to open the file.
-const REGION_REQUIRED: u32 = 1;
+pub(crate) const REGION_REQUIRED: u32 = 1;
 /// Metadata entry bit: a reader must understand the item to open the file.
-const METADATA_REQUIRED: u32 = 4;
+pub(crate) const METADATA_REQUIRED: u32 = 4;
 /// File parameter bit: a differencing disk (bit 0, "leave blocks allocated", marks fixed
 /// disks and changes nothing here).
 const PARAMS_HAS_PARENT: u32 = 2;
+
+/// Metadata entry bit: the item describes the virtual disk (spec 2.6.1.2 `IsVirtualDisk`).
+pub(crate) const METADATA_VIRTUAL_DISK: u32 = 2;
+
+/// Field offsets of the header (spec 2.2.2), region table (2.2.3) and metadata table
+/// (2.6.1), little-endian.
+pub(crate) mod field {
+    #![allow(
+        missing_docs,
+        reason = "each constant is the spec's field of the same name"
+    )]
+    pub const CHECKSUM: usize = 4;
+    pub const HEADER_SEQUENCE_NUMBER: usize = 8;
+    pub const HEADER_FILE_WRITE_GUID: usize = 16;
+    pub const HEADER_DATA_WRITE_GUID: usize = 32;
+    pub const HEADER_LOG_GUID: usize = 48;
+    pub const HEADER_LOG_VERSION: usize = 64;
+    pub const HEADER_VERSION: usize = 66;
+    pub const HEADER_LOG_LENGTH: usize = 68;
+    pub const HEADER_LOG_OFFSET: usize = 72;
+    pub const REGION_ENTRY_COUNT: usize = 8;
+    pub const REGION_ENTRIES: usize = 16;
+    pub const REGION_ENTRY_LEN: usize = 32;
+    pub const REGION_ENTRY_FILE_OFFSET: usize = 16;
+    pub const REGION_ENTRY_LENGTH: usize = 24;
+    pub const REGION_ENTRY_REQUIRED: usize = 28;
+    pub const METADATA_ENTRY_COUNT: usize = 10;
+    pub const METADATA_ENTRIES: usize = 32;
+    pub const METADATA_ENTRY_LEN: usize = 32;
+    pub const METADATA_ENTRY_OFFSET: usize = 16;
+    pub const METADATA_ENTRY_LENGTH: usize = 20;
+    pub const METADATA_ENTRY_FLAGS: usize = 24;
+}
 
 /// Whether the probe starts with the VHDX file identifier.
 pub fn detect(probe: &Probe) -> bool {

@@ -17,6 +17,7 @@
 pub mod descriptor;
 pub mod reader;
 pub mod sparse;
+pub mod writer;
 
 use std::io;
 

@@ -10,10 +10,47 @@ pub const LEGACY_MAGIC: &[u8; 4] = b"COWD";
 /// `gdOffset` value meaning "the grain directory is located by the footer".
 pub const GD_AT_END: u64 = u64::MAX;
 /// `compressAlgorithm` DEFLATE: a streamOptimized extent.
-const COMPRESSION_DEFLATE: u16 = 1;
-/// Marker types of a stream (`MARKER_FOOTER`, `MARKER_END_OF_STREAM`).
-const MARKER_FOOTER: u32 = 3;
-const MARKER_END_OF_STREAM: u32 = 0;
+pub const COMPRESSION_DEFLATE: u16 = 1;
+/// Marker types of a stream (`MARKER_EOS`, `MARKER_GT`, `MARKER_GD`, `MARKER_FOOTER`).
+pub const MARKER_END_OF_STREAM: u32 = 0;
+/// A grain table follows the marker.
+pub const MARKER_GRAIN_TABLE: u32 = 1;
+/// A grain directory follows the marker.
+pub const MARKER_GRAIN_DIRECTORY: u32 = 2;
+/// The footer (a copy of the header locating the grain directory) follows the marker.
+pub const MARKER_FOOTER: u32 = 3;
+/// Header flags (spec §"Hosted Sparse Extent Header": `flags`).
+pub const FLAG_VALID_NEWLINE_DETECTION: u32 = 1;
+/// The redundant grain directory (`rgdOffset`) is in use.
+pub const FLAG_REDUNDANT_GRAIN_TABLE: u32 = 1 << 1;
+/// Grains are compressed.
+pub const FLAG_COMPRESSED: u32 = 1 << 16;
+/// The stream carries markers.
+pub const FLAG_MARKERS: u32 = 1 << 17;
+/// The four bytes after `uncleanShutdown` that detect newline translation.
+pub const NEWLINE_CHECK: [u8; 4] = *b"\n \r\n";
+
+/// Field offsets in the header sector (`SparseExtentHeader`, packed, little-endian).
+pub mod field {
+    #![allow(
+        missing_docs,
+        reason = "each constant is the spec's field of the same name"
+    )]
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
+    pub const FLAGS: usize = 8;
+    pub const CAPACITY: usize = 12;
+    pub const GRAIN_SIZE: usize = 20;
+    pub const DESCRIPTOR_OFFSET: usize = 28;
+    pub const DESCRIPTOR_SIZE: usize = 36;
+    pub const NUM_GTES_PER_GT: usize = 44;
+    pub const RGD_OFFSET: usize = 48;
+    pub const GD_OFFSET: usize = 56;
+    pub const OVERHEAD: usize = 64;
+    pub const UNCLEAN_SHUTDOWN: usize = 72;
+    pub const NEWLINE_CHECK: usize = 73;
+    pub const COMPRESS_ALGORITHM: usize = 77;
+}
 /// The footer is three sectors before the end: footer marker, footer, end-of-stream marker.
 pub const FOOTER_AREA_LEN: usize = 3 * 512;
 
@@ -50,18 +87,42 @@ impl SparseHeader {
     /// zero, as QEMU's padded reads do).
     pub fn parse(sector: &[u8]) -> Self {
         Self {
-            version: le32(sector, 4),
-            flags: le32(sector, 8),
-            capacity: le64(sector, 12),
-            granularity: le64(sector, 20),
-            desc_offset: le64(sector, 28),
-            desc_size: le64(sector, 36),
-            num_gtes_per_gt: le32(sector, 44),
-            rgd_offset: le64(sector, 48),
-            gd_offset: le64(sector, 56),
-            grain_offset: le64(sector, 64),
-            compress_algorithm: le16(sector, 77),
+            version: le32(sector, field::VERSION),
+            flags: le32(sector, field::FLAGS),
+            capacity: le64(sector, field::CAPACITY),
+            granularity: le64(sector, field::GRAIN_SIZE),
+            desc_offset: le64(sector, field::DESCRIPTOR_OFFSET),
+            desc_size: le64(sector, field::DESCRIPTOR_SIZE),
+            num_gtes_per_gt: le32(sector, field::NUM_GTES_PER_GT),
+            rgd_offset: le64(sector, field::RGD_OFFSET),
+            gd_offset: le64(sector, field::GD_OFFSET),
+            grain_offset: le64(sector, field::OVERHEAD),
+            compress_algorithm: le16(sector, field::COMPRESS_ALGORITHM),
         }
+    }
+
+    /// The header sector: the magic, these fields, a clean shutdown and the newline check
+    /// bytes, as QEMU's `vmdk_init_extent()` writes them.
+    pub fn encode(&self) -> [u8; 512] {
+        let mut s = [0u8; 512];
+        let mut put = |at: usize, bytes: &[u8]| s[at..at + bytes.len()].copy_from_slice(bytes);
+        put(field::MAGIC, MAGIC);
+        put(field::VERSION, &self.version.to_le_bytes());
+        put(field::FLAGS, &self.flags.to_le_bytes());
+        put(field::CAPACITY, &self.capacity.to_le_bytes());
+        put(field::GRAIN_SIZE, &self.granularity.to_le_bytes());
+        put(field::DESCRIPTOR_OFFSET, &self.desc_offset.to_le_bytes());
+        put(field::DESCRIPTOR_SIZE, &self.desc_size.to_le_bytes());
+        put(field::NUM_GTES_PER_GT, &self.num_gtes_per_gt.to_le_bytes());
+        put(field::RGD_OFFSET, &self.rgd_offset.to_le_bytes());
+        put(field::GD_OFFSET, &self.gd_offset.to_le_bytes());
+        put(field::OVERHEAD, &self.grain_offset.to_le_bytes());
+        put(field::NEWLINE_CHECK, &NEWLINE_CHECK);
+        put(
+            field::COMPRESS_ALGORITHM,
+            &self.compress_algorithm.to_le_bytes(),
+        );
+        s
     }
 
     /// Whether grains are DEFLATE-compressed (streamOptimized).

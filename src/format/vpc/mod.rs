@@ -28,6 +28,7 @@
 //! A VHD encoder writes through the same [`Field`]s and [`checksum`].
 
 pub mod reader;
+pub mod writer;
 
 use std::io;
 
