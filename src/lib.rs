@@ -28,6 +28,7 @@ pub mod digest;
 pub mod error;
 pub mod facts;
 pub mod format;
+pub mod guest_hash;
 pub mod inspect;
 pub mod safety;
 pub mod signing;

@@ -370,8 +370,12 @@ pub fn validate_options(options: &ConvertOptions) -> Result<(), ConvertError> {
     Ok(())
 }
 
-/// Opens `input`, inspects it, and returns its guest reader, or why it is refused.
-fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identity), ConvertError> {
+/// Opens `input`, inspects it, and returns its format, its guest reader and the identity to
+/// check after the last read, or why it is refused (unsafe, encrypted, no reader for its
+/// format). `hash --guest` and `convert --verify` read through the same readers.
+pub fn open_input(
+    input: &Path,
+) -> Result<(ImageFormat, Box<dyn GuestReader>, Identity), ConvertError> {
     let io_err = |source| ConvertError::InputIo {
         path: input.to_path_buf(),
         source,
