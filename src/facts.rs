@@ -6,6 +6,7 @@
 use std::io;
 use std::path::Path;
 
+use crate::digest::guest::GuestHash;
 use crate::digest::{self, Algorithm, Digests};
 use crate::error::Error;
 use crate::format::ImageFormat;
@@ -33,6 +34,8 @@ pub struct ImageFacts {
     pub digests: Option<Digests>,
     /// The inspector's verdict. An unsafe image breaks a rule of every target.
     pub safety: Safety,
+    /// The guest-content hash, when computed (sidecars carry it; `verify` checks it).
+    pub guest_hash: Option<GuestHash>,
 }
 
 impl ImageFacts {
@@ -49,6 +52,7 @@ impl ImageFacts {
             virtual_size,
             digests,
             safety: Safety::from_findings(Vec::new()),
+            guest_hash: None,
         }
     }
 
@@ -101,6 +105,7 @@ pub fn gather_facts(path: &Path, algorithms: &[Algorithm]) -> Result<ImageFacts,
         virtual_size: info.virtual_size,
         digests,
         safety: info.safety,
+        guest_hash: None,
     })
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::{self, ConvertError};
 use crate::digest::Algorithm;
-use crate::digest::guest::{GuestHash, hash_guest};
+use crate::digest::guest::{GuestHash, hash_guest, message_length};
 use crate::format::ImageFormat;
 use crate::format::guest::{GuestReader, ReadFailure};
 use crate::source::FileIdentity;
@@ -70,15 +70,6 @@ impl From<ConvertError> for GuestHashError {
             }
             other => GuestHashError::Input(other),
         }
-    }
-}
-
-/// The length of the message of an image: the file's length for raw (and ISO, read as raw),
-/// the virtual size for every other format.
-pub fn message_length(format: ImageFormat, reader: &dyn GuestReader, file_len: u64) -> u64 {
-    match format {
-        ImageFormat::Raw | ImageFormat::Iso => file_len.min(reader.virtual_size()),
-        _ => reader.virtual_size(),
     }
 }
 

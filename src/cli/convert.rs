@@ -67,6 +67,11 @@ pub struct ConvertArgs {
     /// still never seen incomplete by another process.
     #[arg(long)]
     pub sync: bool,
+    /// Read OUT back through the reader of its format and compare its guest-content hash
+    /// (blkhash-sha256) with the input's, instead of running `qemu-img compare`: a difference
+    /// is exit 1 and OUT is not put in place. The guest hash is printed with the digests.
+    #[arg(long)]
+    pub verify: bool,
     /// Show a progress bar on stderr even when it is not a terminal.
     #[arg(long)]
     pub progress: bool,
@@ -177,6 +182,7 @@ pub fn run(args: &ConvertArgs) -> u8 {
             .as_ref()
             .map_or_else(|| Algorithm::DEFAULT.to_vec(), |l| l.0.clone()),
         sync: args.sync,
+        verify: args.verify.then_some(Algorithm::Sha256),
     };
     if let Some(s) = &signer {
         s.add_algorithm_to(&mut options.algorithms);
@@ -278,6 +284,15 @@ fn render(report: &ConvertReport, json: bool) -> std::io::Result<()> {
             d.algorithm.tag(),
             report.output.display(),
             d.hex()
+        )?;
+    }
+    if let Some(g) = &report.guest_hash {
+        writeln!(
+            out,
+            "{} ({}) = {}",
+            g.algorithm_name().to_ascii_uppercase(),
+            report.output.display(),
+            g.hex()
         )?;
     }
     Ok(())

@@ -70,6 +70,7 @@ pub use scan::{NoProgress, Progress};
 
 use crate::atomic::{self, TEMP_TAG, TempFile, fault};
 use crate::cloud::{MetadataDocument, MetadataOptions, RuleViolations, Target};
+use crate::digest::guest::{GuestHash, hash_guest};
 use crate::digest::{Algorithm, Digests};
 use crate::facts::ImageFacts;
 use crate::format::ImageFormat;
@@ -124,6 +125,10 @@ pub struct ConvertOptions {
     /// Off by default, as in `qemu-img convert` (cache mode `unsafe`) and `cp`: without it
     /// OUT is still complete for every other process the moment it appears.
     pub sync: bool,
+    /// `--verify`: read the written output back through the guest reader of its format (not
+    /// the writer's own path) and compare its guest hash, with this algorithm, with the
+    /// input's; a difference fails the conversion and nothing is put in place.
+    pub verify: Option<Algorithm>,
 }
 
 impl Default for ConvertOptions {
@@ -135,6 +140,7 @@ impl Default for ConvertOptions {
             threads: None,
             algorithms: Algorithm::DEFAULT.to_vec(),
             sync: false,
+            verify: None,
         }
     }
 }
@@ -202,6 +208,9 @@ pub struct ConvertReport {
     /// The `img_signature*` properties put into the metadata, when it was signed.
     #[serde(skip)]
     pub signature: Option<crate::signing::SignatureProperties>,
+    /// The guest hash of the input and of the output, equal (`--verify` only).
+    #[serde(rename = "guest_hash", skip_serializing_if = "Option::is_none")]
+    pub guest_hash: Option<GuestHash>,
 }
 
 /// Why a conversion failed. Every variant names the file concerned.
@@ -294,6 +303,24 @@ pub enum ConvertError {
         /// Why.
         source: crate::signing::SignError,
     },
+    /// `--verify`: the output read back holds another guest than the input.
+    #[error("{}: the written image does not hold the input's guest: guest hash {output}, the input's {input}", path.display())]
+    VerifyMismatch {
+        /// The output (not put in place).
+        path: PathBuf,
+        /// The input's guest hash.
+        input: GuestHash,
+        /// The written output's guest hash.
+        output: GuestHash,
+    },
+    /// `--verify`: the written output cannot be read back as an image of its format.
+    #[error("{}: the written image does not read back: {reason}", path.display())]
+    VerifyUnreadable {
+        /// The output (not put in place).
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// An interrupt arrived.
     #[error("interrupted")]
     Interrupted,
@@ -306,7 +333,9 @@ impl ConvertError {
         match self {
             ConvertError::Unsafe { .. }
             | ConvertError::InvalidInput { .. }
-            | ConvertError::MetadataRules { .. } => 1,
+            | ConvertError::MetadataRules { .. }
+            | ConvertError::VerifyMismatch { .. }
+            | ConvertError::VerifyUnreadable { .. } => 1,
             ConvertError::Interrupted => 130,
             _ => 2,
         }
@@ -599,6 +628,21 @@ pub fn convert_with_metadata(
             )
         }
     };
+    // The sidecar records the output's guest hash: the input's guest, which the output
+    // holds (`--verify` proves it).
+    let wants_guest_hash = metadata.is_some_and(|m| m.sidecar.is_some());
+    let guest_hash = match options.verify {
+        Some(algorithm) => Some(verify_output(
+            input,
+            tmp.path(),
+            output,
+            algorithm,
+            &pool,
+            &fail,
+        )?),
+        None if wants_guest_hash => Some(input_guest_hash(input, Algorithm::Sha256, &pool, &fail)?),
+        None => None,
+    };
     let now = std::fs::metadata(input).map_err(|source| ConvertError::InputIo {
         path: input.to_path_buf(),
         source,
@@ -618,6 +662,7 @@ pub fn convert_with_metadata(
             Some(digests.clone()),
         );
         let mut doc = request.build(&facts)?;
+        doc.sidecar.guest_hash = guest_hash.clone();
         if fault::breaks_metadata_rule() {
             doc = request.build(&ImageFacts::new(output_format, size, None, None))?;
         }
@@ -665,7 +710,52 @@ pub fn convert_with_metadata(
         compressed_clusters: compressed,
         digests,
         signature,
+        guest_hash,
     })
+}
+
+/// The guest hash of the whole guest disk of `input` (what the output holds), through a
+/// reader of its own: a reader's allocation walk is made once (the qcow2 reader refuses a host
+/// cluster mapped twice), and the conversion's walked the input already. The caller checks
+/// afterwards that the input did not change.
+fn input_guest_hash(
+    input: &Path,
+    algorithm: Algorithm,
+    pool: &rayon::ThreadPool,
+    fail: &dyn Fn(Failure) -> ConvertError,
+) -> Result<GuestHash, ConvertError> {
+    let (_, reader, _) = open_input(input)?;
+    hash_guest(reader.as_ref(), reader.virtual_size(), algorithm, pool)
+        .map_err(|e| fail(Failure::Input(e)))
+}
+
+/// `--verify`: the guest hash of `input` (its whole guest disk) and of the output
+/// written at `written`, read back through the guest reader of its format; an error unless
+/// they are equal.
+fn verify_output(
+    input: &Path,
+    written: &Path,
+    output: &Path,
+    algorithm: Algorithm,
+    pool: &rayon::ThreadPool,
+    fail: &dyn Fn(Failure) -> ConvertError,
+) -> Result<GuestHash, ConvertError> {
+    let want = input_guest_hash(input, algorithm, pool, fail)?;
+    let unreadable = |reason: String| ConvertError::VerifyUnreadable {
+        path: output.to_path_buf(),
+        reason,
+    };
+    let (_, back, _) = open_input(written).map_err(|e| unreadable(e.to_string()))?;
+    let got = hash_guest(back.as_ref(), back.virtual_size(), algorithm, pool)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if got != want {
+        return Err(ConvertError::VerifyMismatch {
+            path: output.to_path_buf(),
+            input: want,
+            output: got,
+        });
+    }
+    Ok(got)
 }
 
 #[cfg(test)]

@@ -249,3 +249,181 @@ fn unsafe_and_unreadable_inputs_are_refused() {
     w.vmimage_stdin(&["hash", "--guest"], Some(b"x"))
         .expect_code(2);
 }
+
+#[test]
+fn convert_verify_passes_prints_the_guest_hash_and_catches_a_corrupted_writer() {
+    let w = Workdir::new();
+    w.qemu_img(&["create", "-f", "qcow2", "disk.qcow2", SIZE]);
+    write_guest(&w, "qcow2", "disk.qcow2");
+    let want = guest_hash(&w, "disk.qcow2", "sha256");
+    // A raw input whose length is not a sector multiple: the output holds it rounded up, and
+    // --verify compares the guest disks of that size.
+    w.write("odd.raw", &[9u8; 70_001]);
+    for (input, fmt, out) in [
+        ("disk.qcow2", "qcow2", "out.qcow2"),
+        ("disk.qcow2", "raw", "out.raw"),
+        ("odd.raw", "qcow2", "odd.qcow2"),
+    ] {
+        let run = w.vmimage(&["convert", "--verify", input, out, "-O", fmt]);
+        run.expect_code(0);
+        let line = format!("BLKHASH-SHA256 ({out}) = {}", guest_hash(&w, out, "sha256"));
+        assert!(run.stdout.contains(&line), "{}", run.stdout);
+    }
+    let json = w
+        .vmimage(&[
+            "convert",
+            "--verify",
+            "--json",
+            "disk.qcow2",
+            "j.qcow2",
+            "-O",
+            "qcow2",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(json["guest_hash"]["value"], want.as_str());
+
+    // A writer that flips one bit of the data it emits: exit 1 with both digests, and
+    // nothing left behind; an existing OUT is left as it was.
+    w.write("keep.qcow2", b"previous");
+    for (fmt, out) in [
+        ("qcow2", "bad.qcow2"),
+        ("raw", "bad.raw"),
+        ("qcow2", "keep.qcow2"),
+    ] {
+        let before = w.listing();
+        let run = w.vmimage_with_fault(
+            &["convert", "--verify", "disk.qcow2", out, "-O", fmt],
+            Some("corrupt-data"),
+        );
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{out}: {stderr}");
+        assert!(stderr.contains(out) && stderr.contains(&want), "{stderr}");
+        assert!(
+            stderr.contains("does not hold the input's guest"),
+            "{stderr}"
+        );
+        assert_eq!(w.listing(), before, "{out}");
+    }
+    assert_eq!(std::fs::read(w.join("keep.qcow2")).unwrap(), b"previous");
+    // Without --verify the same fault goes unnoticed: the hook does corrupt the output.
+    let run = w.vmimage_with_fault(
+        &["convert", "disk.qcow2", "unchecked.qcow2", "-O", "qcow2"],
+        Some("corrupt-data"),
+    );
+    assert_eq!(run.status.code(), Some(0));
+    assert_ne!(guest_hash(&w, "unchecked.qcow2", "sha256"), want);
+}
+
+#[test]
+fn a_glance_import_conversion_is_verified_through_the_sidecars_guest_hash() {
+    let w = Workdir::new();
+    w.qemu_img(&["create", "-f", "qcow2", "disk.qcow2", SIZE]);
+    write_guest(&w, "qcow2", "disk.qcow2");
+    let want = guest_hash(&w, "disk.qcow2", "sha256");
+    // The pipeline's record of the qcow2 it uploads, from `metadata` and from `convert`.
+    w.vmimage(&[
+        "metadata",
+        "disk.qcow2",
+        "--target",
+        "glance",
+        "--sidecar",
+        "side.json",
+    ])
+    .expect_code(0);
+    w.vmimage(&[
+        "convert",
+        "disk.qcow2",
+        "built.qcow2",
+        "-O",
+        "qcow2",
+        "-c",
+        "zlib",
+        "--metadata",
+        "body.json",
+        "--target",
+        "glance",
+        "--sidecar",
+        "built.json",
+    ])
+    .expect_code(0);
+    for sidecar in ["side.json", "built.json"] {
+        let text = std::fs::read_to_string(w.join(sidecar)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["guest_hash"]["algorithm"], "blkhash-sha256", "{text}");
+        assert_eq!(json["guest_hash"]["block_size"], 65536, "{text}");
+        assert_eq!(json["guest_hash"]["value"], want.as_str(), "{text}");
+    }
+
+    // Glance's image_conversion import plugin stores the raw conversion.
+    w.qemu_img(&[
+        "convert",
+        "-f",
+        "qcow2",
+        "-O",
+        "raw",
+        "disk.qcow2",
+        "glance.raw",
+    ]);
+    for sidecar in ["side.json", "built.json"] {
+        let run = w.vmimage(&["verify", "glance.raw", "--against", sidecar, "--json"]);
+        let report = run.expect_code(0).json();
+        let status = |id: &str| {
+            report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == id)
+                .unwrap_or_else(|| panic!("no {id} check: {report}"))["status"]
+                .clone()
+        };
+        assert_eq!(status("checksum"), "not_comparable", "{report}");
+        assert_eq!(status("os_hash_value"), "not_comparable", "{report}");
+        assert_eq!(status("guest_hash"), "pass", "{report}");
+        assert_eq!(report["verdict"], "verified", "{report}");
+        assert_eq!(report["proved"], "content", "{report}");
+    }
+    // The same file against the qcow2's record with no guest hash proves nothing, as before.
+    let mut plain: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.join("side.json")).unwrap()).unwrap();
+    plain.as_object_mut().unwrap().remove("guest_hash");
+    w.write("plain.json", plain.to_string().as_bytes());
+    let report = w
+        .vmimage(&["verify", "glance.raw", "--against", "plain.json", "--json"])
+        .expect_code(1)
+        .json();
+    assert_eq!(report["verdict"], "unverified", "{report}");
+    assert!(report.get("proved").is_none(), "{report}");
+
+    // --guest-hash as a flag: the right one passes, a wrong one fails.
+    let flag = format!("sha256:{want}");
+    w.vmimage(&["verify", "glance.raw", "--guest-hash", &flag])
+        .expect_code(0);
+    let mut wrong = want.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = format!("blkhash-sha256:{}", String::from_utf8(wrong).unwrap());
+    let run = w.vmimage(&[
+        "verify",
+        "glance.raw",
+        "--against",
+        "side.json",
+        "--guest-hash",
+        &wrong,
+    ]);
+    run.expect_code(1);
+    assert!(
+        run.stdout.contains("guest_hash") && run.stdout.contains("fail"),
+        "{}",
+        run.stdout
+    );
+    w.vmimage(&["verify", "glance.raw", "--guest-hash", "sha256:abc"])
+        .expect_code(2);
+
+    // Another disk's raw file fails the guest hash.
+    w.qemu_io(&["-f", "raw", "-c", "write -P 0x77 4M 4k", "glance.raw"]);
+    let report = w
+        .vmimage(&["verify", "glance.raw", "--against", "side.json", "--json"])
+        .expect_code(1)
+        .json();
+    assert_eq!(report["verdict"], "failed", "{report}");
+}
