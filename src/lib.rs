@@ -10,6 +10,8 @@
 //! - [`facts`]: what vmimage measures about a local image file ([`facts::ImageFacts`]: format,
 //!   sizes, safety, digests), which [`cloud`]'s metadata and [`verify`](mod@verify) read.
 //! - [`digest`]: MD5, SHA-1 and SHA-2 of files in one read each (`vmimage hash`).
+//! - [`guest_hash`]: the guest-content hash of an image file (blkhash, as `blksum`; `vmimage hash
+//!   --guest`), the same for every format of one disk; the construction is [`digest::guest`].
 //! - [`convert`](mod@convert): raw, qcow2 and VHD to qcow2 v3 or sparse raw, digested while
 //!   written (`vmimage convert`).
 //! - [`cloud`]: what clouds record about images (Glance, SCP, IMS), and the upload metadata
