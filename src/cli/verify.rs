@@ -54,8 +54,8 @@ pub struct VerifyArgs {
     /// Expected disk format (qcow2, raw, vhd, ...).
     #[arg(long, value_name = "FORMAT")]
     pub disk_format: Option<String>,
-    /// Expected guest-content hash, as `hash --guest` prints it: ALGO:HEX (sha256:… or
-    /// blkhash-sha256:…). Overrides the record's `guest_hash`; a match proves the guest disk
+    /// Expected guest-content hash, as `hash --guest` prints it: ALGO:HEX (sha256:HEX or
+    /// blkhash-sha256:HEX). Overrides the record's `guest_hash`; a match proves the guest disk
     /// even when the cloud converted the image.
     #[arg(long, value_name = "ALGO:HEX", value_parser = vmimage::digest::guest::GuestHash::parse)]
     pub guest_hash: Option<vmimage::digest::guest::GuestHash>,
