@@ -34,6 +34,9 @@ pub enum ErrorKind {
     InvalidImage,
     /// A safety rule refuses the image (backing file, external data file, encryption, ...).
     Unsafe,
+    /// What was written does not hold what was read (`convert --verify`: the output's guest
+    /// hash differs from the input's).
+    Mismatch,
     /// Upload metadata breaks rules of its target; the violations are the error's source
     /// (see [`crate::convert::MetadataRulesBroken`]).
     BrokenRules,
@@ -55,6 +58,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Changed => "file changed while read",
             ErrorKind::InvalidImage => "invalid image",
             ErrorKind::Unsafe => "unsafe image",
+            ErrorKind::Mismatch => "mismatch",
             ErrorKind::BrokenRules => "broken metadata rules",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::InvalidArgument => "invalid argument",

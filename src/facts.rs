@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::digest::guest::GuestHash;
 use crate::digest::{self, Algorithm, Digests};
 use crate::error::{Error, ErrorKind, Operation};
 use crate::format::ImageFormat;
@@ -32,6 +33,8 @@ pub struct ImageFacts {
     pub digests: Option<Digests>,
     /// The inspector's verdict. An unsafe image breaks a rule of every target.
     pub safety: Safety,
+    /// The guest-content hash, when computed (sidecars carry it; `verify` checks it).
+    pub guest_hash: Option<GuestHash>,
 }
 
 impl ImageFacts {
@@ -48,6 +51,7 @@ impl ImageFacts {
             virtual_size,
             digests,
             safety: Safety::from_findings(Vec::new()),
+            guest_hash: None,
         }
     }
 
@@ -91,6 +95,7 @@ pub fn gather_facts(path: &Path, algorithms: &[Algorithm]) -> Result<ImageFacts,
         virtual_size: info.virtual_size,
         digests,
         safety: info.safety,
+        guest_hash: None,
     })
 }
 

@@ -10,8 +10,10 @@
 //! - [`facts`]: what vmimage measures about a local image file ([`facts::ImageFacts`]: format,
 //!   sizes, safety, digests), which [`cloud`]'s metadata and [`verify`](mod@verify) read.
 //! - [`digest`]: MD5, SHA-1 and SHA-2 of files in one read each (`vmimage hash`).
-//! - [`convert`](mod@convert): raw, qcow2, VHD, VHDX, VMDK and VDI to qcow2 v3 or sparse raw,
-//!   digested while written (`vmimage convert`).
+//! - [`guest_hash`]: the guest-content hash of an image file (blkhash, as `blksum`; `vmimage hash
+//!   --guest`), the same for every format of one disk; the construction is [`digest::guest`].
+//! - [`convert`](mod@convert): raw, qcow2, VHD, VHDX, VMDK and VDI to qcow2 v3, sparse raw, VHD,
+//!   VMDK or VHDX, digested while written (`vmimage convert`).
 //! - [`cloud`]: what clouds record about images (Glance, SCP, IMS), and the upload metadata
 //!   that registers one; [`verify`](mod@verify) compares a file with such a record.
 //! - [`atomic`]: every file vmimage writes (converted images, metadata, sidecars, JUnit
@@ -28,6 +30,7 @@ pub mod digest;
 pub mod error;
 pub mod facts;
 pub mod format;
+pub mod guest_hash;
 pub mod inspect;
 pub mod safety;
 pub mod signing;

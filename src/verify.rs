@@ -26,6 +26,7 @@ use serde_json::Value;
 use crate::cloud::record::{Recorded, normalise_digest, normalise_name};
 use crate::cloud::{ImageRecord, RecordSource};
 use crate::digest::Algorithm;
+use crate::digest::guest::GuestHash;
 use crate::error::Error;
 use crate::facts::{GIB, ImageFacts, gather_facts};
 use crate::safety::Severity;
@@ -140,11 +141,16 @@ pub struct VerifyReport {
     pub checks: Vec<CheckResult>,
     /// The overall result.
     pub verdict: Verdict,
+    /// What a `verified` verdict proved, when the record states a guest hash: `bytes` (a
+    /// digest of the file matched) or `content` (only the guest hash did: the disk is the
+    /// recorded one, in another container, as after a cloud's conversion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proved: Option<&'static str>,
 }
 
 /// The IDs of the checks that compare the file's bytes: at least one must pass for
 /// `verified`. A valid signature is one: it covers every byte through its hash.
-pub const DIGEST_CHECKS: [&str; 3] = ["checksum", "os_hash_value", "signature"];
+pub const DIGEST_CHECKS: [&str; 4] = ["checksum", "os_hash_value", "signature", "guest_hash"];
 
 /// Verifies the file at `path` against `record`: gathers its facts (one read, only the
 /// digests the record needs) and evaluates every check.
@@ -180,7 +186,16 @@ pub fn verify_path_with(
     {
         algorithms.push(a);
     }
-    let facts = gather_facts(path, &algorithms)?;
+    let mut facts = gather_facts(path, &algorithms)?;
+    if let Recorded::Value(recorded) = &record.guest_hash {
+        // The image's own refusal (unsafe, no reader for its format) leaves the check
+        // `skip`; the safety check reports an unsafe image.
+        let options = crate::guest_hash::GuestHashOptions {
+            algorithm: recorded.algorithm,
+            threads: None,
+        };
+        facts.guest_hash = crate::guest_hash::hash_path(path, &options).ok();
+    }
     Ok(evaluate_with(
         &path.display().to_string(),
         &facts,
@@ -205,6 +220,8 @@ pub struct Expectations {
     pub virtual_size: Option<u64>,
     /// `--disk-format`.
     pub disk_format: Option<String>,
+    /// `--guest-hash ALGO:HEX`: the guest-content hash.
+    pub guest_hash: Option<GuestHash>,
 }
 
 /// A command-line expectation that is not a value of its field.
@@ -230,6 +247,7 @@ impl Expectations {
             && self.size.is_none()
             && self.virtual_size.is_none()
             && self.disk_format.is_none()
+            && self.guest_hash.is_none()
     }
 
     /// Replaces `record`'s values with these expectations, noting which were replaced. All
@@ -295,6 +313,10 @@ impl Expectations {
             record.disk_format = normalise_name(Recorded::Value(f.clone()));
             record.overridden.push("disk_format");
         }
+        if let Some(h) = &self.guest_hash {
+            record.guest_hash = Recorded::Value(h.clone());
+            record.overridden.push("guest_hash");
+        }
         Ok(())
     }
 }
@@ -337,6 +359,11 @@ pub fn evaluate_with(
         safety_check(facts),
         signature_check(facts, record, signing),
     ];
+    // Only a record that states a guest hash gets the check: reports of records without
+    // one are unchanged.
+    let guest = guest_hash_check(facts, record);
+    let guest_passed = guest.as_ref().map(|c| c.status == Status::Pass);
+    checks.extend(guest);
     for c in &mut checks {
         if record.overridden.contains(&c.id) {
             c.message.push_str(&format!(
@@ -354,6 +381,14 @@ pub fn evaluate_with(
         Verdict::Verified
     } else {
         Verdict::Unverified
+    };
+    let bytes_proved = checks
+        .iter()
+        .any(|c| DIGEST_CHECKS.contains(&c.id) && c.id != "guest_hash" && c.status == Status::Pass);
+    let proved = match (verdict, guest_passed) {
+        (Verdict::Verified, Some(_)) if bytes_proved => Some("bytes"),
+        (Verdict::Verified, Some(true)) => Some("content"),
+        _ => None,
     };
     let digests = Algorithm::ALL
         .into_iter()
@@ -374,7 +409,58 @@ pub fn evaluate_with(
         },
         checks,
         verdict,
+        proved,
     }
+}
+
+/// The `guest_hash` check, when the record states one: the file's guest-content hash
+/// (blkhash) against it. Equal proves the guest disk whatever the container, so it passes even
+/// when the cloud converted the image and its file digests are `not_comparable`.
+fn guest_hash_check(facts: &ImageFacts, record: &ImageRecord) -> Option<CheckResult> {
+    let expected = match &record.guest_hash {
+        Recorded::Absent(_) => return None,
+        Recorded::Invalid(s) => {
+            return Some(check(
+                "guest_hash",
+                Status::Fail,
+                Value::String(s.clone()),
+                Value::Null,
+                "the record's guest_hash is not a blkhash digest ({\"algorithm\": \"blkhash-sha256\", \"block_size\": 65536, \"value\": HEX})".into(),
+            ));
+        }
+        Recorded::Value(h) => h,
+    };
+    let recorded = Value::String(expected.to_string());
+    let Some(actual) = &facts.guest_hash else {
+        return Some(check(
+            "guest_hash",
+            Status::Skip,
+            recorded,
+            Value::Null,
+            format!(
+                "the file's guest hash could not be computed (no guest reader for {} images, or the image is refused)",
+                facts.format.name()
+            ),
+        ));
+    };
+    let (status, message) = if actual == expected {
+        (
+            Status::Pass,
+            "the guest disk matches: the same content, whatever the container".to_string(),
+        )
+    } else {
+        (
+            Status::Fail,
+            "the file's guest disk differs from the recorded one".to_string(),
+        )
+    };
+    Some(check(
+        "guest_hash",
+        status,
+        recorded,
+        Value::String(actual.to_string()),
+        message,
+    ))
 }
 
 /// What every check needs to know.

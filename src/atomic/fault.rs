@@ -14,6 +14,8 @@
 //! - `metadata-rule` makes `convert --metadata` find, once the output is written, that the
 //!   metadata breaks a rule (its virtual size unknown): no rule the output's bytes decide can
 //!   break otherwise, since the virtual size the rules read is known before converting;
+//! - `corrupt-data` flips one bit of the first non-zero byte of the first data buffer a
+//!   converted output is given, as a writer bug would (`convert --verify` must catch it);
 //! - `spill-limit=N` keeps at most N bytes of compressed clusters in memory instead of the
 //!   default, so that small tests exercise the spill file.
 
@@ -33,6 +35,7 @@ struct Fault {
     stall_io: Option<u64>,
     spill_limit: Option<usize>,
     metadata_rule: bool,
+    corrupt_data: bool,
 }
 
 /// Write-side operations so far, for `fail-io=N` and `stall-io=N`.
@@ -61,6 +64,8 @@ impl Fault {
                     f.spill_limit = n.parse().ok();
                 } else if part == "metadata-rule" {
                     f.metadata_rule = true;
+                } else if part == "corrupt-data" {
+                    f.corrupt_data = true;
                 }
             }
         }
@@ -112,4 +117,23 @@ pub(crate) fn breaks_metadata_rule() -> bool {
 /// The memory limit of the compressed-cluster store that `spill-limit=N` sets, if it does.
 pub(crate) fn spill_limit() -> Option<usize> {
     fault().spill_limit
+}
+
+/// Whether `corrupt-data` asks to flip a bit of the first data written to a converted output
+/// (one in the process), so that the written guest differs from the input's.
+pub(crate) fn corrupts_data() -> bool {
+    fault().corrupt_data
+}
+
+/// `corrupt-data`: flips one bit of the first non-zero byte of `buf` when no buffer had one
+/// flipped yet in this process.
+pub(crate) fn corrupt_data(buf: &mut [u8]) {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !fault().corrupt_data || DONE.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Some(b) = buf.iter_mut().find(|b| **b != 0) {
+        *b ^= 0x80;
+        DONE.store(true, Ordering::Relaxed);
+    }
 }

@@ -124,6 +124,11 @@ pub struct ConvertArgs {
     /// still never seen incomplete by another process.
     #[arg(long)]
     pub sync: bool,
+    /// Read OUT back through the reader of its format and compare its guest-content hash
+    /// (blkhash-sha256) with the input's, instead of running `qemu-img compare`: a difference
+    /// is exit 1 and OUT is not put in place. The guest hash is printed with the digests.
+    #[arg(long)]
+    pub verify: bool,
     /// Show a progress bar on stderr even when it is not a terminal.
     #[arg(long)]
     pub progress: bool,
@@ -240,6 +245,7 @@ pub fn run(args: &ConvertArgs) -> u8 {
         subformat: args.create_options.as_ref().and_then(|o| o.subformat),
         force_size: args.create_options.as_ref().is_some_and(|o| o.force_size),
         azure: args.azure,
+        verify: args.verify.then_some(Algorithm::Sha256),
     };
     if let Some(s) = &signer {
         s.add_algorithm_to(&mut options.algorithms);
@@ -341,6 +347,15 @@ fn render(report: &ConvertReport, json: bool) -> std::io::Result<()> {
             d.algorithm.tag(),
             report.output.display(),
             d.hex()
+        )?;
+    }
+    if let Some(g) = &report.guest_hash {
+        writeln!(
+            out,
+            "{} ({}) = {}",
+            g.algorithm_name().to_ascii_uppercase(),
+            report.output.display(),
+            g.hex()
         )?;
     }
     Ok(())

@@ -18,9 +18,11 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use serde::Serialize;
 use vmimage::digest::check::{CheckOptions, Outcome, Tally, check_manifest};
+use vmimage::digest::guest::GuestHash;
 use vmimage::digest::manifest::{self, MAX_MANIFEST_LEN};
 use vmimage::digest::{Algorithm, Digests, HashOptions, Input, algorithm, hash_inputs};
 use vmimage::error::describe_io;
+use vmimage::guest_hash::{self, GuestHashOptions};
 
 use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, print_error};
 
@@ -59,6 +61,11 @@ pub struct HashArgs {
     /// Show a progress bar on stderr even when it is not a terminal.
     #[arg(long)]
     pub progress: bool,
+    /// Print each image's guest-content hash (blkhash, as `blksum` prints it: `hex  name`), the
+    /// same for every format of one disk, instead of the file's digests. --algo picks its one
+    /// algorithm [default: sha256].
+    #[arg(long, conflicts_with = "check")]
+    pub guest: bool,
 }
 
 /// A parsed `--algo` value.
@@ -81,6 +88,9 @@ pub fn run(args: &HashArgs) -> u8 {
     };
     if args.check {
         return run_check(args, &inputs);
+    }
+    if args.guest {
+        return run_guest(args);
     }
     let algorithms = args
         .algo
@@ -130,6 +140,86 @@ pub fn run(args: &HashArgs) -> u8 {
         return EXIT_ERROR;
     }
     status
+}
+
+/// `--guest`: each image's guest hash in turn (each uses every core), `hex  name` lines as
+/// `blksum` and `sha256sum` print them, or a JSON array of `{file, guest_hash}` objects.
+fn run_guest(args: &HashArgs) -> u8 {
+    let algorithm = match args.algo.as_ref().map(|l| l.0.as_slice()) {
+        None => Algorithm::Sha256,
+        Some([one]) => *one,
+        Some(_) => {
+            print_error("--guest takes one algorithm (--algo sha256, for example)");
+            return EXIT_ERROR;
+        }
+    };
+    if args.files.is_empty() || args.files.iter().any(|f| f.as_os_str() == "-") {
+        print_error("--guest needs image files: standard input has no guest disk to read");
+        return EXIT_ERROR;
+    }
+    let options = GuestHashOptions {
+        algorithm,
+        threads: None,
+    };
+    let mut status = EXIT_OK;
+    let mut entries = Vec::new();
+    let mut stdout = io::stdout().lock();
+    let mut write_failed = false;
+    for file in &args.files {
+        let name = file.as_os_str().as_bytes();
+        match guest_hash::hash_path(file, &options) {
+            Ok(hash) => {
+                if args.json {
+                    entries.push(GuestJsonEntry::Ok {
+                        file: String::from_utf8_lossy(name).into_owned(),
+                        guest_hash: hash,
+                    });
+                } else if !write_failed {
+                    write_failed |= write_gnu(&mut stdout, name, &hash.hex()).is_err();
+                }
+            }
+            Err(e) => {
+                status = status.max(super::exit_status(&e));
+                print_error(&e);
+                if args.json {
+                    entries.push(GuestJsonEntry::Error {
+                        file: String::from_utf8_lossy(name).into_owned(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    if args.json {
+        write_failed |= serde_json::to_writer_pretty(&mut stdout, &entries).is_err()
+            || writeln!(stdout).is_err();
+    }
+    if write_failed || stdout.flush().is_err() {
+        return EXIT_ERROR;
+    }
+    status
+}
+
+/// `hex  name`, as `sha256sum` writes it (a name holding a backslash or newline is escaped and
+/// the line starts with `\`).
+fn write_gnu(out: &mut impl Write, name: &[u8], hex: &str) -> io::Result<()> {
+    if manifest::needs_escape(name) {
+        write!(out, "\\{hex}  ")?;
+        out.write_all(&manifest::escape(name))?;
+    } else {
+        write!(out, "{hex}  ")?;
+        out.write_all(name)?;
+    }
+    writeln!(out)?;
+    out.flush()
+}
+
+/// One image in `--guest --json` output.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum GuestJsonEntry {
+    Ok { file: String, guest_hash: GuestHash },
+    Error { file: String, error: String },
 }
 
 /// The name as given on the command line, as bytes (names need not be UTF-8).

@@ -14,6 +14,7 @@ use vmimage::cloud::metadata::SIDECAR_ALGORITHMS;
 use vmimage::cloud::openstack_cli::{command_line, image_create_args};
 use vmimage::cloud::{MetadataOptions, RuleViolations, Target, build};
 use vmimage::facts::gather_facts;
+use vmimage::guest_hash::GuestHashOptions;
 
 use super::render::print_json;
 use super::sign::{SigningFlags, load_signing};
@@ -157,6 +158,17 @@ pub fn run(args: &MetadataArgs) -> u8 {
     } else {
         None
     };
+    if args.sidecar.is_some() {
+        match vmimage::guest_hash::hash_path(&args.file, &GuestHashOptions::default()) {
+            Ok(h) => doc.sidecar.guest_hash = Some(h),
+            // A format with no guest reader yet: the sidecar goes without a guest hash.
+            Err(e) if e.kind() == vmimage::ErrorKind::Unsupported => {}
+            Err(e) => {
+                print_error(e);
+                return EXIT_ERROR;
+            }
+        }
+    }
     if let Some(path) = &args.sidecar
         && let Err(e) = super::output::write_document(path, doc.sidecar_json().as_bytes())
     {

@@ -31,7 +31,10 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub fn exit_status(error: &vmimage::Error) -> u8 {
     use vmimage::ErrorKind;
     match error.kind() {
-        ErrorKind::Unsafe | ErrorKind::InvalidImage | ErrorKind::BrokenRules => EXIT_FAILED,
+        ErrorKind::Unsafe
+        | ErrorKind::InvalidImage
+        | ErrorKind::BrokenRules
+        | ErrorKind::Mismatch => EXIT_FAILED,
         ErrorKind::Interrupted => EXIT_INTERRUPTED,
         _ => EXIT_ERROR,
     }

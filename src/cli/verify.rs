@@ -54,6 +54,11 @@ pub struct VerifyArgs {
     /// Expected disk format (qcow2, raw, vhd, ...).
     #[arg(long, value_name = "FORMAT")]
     pub disk_format: Option<String>,
+    /// Expected guest-content hash, as `hash --guest` prints it: ALGO:HEX (sha256:HEX or
+    /// blkhash-sha256:HEX). Overrides the record's `guest_hash`; a match proves the guest disk
+    /// even when the cloud converted the image.
+    #[arg(long, value_name = "ALGO:HEX", value_parser = vmimage::digest::guest::GuestHash::parse)]
+    pub guest_hash: Option<vmimage::digest::guest::GuestHash>,
     /// Print a JSON report instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -106,6 +111,7 @@ impl VerifyArgs {
             size: self.size,
             virtual_size: self.virtual_size,
             disk_format: self.disk_format.clone(),
+            guest_hash: self.guest_hash.clone(),
         }
     }
 }
@@ -271,7 +277,10 @@ fn render_table(out: &mut dyn Write, report: &VerifyReport) -> io::Result<()> {
         )?;
     }
     writeln!(out)?;
-    writeln!(out, "verdict: {}", report.verdict.name())
+    match report.proved {
+        Some(proved) => writeln!(out, "verdict: {} ({proved})", report.verdict.name()),
+        None => writeln!(out, "verdict: {}", report.verdict.name()),
+    }
 }
 
 /// The JUnit XML report: one testsuite for the image, one testcase per check (`failure` for

@@ -11,7 +11,9 @@ use serde_json::{Map, Value};
 use crate::facts::ImageFacts;
 
 use super::lenient::{self, Object};
-use super::record::{ImageRecord, RecordSource, SignatureFields, normalise_digest, normalise_name};
+use super::record::{
+    Absence, ImageRecord, RecordSource, Recorded, SignatureFields, normalise_digest, normalise_name,
+};
 use super::rules::{
     self, FIRMWARE_TYPES, MetadataOptions, Violations, check_length, check_one_of, refuse_flag,
     resolve_min_disk, resolve_min_ram,
@@ -68,6 +70,12 @@ pub fn read_common(obj: &Object, source: RecordSource) -> ImageRecord {
         hash_method: lenient::opt_text(obj, "img_signature_hash_method"),
         key_type: lenient::opt_text(obj, "img_signature_key_type"),
         certificate_uuid: lenient::opt_text(obj, "img_signature_certificate_uuid"),
+    };
+    r.guest_hash = match obj.get("guest_hash") {
+        None => Recorded::Absent(Absence::Missing),
+        Some(serde_json::Value::Null) => Recorded::Absent(Absence::Null),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_or_else(|_| Recorded::Invalid(v.to_string()), Recorded::Value),
     };
     r
 }

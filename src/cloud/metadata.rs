@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::digest::Algorithm;
+use crate::digest::guest::GuestHash;
 use crate::facts::ImageFacts;
 use crate::signing::SignatureProperties;
 
@@ -57,6 +58,10 @@ pub struct Sidecar {
     /// `vmimage verify --against SIDECAR --signing-cert CERT` checks the signature.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureProperties>,
+    /// The guest-content hash (blkhash), when computed: `verify --against SIDECAR` proves
+    /// with it that a file the cloud converted holds the same disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_hash: Option<GuestHash>,
 }
 
 /// The sidecar format version written in `vmimage_sidecar`.
@@ -89,6 +94,7 @@ impl Sidecar {
             os_hash_algo: os_hash.as_ref().map(|(a, _)| a.name().to_string()),
             os_hash_value: os_hash.map(|(_, hex)| hex),
             signature: None,
+            guest_hash: facts.guest_hash.clone(),
         }
     }
 }

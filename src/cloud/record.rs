@@ -180,6 +180,9 @@ pub struct ImageRecord {
     pub volumes: Option<serde_json::Value>,
     /// Glance's `img_signature*` properties, as recorded.
     pub signature: SignatureFields,
+    /// The guest-content hash (blkhash) a vmimage sidecar records, the same for every
+    /// container of the disk.
+    pub guest_hash: Recorded<crate::digest::guest::GuestHash>,
     /// Which fields command-line flags replaced (`checksum`, `size`, ...), for the report.
     pub overridden: Vec<&'static str>,
 }
@@ -240,6 +243,7 @@ impl ImageRecord {
             min_ram: Recorded::default(),
             status: Recorded::default(),
             signature: SignatureFields::default(),
+            guest_hash: Recorded::default(),
             visibility: None,
             protected: None,
             os_hidden: None,

@@ -13,6 +13,7 @@ use std::io;
 use std::path::Path;
 
 use crate::cloud::{RuleViolations, Target};
+use crate::digest::guest::GuestHash;
 use crate::error::{Error, ErrorKind, Operation, describe_io, io_kind};
 use crate::format::ImageFormat;
 use crate::format::guest::ReadFailure;
@@ -56,12 +57,12 @@ impl Failure {
 }
 
 /// Options inconsistent or out of range; `sentence` says which.
-pub(super) fn usage(sentence: String) -> Error {
+pub(crate) fn usage(sentence: String) -> Error {
     Error::new(ErrorKind::InvalidArgument, None, sentence)
 }
 
 /// The input could not be opened or read.
-pub(super) fn input_io(input: &Path, source: io::Error) -> Error {
+pub(crate) fn input_io(input: &Path, source: io::Error) -> Error {
     let sentence = format!("{}: {}", input.display(), describe_io(&source));
     Error::new(ErrorKind::Io, Some(input), sentence)
         .with_operation(Operation::Read)
@@ -69,7 +70,7 @@ pub(super) fn input_io(input: &Path, source: io::Error) -> Error {
 }
 
 /// A guest reader's failure on `input`.
-pub(super) fn read_failure(input: &Path, e: ReadFailure) -> Error {
+pub(crate) fn read_failure(input: &Path, e: ReadFailure) -> Error {
     match e {
         ReadFailure::Io(source) => input_io(input, source),
         ReadFailure::Invalid(reason) => invalid_input(input, reason),
@@ -77,13 +78,13 @@ pub(super) fn read_failure(input: &Path, e: ReadFailure) -> Error {
 }
 
 /// The input is refused by the safety rule `check`.
-pub(super) fn unsafe_input(input: &Path, check: Check, detail: &str) -> Error {
+pub(crate) fn unsafe_input(input: &Path, check: Check, detail: &str) -> Error {
     let sentence = format!("{}: unsafe image ({check}): {detail}", input.display());
     Error::new(ErrorKind::Unsafe, Some(input), sentence).with_operation(Operation::Read)
 }
 
 /// The input's format cannot be converted.
-pub(super) fn unsupported_format(input: &Path, format: ImageFormat) -> Error {
+pub(crate) fn unsupported_format(input: &Path, format: ImageFormat) -> Error {
     let sentence = format!(
         "{}: converting {format} images is not supported (raw, qcow2, vhd, vhdx, vmdk and vdi are)",
         input.display()
@@ -92,19 +93,19 @@ pub(super) fn unsupported_format(input: &Path, format: ImageFormat) -> Error {
 }
 
 /// The input's metadata or data is invalid.
-pub(super) fn invalid_input(input: &Path, reason: String) -> Error {
+pub(crate) fn invalid_input(input: &Path, reason: String) -> Error {
     let sentence = format!("{}: invalid image: {reason}", input.display());
     Error::new(ErrorKind::InvalidImage, Some(input), sentence).with_operation(Operation::Read)
 }
 
 /// The input changed while it was converted.
-pub(super) fn input_changed(input: &Path) -> Error {
+pub(crate) fn input_changed(input: &Path) -> Error {
     let sentence = format!("{}: the file changed while it was read", input.display());
     Error::new(ErrorKind::Changed, Some(input), sentence).with_operation(Operation::Read)
 }
 
 /// The output could not be written; an interrupted write is [`interrupted`].
-pub(super) fn output_io(output: &Path, source: io::Error) -> Error {
+pub(crate) fn output_io(output: &Path, source: io::Error) -> Error {
     if io_kind(&source) == ErrorKind::Interrupted {
         return interrupted();
     }
@@ -119,13 +120,13 @@ pub(super) fn output_io(output: &Path, source: io::Error) -> Error {
 }
 
 /// The output would break a qcow2 limit; `reason` says which.
-pub(super) fn output_too_large(output: &Path, reason: String) -> Error {
+pub(crate) fn output_too_large(output: &Path, reason: String) -> Error {
     let sentence = format!("{}: {reason}", output.display());
     Error::new(ErrorKind::Unsupported, Some(output), sentence).with_operation(Operation::Write)
 }
 
 /// The metadata for `body` breaks rules of `target`.
-pub(super) fn metadata_rules(body: &Path, target: Target, violations: RuleViolations) -> Error {
+pub(crate) fn metadata_rules(body: &Path, target: Target, violations: RuleViolations) -> Error {
     let sentence = format!("{}: {violations}", body.display());
     Error::new(ErrorKind::BrokenRules, Some(body), sentence)
         .with_operation(Operation::WriteMetadata)
@@ -133,7 +134,7 @@ pub(super) fn metadata_rules(body: &Path, target: Target, violations: RuleViolat
 }
 
 /// The metadata (or sidecar) file `path` could not be written.
-pub(super) fn metadata_io(path: &Path, source: io::Error) -> Error {
+pub(crate) fn metadata_io(path: &Path, source: io::Error) -> Error {
     let sentence = format!(
         "{}: cannot write the metadata: {}",
         path.display(),
@@ -145,7 +146,7 @@ pub(super) fn metadata_io(path: &Path, source: io::Error) -> Error {
 }
 
 /// The output could not be signed.
-pub(super) fn signing(output: &Path, source: SignError) -> Error {
+pub(crate) fn signing(output: &Path, source: SignError) -> Error {
     let kind = match source {
         SignError::PassphraseNeeded | SignError::BadKey(_) | SignError::BadCertificate(_) => {
             ErrorKind::InvalidArgument
@@ -159,8 +160,27 @@ pub(super) fn signing(output: &Path, source: SignError) -> Error {
         .with_source(source)
 }
 
+/// `--verify`: the output read back holds another guest than the input; it is not put in
+/// place.
+pub(crate) fn verify_mismatch(output: &Path, input: &GuestHash, written: &GuestHash) -> Error {
+    let sentence = format!(
+        "{}: the written image does not hold the input's guest: guest hash {written}, the input's {input}",
+        output.display()
+    );
+    Error::new(ErrorKind::Mismatch, Some(output), sentence).with_operation(Operation::Read)
+}
+
+/// `--verify`: the written output cannot be read back as an image of its format.
+pub(crate) fn verify_unreadable(output: &Path, reason: String) -> Error {
+    let sentence = format!(
+        "{}: the written image does not read back: {reason}",
+        output.display()
+    );
+    Error::new(ErrorKind::InvalidImage, Some(output), sentence).with_operation(Operation::Read)
+}
+
 /// An interrupt arrived.
-pub(super) fn interrupted() -> Error {
+pub(crate) fn interrupted() -> Error {
     Error::new(ErrorKind::Interrupted, None, "interrupted".into())
 }
 

@@ -64,7 +64,7 @@
 pub mod block_output;
 pub mod buffers;
 pub mod compress;
-mod error;
+pub(crate) mod error;
 pub mod output;
 pub mod plan;
 pub mod qcow2_writer;
@@ -84,6 +84,7 @@ pub use scan::{NoProgress, Progress};
 
 use crate::atomic::{self, TEMP_TAG, TempFile, fault};
 use crate::cloud::{MetadataDocument, MetadataOptions, Target};
+use crate::digest::guest::{GuestHash, hash_guest};
 use crate::digest::{Algorithm, Digests};
 use crate::error::Error;
 use crate::facts::ImageFacts;
@@ -217,6 +218,10 @@ pub struct ConvertOptions {
     /// VHD only: what Azure requires: fixed, the virtual size rounded up to a whole MiB,
     /// `force_size` (footer geometry 65535/16/255, creator `qem2`).
     pub azure: bool,
+    /// `--verify`: read the written output back through the guest reader of its format (not
+    /// the writer's own path) and compare its guest hash, with this algorithm, with the
+    /// input's; a difference fails the conversion and nothing is put in place.
+    pub verify: Option<Algorithm>,
 }
 
 impl Default for ConvertOptions {
@@ -231,6 +236,7 @@ impl Default for ConvertOptions {
             subformat: None,
             force_size: false,
             azure: false,
+            verify: None,
         }
     }
 }
@@ -309,6 +315,9 @@ pub struct ConvertReport {
     /// The `img_signature*` properties put into the metadata, when it was signed.
     #[serde(skip)]
     pub signature: Option<crate::signing::SignatureProperties>,
+    /// The guest hash of the input and of the output, equal (`--verify` only).
+    #[serde(rename = "guest_hash", skip_serializing_if = "Option::is_none")]
+    pub guest_hash: Option<GuestHash>,
 }
 
 /// Checks `options` before any file is touched.
@@ -360,8 +369,10 @@ pub fn validate_options(options: &ConvertOptions) -> Result<(), Error> {
     Ok(())
 }
 
-/// Opens `input`, inspects it, and returns its guest reader, or why it is refused.
-fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identity), Error> {
+/// Opens `input`, inspects it, and returns its format, its guest reader and the identity to
+/// check after the last read, or why it is refused (unsafe, encrypted, no reader for its
+/// format). `hash --guest` and `convert --verify` read through the same readers.
+pub fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identity), Error> {
     let io_err = |source| error::input_io(input, source);
     let invalid = |e| error::read_failure(input, e);
     let file = ImageFile::open(input).map_err(io_err)?;
@@ -647,6 +658,21 @@ pub fn convert_with_metadata(
             )
         }
     };
+    // The sidecar records the output's guest hash: the input's guest, which the output
+    // holds (`--verify` proves it).
+    let wants_guest_hash = metadata.is_some_and(|m| m.sidecar.is_some());
+    let guest_hash = match options.verify {
+        Some(algorithm) => Some(verify_output(
+            input,
+            tmp.path(),
+            output,
+            algorithm,
+            &pool,
+            &fail,
+        )?),
+        None if wants_guest_hash => Some(input_guest_hash(input, Algorithm::Sha256, &pool, &fail)?),
+        None => None,
+    };
     let now = std::fs::metadata(input).map_err(|source| error::input_io(input, source))?;
     if Identity::of(&now) != identity {
         return Err(error::input_changed(input));
@@ -661,6 +687,7 @@ pub fn convert_with_metadata(
             Some(digests.clone()),
         );
         let mut doc = request.build(&facts)?;
+        doc.sidecar.guest_hash = guest_hash.clone();
         if fault::breaks_metadata_rule() {
             doc = request.build(&ImageFacts::new(output_format, size, None, None))?;
         }
@@ -703,6 +730,7 @@ pub fn convert_with_metadata(
         compressed_clusters: compressed,
         digests,
         signature,
+        guest_hash,
     })
 }
 
@@ -744,6 +772,43 @@ fn fresh_id() -> io::Result<[u8; 16]> {
     id[6] = (id[6] & 0x0f) | 0x40;
     id[8] = (id[8] & 0x3f) | 0x80;
     Ok(id)
+}
+
+/// The guest hash of the whole guest disk of `input` (what the output holds), through a
+/// reader of its own: a reader's allocation walk is made once (the qcow2 reader refuses a host
+/// cluster mapped twice), and the conversion's walked the input already. The caller checks
+/// afterwards that the input did not change.
+fn input_guest_hash(
+    input: &Path,
+    algorithm: Algorithm,
+    pool: &rayon::ThreadPool,
+    fail: &dyn Fn(Failure) -> Error,
+) -> Result<GuestHash, Error> {
+    let (_, reader, _) = open_input(input)?;
+    hash_guest(reader.as_ref(), reader.virtual_size(), algorithm, pool)
+        .map_err(|e| fail(Failure::Input(e)))
+}
+
+/// `--verify`: the guest hash of `input` (its whole guest disk) and of the output
+/// written at `written`, read back through the guest reader of its format; an error unless
+/// they are equal.
+fn verify_output(
+    input: &Path,
+    written: &Path,
+    output: &Path,
+    algorithm: Algorithm,
+    pool: &rayon::ThreadPool,
+    fail: &dyn Fn(Failure) -> Error,
+) -> Result<GuestHash, Error> {
+    let want = input_guest_hash(input, algorithm, pool, fail)?;
+    let unreadable = |reason: String| error::verify_unreadable(output, reason);
+    let (_, back, _) = open_input(written).map_err(|e| unreadable(e.to_string()))?;
+    let got = hash_guest(back.as_ref(), back.virtual_size(), algorithm, pool)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if got != want {
+        return Err(error::verify_mismatch(output, &want, &got));
+    }
+    Ok(got)
 }
 
 #[cfg(test)]

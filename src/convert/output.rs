@@ -166,14 +166,26 @@ impl<'f> HashedOutput<'f> {
         Ok(())
     }
 
+    /// Appends guest data (not metadata), as [`HashedOutput::write`]; the test fault
+    /// `corrupt-data` may flip one of its bits.
+    pub fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
+        if fault::corrupts_data() {
+            let mut copy = data.to_vec();
+            fault::corrupt_data(&mut copy);
+            return self.write(&copy);
+        }
+        self.write(data)
+    }
+
     /// Appends `buf` without copying it when it is large: it goes to the writer and the
     /// digests as it is. Its `holes` (start, len) ranges, in order, apart and within `buf`,
     /// must hold zeros: they are left unwritten, as by [`HashedOutput::skip_zeros`].
     pub fn write_buffer(
         &mut self,
-        buf: PooledBuffer,
+        mut buf: PooledBuffer,
         holes: Vec<(usize, usize)>,
     ) -> io::Result<()> {
+        fault::corrupt_data(&mut buf);
         if buf.len() < HANDOFF_MIN {
             let mut from = 0;
             for &(start, len) in &holes {

@@ -573,7 +573,7 @@ fn write_data(
                         if is_zero(data) {
                             return Err(Failure::Changed);
                         }
-                        out.write(data).map_err(Failure::Output)?;
+                        out.write_data(data).map_err(Failure::Output)?;
                         i += 1;
                     }
                 }

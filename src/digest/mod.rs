@@ -7,6 +7,7 @@
 //!   thread.
 //! - [`source`]: where bytes come from ([`hash_path`], [`hash_reader`], standard input), and
 //!   the check that a file did not change while it was read.
+//! - [`guest`]: the guest-content hash (blkhash), the same for every container of one disk.
 //! - [`parallel`]: many files across cores, results in argument order.
 //! - [`manifest`] and [`check`]: coreutils-compatible checksum manifests and `--check`.
 //! - [`md5`], [`sha512`]: this crate's MD5 and (on x86-64 with AVX2) SHA-512/384, chosen
@@ -17,6 +18,7 @@ mod backend;
 mod block;
 pub mod check;
 pub mod engine;
+pub mod guest;
 pub mod manifest;
 pub mod md5;
 pub mod parallel;

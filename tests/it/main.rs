@@ -12,6 +12,7 @@ mod damaged;
 mod data_safety;
 mod formats;
 mod generate;
+mod guest_hash;
 mod hash;
 mod hostile;
 mod info;
