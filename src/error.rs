@@ -148,6 +148,12 @@ impl Error {
         self
     }
 
+    /// Sets the byte offset concerned.
+    pub(crate) fn with_offset(mut self, offset: u64) -> Self {
+        self.context.offset = Some(offset);
+        self
+    }
+
     /// Sets the underlying cause.
     pub(crate) fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));

@@ -107,7 +107,7 @@ pub fn hash_path_with(
     }
     let mut set = DigestSet::with_config(algorithms, options.engine);
     set.read_from(&mut file, options.progress)
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| Error::io(path, e).with_offset(set.len()))?;
     if before.is_file() {
         let after = file.metadata().map_err(|e| Error::io(path, e))?;
         check_unchanged(path, &before, &after, set.len())?;
@@ -216,6 +216,19 @@ mod tests {
             ..HashOptions::default()
         };
         hash_path_with(file.path(), &Algorithm::DEFAULT, &options)
+    }
+
+    /// A read that fails says where: `/proc/self/mem` is a file whose first page is never
+    /// mapped, so its first read fails with `EIO`.
+    #[test]
+    fn a_failed_read_carries_its_offset() {
+        let err = hash_path(Path::new("/proc/self/mem"), &Algorithm::DEFAULT).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Io, "{err}");
+        assert_eq!(err.context().offset, Some(0), "{err}");
+        assert_eq!(
+            err.io_error().and_then(io::Error::raw_os_error),
+            Some(libc::EIO)
+        );
     }
 
     #[test]
