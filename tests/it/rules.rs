@@ -91,6 +91,41 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The string literals among the arguments of a call whose text (after its opening
+/// parenthesis) is `args`: up to the matching closing parenthesis, however rustfmt spread it
+/// over lines.
+fn string_literals_of_call(args: &str) -> Vec<String> {
+    let mut literals = Vec::new();
+    let mut depth = 1usize;
+    let mut chars = args.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            '"' => {
+                let mut literal = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        c => literal.push(c),
+                    }
+                }
+                literals.push(literal);
+            }
+            _ => {}
+        }
+    }
+    literals
+}
+
 /// Every registered rule id appears as the id argument of an `assert_fires(..)` (library unit
 /// tests) or `assert_rule(..)` (integration tests) call: a test makes each rule fire and checks
 /// that exactly that id is reported.
@@ -104,15 +139,7 @@ fn every_rule_is_tested() {
         let text = std::fs::read_to_string(&file).unwrap();
         for call in ["assert_fires(", "assert_rule("] {
             for (at, _) in text.match_indices(call) {
-                // The id is the last string literal before the call's closing `;`.
-                let rest = &text[at..];
-                let end = rest.find(';').unwrap_or(rest.len());
-                if let Some(q) = rest[..end].rfind("\")") {
-                    let literal = &rest[..q];
-                    if let Some(open) = literal.rfind('"') {
-                        asserted.insert(literal[open + 1..].to_string());
-                    }
-                }
+                asserted.extend(string_literals_of_call(&text[at + call.len()..]));
             }
         }
     }
