@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use super::header::{AUTOCLEAR_BITMAPS, CryptMethod, Qcow2Error, Qcow2Header};
+use super::header::{AUTOCLEAR_BITMAPS, CryptMethod, Part, Qcow2Error, Qcow2Header};
 use crate::format::bytes::{be32, be64};
 
 /// End of the extension area.
@@ -158,7 +158,7 @@ pub(crate) fn parse_extensions(
             EXT_BACKING_FORMAT => {
                 if len > MAX_BACKING_FORMAT_LEN {
                     return Err(bad(
-                        "backing format",
+                        Part::BackingFormat,
                         format!(
                             "the name is {len} bytes, QEMU allows at most {MAX_BACKING_FORMAT_LEN}"
                         ),
@@ -184,13 +184,13 @@ pub(crate) fn parse_extensions(
             EXT_CRYPTO_HEADER => {
                 if header.crypt_method != CryptMethod::Luks {
                     return Err(bad(
-                        "full disk encryption",
+                        Part::FullDiskEncryption,
                         "it is only allowed with crypt_method 2 (LUKS)".into(),
                     ));
                 }
                 if len != 16 {
                     return Err(bad(
-                        "full disk encryption",
+                        Part::FullDiskEncryption,
                         format!("it is {len} bytes, not 16"),
                     ));
                 }
@@ -200,7 +200,7 @@ pub(crate) fn parse_extensions(
                 };
                 if !ext.offset.is_multiple_of(header.cluster_size()) {
                     return Err(bad(
-                        "full disk encryption",
+                        Part::FullDiskEncryption,
                         format!(
                             "the LUKS header offset {:#x} is not cluster-aligned",
                             ext.offset
@@ -211,7 +211,7 @@ pub(crate) fn parse_extensions(
             }
             EXT_BITMAPS => {
                 if len != 24 {
-                    return Err(bad("bitmaps", format!("it is {len} bytes, not 24")));
+                    return Err(bad(Part::Bitmaps, format!("it is {len} bytes, not 24")));
                 }
                 if header.autoclear_features & AUTOCLEAR_BITMAPS == 0 {
                     // Spec: bitmaps written by a program that cleared the autoclear bit are
@@ -226,17 +226,17 @@ pub(crate) fn parse_extensions(
                         directory_offset: be64(data, 16),
                     };
                     if reserved != 0 {
-                        return Err(bad("bitmaps", "the reserved field is not zero".into()));
+                        return Err(bad(Part::Bitmaps, "the reserved field is not zero".into()));
                     }
                     if nb_bitmaps == 0 || nb_bitmaps > MAX_BITMAPS {
                         return Err(bad(
-                            "bitmaps",
+                            Part::Bitmaps,
                             format!("it declares {nb_bitmaps} bitmaps, outside 1..={MAX_BITMAPS}"),
                         ));
                     }
                     if !ext.directory_offset.is_multiple_of(header.cluster_size()) {
                         return Err(bad(
-                            "bitmaps",
+                            Part::Bitmaps,
                             format!(
                                 "the bitmap directory offset {:#x} is not cluster-aligned",
                                 ext.directory_offset
@@ -245,7 +245,7 @@ pub(crate) fn parse_extensions(
                     }
                     if ext.directory_size > MAX_BITMAP_DIRECTORY_SIZE {
                         return Err(bad(
-                            "bitmaps",
+                            Part::Bitmaps,
                             format!(
                                 "the bitmap directory is {} bytes, above QEMU's limit of {MAX_BITMAP_DIRECTORY_SIZE}",
                                 ext.directory_size
@@ -263,7 +263,7 @@ pub(crate) fn parse_extensions(
     Ok(exts)
 }
 
-fn bad(name: &'static str, reason: String) -> Qcow2Error {
+fn bad(name: Part, reason: String) -> Qcow2Error {
     Qcow2Error::BadExtension { name, reason }
 }
 

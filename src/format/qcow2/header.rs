@@ -9,7 +9,9 @@
 use std::fmt;
 
 use super::extensions::{HeaderExtensions, parse_extensions};
+use super::rules;
 use crate::format::bytes::{be32, be64};
+use crate::safety::Rule;
 use crate::source::{ReadAt, ReadError, read_exact_at};
 
 /// `QFI\xfb`: the magic at offset 0.
@@ -310,8 +312,8 @@ pub enum Qcow2Error {
     /// A malformed known header extension.
     #[error("the {name} header extension is invalid: {reason}")]
     BadExtension {
-        /// Extension name.
-        name: &'static str,
+        /// Which extension (or table read like one).
+        name: Part,
         /// What is wrong.
         reason: String,
     },
@@ -322,7 +324,7 @@ pub enum Qcow2Error {
     #[error("the {what} runs past the end of the file: {source}")]
     Truncated {
         /// What was being read.
-        what: &'static str,
+        what: Part,
         /// The bounded read that failed.
         source: ReadError,
     },
@@ -333,7 +335,7 @@ pub enum Qcow2Error {
 
 impl Qcow2Error {
     /// Wraps a failed read of `what`, keeping I/O errors apart from truncation.
-    pub fn from_read(what: &'static str, err: ReadError) -> Self {
+    pub fn from_read(what: Part, err: ReadError) -> Self {
         match err {
             ReadError::Io(e) => Qcow2Error::Io(e),
             source @ ReadError::Truncated { .. } => Qcow2Error::Truncated { what, source },
@@ -343,6 +345,119 @@ impl Qcow2Error {
     /// Whether the error is about the image's bytes (as opposed to the OS failing a read).
     pub fn is_content_error(&self) -> bool {
         !matches!(self, Qcow2Error::Io(_))
+    }
+
+    /// The safety rule the image breaks, `None` when the OS failed a read.
+    pub fn rule(&self) -> Option<Rule> {
+        use TableKind::{ActiveL1, RefcountTable, SnapshotL1, SnapshotTable};
+        Some(match self {
+            Qcow2Error::BadMagic(_) => rules::MAGIC,
+            Qcow2Error::UnsupportedVersion(_) => rules::VERSION,
+            Qcow2Error::ClusterBits(_) => rules::CLUSTER_BITS,
+            Qcow2Error::HeaderTooShort(_) => rules::HEADER_LENGTH_TOO_SHORT,
+            Qcow2Error::HeaderLengthUnaligned(_) => rules::HEADER_LENGTH_UNALIGNED,
+            Qcow2Error::HeaderExceedsCluster { .. } => rules::HEADER_LENGTH_PAST_CLUSTER,
+            Qcow2Error::BackingFileOffset { .. } => rules::BACKING_FILE_OFFSET_PAST_CLUSTER,
+            Qcow2Error::BackingFileNameTooLong { .. } => rules::BACKING_FILE_NAME_TOO_LONG,
+            Qcow2Error::BackingFileInsideHeader { .. } => rules::BACKING_FILE_OFFSET_INSIDE_HEADER,
+            Qcow2Error::UnknownCompressionType(_) => rules::COMPRESSION_TYPE,
+            Qcow2Error::CompressionBitMissing(_) => rules::COMPRESSION_BIT_MISSING,
+            Qcow2Error::CompressionBitWithZlib => rules::COMPRESSION_BIT_WITH_ZLIB,
+            Qcow2Error::SubclusterTooSmall(_) => rules::SUBCLUSTER_TOO_SMALL,
+            Qcow2Error::RefcountOrder(_) => rules::REFCOUNT_ORDER,
+            Qcow2Error::CryptMethod(_) => rules::CRYPT_METHOD,
+            Qcow2Error::NoRefcountTable => rules::NO_REFCOUNT_TABLE,
+            Qcow2Error::TableTooLarge { table, .. } => match table {
+                ActiveL1 => rules::L1_TABLE_TOO_LARGE,
+                RefcountTable => rules::REFCOUNT_TABLE_TOO_LARGE,
+                SnapshotTable => rules::SNAPSHOT_TABLE_TOO_LARGE,
+                SnapshotL1 => rules::SNAPSHOT_L1_TABLE_TOO_LARGE,
+            },
+            Qcow2Error::TableUnaligned { table, .. } => match table {
+                ActiveL1 => rules::L1_TABLE_UNALIGNED,
+                RefcountTable => rules::REFCOUNT_TABLE_UNALIGNED,
+                SnapshotTable => rules::SNAPSHOT_TABLE_UNALIGNED,
+                SnapshotL1 => rules::SNAPSHOT_L1_TABLE_UNALIGNED,
+            },
+            Qcow2Error::TableOverlapsHeader { table } => match table {
+                ActiveL1 => rules::L1_TABLE_AT_HEADER,
+                RefcountTable => rules::REFCOUNT_TABLE_AT_HEADER,
+                SnapshotTable => rules::SNAPSHOT_TABLE_AT_HEADER,
+                SnapshotL1 => rules::SNAPSHOT_L1_TABLE_AT_HEADER,
+            },
+            Qcow2Error::TableOutsideFile { table, .. } => match table {
+                ActiveL1 => rules::L1_TABLE_PAST_EOF,
+                RefcountTable => rules::REFCOUNT_TABLE_PAST_EOF,
+                SnapshotTable => rules::SNAPSHOT_TABLE_PAST_EOF,
+                SnapshotL1 => rules::SNAPSHOT_L1_TABLE_PAST_EOF,
+            },
+            Qcow2Error::TooManySnapshots(_) => rules::TOO_MANY_SNAPSHOTS,
+            Qcow2Error::L1TooSmall { .. } => rules::L1_TABLE_TOO_SMALL,
+            Qcow2Error::ImageTooBig(_) => rules::SIZE_TOO_BIG,
+            Qcow2Error::ExtensionTooLarge { .. } => rules::EXTENSION_PAST_AREA,
+            Qcow2Error::DuplicateExtension(_) => rules::EXTENSION_DUPLICATE,
+            Qcow2Error::BadExtension { name, .. } => match name {
+                Part::BackingFormat => rules::BACKING_FORMAT_NAME_TOO_LONG,
+                Part::FullDiskEncryption => rules::CRYPTO_EXTENSION_INVALID,
+                Part::Bitmaps => rules::BITMAPS_EXTENSION_INVALID,
+                Part::SnapshotTable => rules::SNAPSHOT_ENTRY_INVALID,
+                Part::BitmapDirectory => rules::BITMAP_DIRECTORY_INVALID,
+                Part::Header | Part::HeaderCluster | Part::BackingFileName => {
+                    rules::EXTENSION_PAST_AREA
+                }
+            },
+            Qcow2Error::DataFileRawWithoutDataFile => rules::DATA_FILE_RAW_WITHOUT_DATA_FILE,
+            Qcow2Error::Truncated { what, .. } => match what {
+                Part::SnapshotTable => rules::SNAPSHOT_TABLE_PAST_EOF,
+                Part::BitmapDirectory => rules::BITMAP_DIRECTORY_PAST_EOF,
+                // The backing file name lies in cluster 0, and the refcount table, which must
+                // lie inside the file, starts at cluster 1 or later: a name cannot end past
+                // the end of a file that passed the table checks.
+                Part::Header
+                | Part::HeaderCluster
+                | Part::BackingFileName
+                | Part::BackingFormat
+                | Part::FullDiskEncryption
+                | Part::Bitmaps => rules::HEADER_PAST_EOF,
+            },
+            Qcow2Error::Io(_) => return None,
+        })
+    }
+}
+
+/// The part of an image a [`Qcow2Error`] is about, named in its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The fixed header.
+    Header,
+    /// Cluster 0 past the fixed header (extensions, backing file name).
+    HeaderCluster,
+    /// The backing file name.
+    BackingFileName,
+    /// The backing format extension.
+    BackingFormat,
+    /// The full disk encryption (LUKS) header extension.
+    FullDiskEncryption,
+    /// The bitmaps header extension.
+    Bitmaps,
+    /// The snapshot table.
+    SnapshotTable,
+    /// The bitmap directory.
+    BitmapDirectory,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Header => "qcow2 header",
+            Part::HeaderCluster => "qcow2 header cluster",
+            Part::BackingFileName => "backing file name",
+            Part::BackingFormat => "backing format",
+            Part::FullDiskEncryption => "full disk encryption",
+            Part::Bitmaps => "bitmaps",
+            Part::SnapshotTable => "snapshot table",
+            Part::BitmapDirectory => "bitmap directory",
+        })
     }
 }
 
@@ -383,7 +498,7 @@ impl Qcow2Header {
         let mut fixed = [0u8; FIXED_HEADER_READ];
         let avail = file_len.min(FIXED_HEADER_READ as u64) as usize;
         read_exact_at(src, &mut fixed[..avail], 0)
-            .map_err(|e| Qcow2Error::from_read("qcow2 header", e))?;
+            .map_err(|e| Qcow2Error::from_read(Part::Header, e))?;
 
         let magic = be32(&fixed, 0);
         if magic != QCOW2_MAGIC {
@@ -400,7 +515,7 @@ impl Qcow2Header {
         };
         if (avail as u64) < u64::from(needed) {
             return Err(Qcow2Error::Truncated {
-                what: "qcow2 header",
+                what: Part::Header,
                 source: ReadError::Truncated {
                     offset: 0,
                     len: u64::from(needed),
@@ -442,7 +557,7 @@ impl Qcow2Header {
         }
         if u64::from(header_length) > file_len {
             return Err(Qcow2Error::Truncated {
-                what: "qcow2 header",
+                what: Part::Header,
                 source: ReadError::Truncated {
                     offset: 0,
                     len: u64::from(header_length),
@@ -551,7 +666,7 @@ impl Qcow2Header {
         let mut cluster0 = vec![0u8; area_end as usize];
         let have = file_len.min(area_end) as usize;
         read_exact_at(src, &mut cluster0[..have], 0)
-            .map_err(|e| Qcow2Error::from_read("qcow2 header cluster", e))?;
+            .map_err(|e| Qcow2Error::from_read(Part::HeaderCluster, e))?;
 
         header.extensions = parse_extensions(&header, &cluster0, ext_end)?;
 
@@ -573,7 +688,7 @@ impl Qcow2Header {
             let end = start + backing_file_size as usize;
             if end as u64 > file_len {
                 return Err(Qcow2Error::Truncated {
-                    what: "backing file name",
+                    what: Part::BackingFileName,
                     source: ReadError::Truncated {
                         offset: backing_file_offset,
                         len: u64::from(backing_file_size),
