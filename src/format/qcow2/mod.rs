@@ -3,7 +3,9 @@
 
 pub mod bitmaps;
 pub mod check;
+pub mod error;
 pub mod extensions;
+pub mod fields;
 pub mod header;
 pub mod reader;
 #[cfg(test)]
