@@ -3,6 +3,7 @@
 
 pub mod bitmaps;
 pub mod check;
+pub mod compressed;
 pub mod error;
 pub mod extensions;
 pub mod fields;
