@@ -36,8 +36,9 @@ use super::plan::{Packer, Plan, Stored};
 use super::scan::{ChunkScanner, Progress, batch_chunks, chunk_pool, chunk_size, map_in_order};
 use super::spill::{Spill, SpillReader};
 use crate::format::guest::{GuestReader, ReadFailure, is_zero};
-use crate::format::qcow2::header::{
-    INCOMPAT_COMPRESSION, MAX_L1_SIZE_BYTES, MAX_REFTABLE_SIZE_BYTES, QCOW2_MAGIC,
+use crate::format::qcow2::fields::{
+    FIXED_HEADER_LEN, FixedHeader, INCOMPAT_COMPRESSION, MAX_L1_SIZE_BYTES,
+    MAX_REFTABLE_SIZE_BYTES, QCOW2_MAGIC,
 };
 use crate::format::qcow2::tables::{OFLAG_COMPRESSED, OFLAG_COPIED, set_refcount_at};
 
@@ -45,7 +46,7 @@ use crate::format::qcow2::tables::{OFLAG_COMPRESSED, OFLAG_COPIED, set_refcount_
 pub const REFCOUNT_ORDER: u32 = 4;
 /// Header length written: 104 bytes of v3 fields, the compression type byte and 7 bytes of
 /// padding, as QEMU 10 writes it.
-pub const HEADER_LENGTH: u32 = 112;
+pub const HEADER_LENGTH: u32 = FIXED_HEADER_LEN as u32;
 
 /// One output cluster's fate after the scan.
 enum Decision {
@@ -348,23 +349,25 @@ pub fn write_image(
 }
 
 fn header_cluster(layout: &Layout, compression: Option<Compression>) -> Vec<u8> {
-    let mut h = vec![0u8; layout.cluster_size as usize];
-    let mut put = |at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
-    put(0, &QCOW2_MAGIC.to_be_bytes());
-    put(4, &3u32.to_be_bytes());
-    put(20, &layout.cluster_size.trailing_zeros().to_be_bytes());
-    put(24, &layout.virtual_size.to_be_bytes());
-    put(36, &(layout.l1_size as u32).to_be_bytes());
-    put(40, &layout.l1_offset.to_be_bytes());
-    put(48, &layout.reftable_offset.to_be_bytes());
-    put(56, &(layout.reftable_clusters as u32).to_be_bytes());
     let zstd = compression == Some(Compression::Zstd);
-    let incompat = if zstd { INCOMPAT_COMPRESSION } else { 0 };
-    put(72, &incompat.to_be_bytes());
-    put(96, &REFCOUNT_ORDER.to_be_bytes());
-    put(100, &HEADER_LENGTH.to_be_bytes());
-    put(104, &[u8::from(zstd)]);
-    // Bytes 112..120 stay zero: the end-of-extensions marker.
+    let header = FixedHeader {
+        magic: QCOW2_MAGIC,
+        version: 3,
+        cluster_bits: layout.cluster_size.trailing_zeros(),
+        size: layout.virtual_size,
+        l1_size: layout.l1_size as u32,
+        l1_table_offset: layout.l1_offset,
+        refcount_table_offset: layout.reftable_offset,
+        refcount_table_clusters: layout.reftable_clusters as u32,
+        incompatible_features: if zstd { INCOMPAT_COMPRESSION } else { 0 },
+        refcount_order: REFCOUNT_ORDER,
+        header_length: HEADER_LENGTH,
+        compression_type: u8::from(zstd),
+        ..FixedHeader::default()
+    };
+    let mut h = vec![0u8; layout.cluster_size as usize];
+    h[..FIXED_HEADER_LEN].copy_from_slice(&header.encode());
+    // Bytes 112..120 stay zero: the end-of-extensions marker (`EXT_END`).
     h
 }
 

@@ -14,11 +14,90 @@ use std::io;
 
 use super::bytes::{be32, be64};
 use super::{FormatReport, Probe, c_string, read_zero_padded};
-use crate::safety::{Check, Finding};
+use crate::safety::{Check, Finding, Rule};
 use crate::source::ReadAt;
 
+/// Every qcow image is refused: no cloud takes the format.
+pub const FORMAT: Rule = Rule::error(
+    "qcow.format",
+    Check::Qcow,
+    "QEMU's legacy qcow (version 1) format: no cloud image service accepts it.",
+);
+/// `size <= 1`.
+pub const SIZE_TOO_SMALL: Rule = Rule::error(
+    "qcow.size-too-small",
+    Check::InvalidHeader,
+    "The qcow size is under 2 bytes; QEMU refuses it.",
+);
+/// cluster_bits outside 9..=16.
+pub const CLUSTER_BITS: Rule = Rule::error(
+    "qcow.cluster-bits",
+    Check::InvalidHeader,
+    "The qcow cluster_bits is outside 9..=16 (512 B to 64 KiB); QEMU refuses it.",
+);
+/// l2_bits outside 6..=13.
+pub const L2_BITS: Rule = Rule::error(
+    "qcow.l2-bits",
+    Check::InvalidHeader,
+    "The qcow l2_bits is outside 6..=13 (L2 tables of 512 B to 64 KiB); QEMU refuses it.",
+);
+/// crypt_method above 1.
+pub const CRYPT_METHOD: Rule = Rule::error(
+    "qcow.crypt-method",
+    Check::InvalidHeader,
+    "The qcow encryption method is neither 0 (none) nor 1 (AES); QEMU refuses it.",
+);
+/// The size needs an L1 table above `INT_MAX / 8` entries.
+pub const SIZE_TOO_BIG: Rule = Rule::error(
+    "qcow.size-too-big",
+    Check::InvalidHeader,
+    "The qcow size needs an L1 table above QEMU's limit; QEMU refuses it.",
+);
+/// The L1 table ends past `BDRV_MAX_LENGTH`.
+pub const L1_TABLE_PAST_MAX: Rule = Rule::error(
+    "qcow.l1-table-past-max-length",
+    Check::InvalidHeader,
+    "The qcow L1 table ends past the largest offset QEMU can read.",
+);
+/// backing_file_size above 1023.
+pub const BACKING_FILE_NAME_TOO_LONG: Rule = Rule::error(
+    "qcow.backing-file-name-too-long",
+    Check::InvalidHeader,
+    "The qcow backing file name is longer than QEMU's 1023 bytes.",
+);
+/// The backing file name ends past `BDRV_MAX_LENGTH`.
+pub const BACKING_FILE_NAME_PAST_MAX: Rule = Rule::error(
+    "qcow.backing-file-name-past-max-length",
+    Check::InvalidHeader,
+    "The qcow backing file name ends past the largest offset QEMU can read.",
+);
+/// crypt_method 1.
+pub const ENCRYPTED: Rule = Rule::warning(
+    "qcow.encrypted",
+    Check::Encrypted,
+    "The qcow guest data is encrypted with legacy AES-CBC.",
+);
+/// A backing file name.
+pub const BACKING_FILE: Rule = Rule::error(
+    "qcow.backing-file",
+    Check::BackingFile,
+    "The qcow image names a backing file.",
+);
+
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub const RULES: &[Rule] = &[
+    FORMAT,
+    SIZE_TOO_SMALL,
+    CLUSTER_BITS,
+    L2_BITS,
+    CRYPT_METHOD,
+    SIZE_TOO_BIG,
+    L1_TABLE_PAST_MAX,
+    BACKING_FILE_NAME_TOO_LONG,
+    BACKING_FILE_NAME_PAST_MAX,
+    ENCRYPTED,
+    BACKING_FILE,
+];
 
 /// `QCOW_MAGIC`, shared with qcow2.
 pub const MAGIC: u32 = 0x5146_49fb;
@@ -83,31 +162,31 @@ impl Header {
 
     /// `qcow_open()`'s refusals, in its order, with its messages; `None` when QEMU opens the
     /// header.
-    fn refusal(&self) -> Option<String> {
+    fn refusal(&self) -> Option<Finding> {
         if self.size <= 1 {
-            return Some(format!(
+            return Some(SIZE_TOO_SMALL.finding(format!(
                 "the qcow image size is {} bytes: QEMU refuses it (\"Image size is too small (must be at least 2 bytes)\")",
                 self.size
-            ));
+            )));
         }
         if !(9..=16).contains(&self.cluster_bits) {
-            return Some(format!(
+            return Some(CLUSTER_BITS.finding(format!(
                 "the qcow cluster_bits is {}: QEMU refuses it (\"Cluster size must be between 512 and 64k\")",
                 self.cluster_bits
-            ));
+            )));
         }
         // l2_bits counts 8-byte entries: 2^6 to 2^13 entries are 512 bytes to 64 KiB.
         if !(6..=13).contains(&self.l2_bits) {
-            return Some(format!(
+            return Some(L2_BITS.finding(format!(
                 "the qcow l2_bits is {}: QEMU refuses it (\"L2 table size must be between 512 and 64k\")",
                 self.l2_bits
-            ));
+            )));
         }
         if self.crypt_method > CRYPT_AES {
-            return Some(format!(
+            return Some(CRYPT_METHOD.finding(format!(
                 "the qcow encryption method is {}: QEMU refuses it (\"invalid encryption method in qcow header\")",
                 self.crypt_method
-            ));
+            )));
         }
         // shift is at most 16 + 13 = 29.
         let shift = u32::from(self.cluster_bits) + u32::from(self.l2_bits);
@@ -116,30 +195,30 @@ impl Header {
             .checked_add((1u64 << shift) - 1)
             .map(|end| end >> shift);
         let Some(l1_entries) = l1_entries.filter(|&n| n <= MAX_L1_ENTRIES) else {
-            return Some(format!(
+            return Some(SIZE_TOO_BIG.finding(format!(
                 "the qcow image size {} needs an L1 table above QEMU's limit of {MAX_L1_ENTRIES} entries: QEMU refuses it (\"Image too large\")",
                 self.size
-            ));
+            )));
         };
         if !read_is_possible(self.l1_table_offset, l1_entries * 8) {
-            return Some(format!(
+            return Some(L1_TABLE_PAST_MAX.finding(format!(
                 "the qcow L1 table ({} bytes at offset {:#x}) ends past the largest offset QEMU can read",
                 l1_entries * 8,
                 self.l1_table_offset
-            ));
+            )));
         }
         if self.backing_file_offset != 0 {
             if self.backing_file_size > MAX_BACKING_NAME {
-                return Some(format!(
+                return Some(BACKING_FILE_NAME_TOO_LONG.finding(format!(
                     "the qcow backing file name is {} bytes: QEMU refuses it (\"Backing file name too long\")",
                     self.backing_file_size
-                ));
+                )));
             }
             if !read_is_possible(self.backing_file_offset, u64::from(self.backing_file_size)) {
-                return Some(format!(
+                return Some(BACKING_FILE_NAME_PAST_MAX.finding(format!(
                     "the qcow backing file name ({} bytes at offset {:#x}) ends past the largest offset QEMU can read",
                     self.backing_file_size, self.backing_file_offset
-                ));
+                )));
             }
         }
         None
@@ -156,17 +235,14 @@ fn read_is_possible(offset: u64, len: u64) -> bool {
 /// file is reported, never opened.
 pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<FormatReport> {
     let mut report = FormatReport::default();
-    report.findings.push(Finding::error(
-        Check::Qcow,
+    report.findings.push(FORMAT.finding(
         "QEMU's legacy qcow (version 1) format is refused: no cloud image service (Glance, SCP, IMS) accepts it; convert it with `qemu-img convert -O qcow2`",
     ));
     let mut bytes = [0u8; HEADER_LEN];
     read_zero_padded(src, &mut bytes, 0)?;
     let header = Header::parse(&bytes);
     if let Some(why) = header.refusal() {
-        report
-            .findings
-            .push(Finding::error(Check::InvalidHeader, why));
+        report.findings.push(why);
         return Ok(report);
     }
     // QEMU counts whole sectors: `total_sectors = size / 512`.
@@ -174,8 +250,7 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<Forma
     report.cluster_size = Some(1 << header.cluster_bits);
     if header.crypt_method == CRYPT_AES {
         report.encrypted = true;
-        report.findings.push(Finding::warning(
-            Check::Encrypted,
+        report.findings.push(ENCRYPTED.finding(
             "the guest data is encrypted with legacy AES-CBC, which QEMU's system emulators refuse",
         ));
     }
@@ -185,10 +260,9 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<Forma
         read_zero_padded(src, &mut raw, header.backing_file_offset)?;
         let name = c_string(&raw);
         if !name.is_empty() {
-            report.findings.push(Finding::error(
-                Check::BackingFile,
-                format!("the image reads unallocated clusters from the backing file {name:?}"),
-            ));
+            report.findings.push(BACKING_FILE.finding(format!(
+                "the image reads unallocated clusters from the backing file {name:?}"
+            )));
             report.backing_filename = Some(name);
         }
     }
@@ -198,6 +272,7 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<Forma
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safety::assert_fires;
 
     /// The header `qemu-img create -f qcow IMG 10M` writes (4 KiB clusters, 512-entry L2
     /// tables, L1 table at 48).
@@ -237,12 +312,20 @@ mod tests {
         assert_eq!(describe_bytes(&d).virtual_size, Some(512));
     }
 
+    fn patched(at: usize, v: &[u8]) -> Vec<Finding> {
+        let mut d = image();
+        d[at..at + v.len()].copy_from_slice(v);
+        describe_bytes(&d).findings
+    }
+
     #[test]
     fn qemu_open_refusals_are_invalid_headers() {
         let patch = |at: usize, v: &[u8]| {
-            let mut d = image();
-            d[at..at + v.len()].copy_from_slice(v);
-            checks(&describe_bytes(&d))
+            checks(&describe_bytes(&{
+                let mut d = image();
+                d[at..at + v.len()].copy_from_slice(v);
+                d
+            }))
         };
         let bad = [Check::Qcow, Check::InvalidHeader];
         assert_eq!(patch(24, &1u64.to_be_bytes()), bad);
@@ -254,13 +337,66 @@ mod tests {
         assert_eq!(patch(24, &u64::MAX.to_be_bytes()), bad);
         assert_eq!(patch(24, &(1u64 << 49).to_be_bytes()), bad);
         assert_eq!(patch(40, &(1u64 << 63).to_be_bytes()), bad);
+    }
+
+    #[test]
+    fn every_image_is_refused_by_the_format_rule() {
+        assert_fires(&describe_bytes(&image()).findings, "qcow.format");
+    }
+
+    #[test]
+    fn a_size_under_two_bytes_fires_size_too_small() {
+        assert_fires(&patched(24, &1u64.to_be_bytes()), "qcow.size-too-small");
+    }
+
+    #[test]
+    fn a_cluster_size_outside_512_to_64k_fires_cluster_bits() {
+        assert_fires(&patched(32, &[8]), "qcow.cluster-bits");
+        assert_fires(&patched(32, &[17]), "qcow.cluster-bits");
+    }
+
+    #[test]
+    fn an_l2_size_outside_512_to_64k_fires_l2_bits() {
+        assert_fires(&patched(33, &[5]), "qcow.l2-bits");
+        assert_fires(&patched(33, &[14]), "qcow.l2-bits");
+    }
+
+    #[test]
+    fn an_unknown_encryption_method_fires_crypt_method() {
+        assert_fires(&patched(36, &2u32.to_be_bytes()), "qcow.crypt-method");
+    }
+
+    #[test]
+    fn a_size_needing_a_huge_l1_table_fires_size_too_big() {
+        assert_fires(&patched(24, &u64::MAX.to_be_bytes()), "qcow.size-too-big");
+        let found = patched(24, &(1u64 << 49).to_be_bytes());
+        assert_fires(&found, "qcow.size-too-big");
+    }
+
+    #[test]
+    fn an_l1_table_past_qemus_largest_offset_fires_l1_table_past_max_length() {
+        let found = patched(40, &(1u64 << 63).to_be_bytes());
+        assert_fires(&found, "qcow.l1-table-past-max-length");
+    }
+
+    #[test]
+    fn backing_file_names_qemu_cannot_read_fire_their_rules() {
         let mut d = image();
         d[8..16].copy_from_slice(&(u64::MAX - 15).to_be_bytes());
         d[16..20].copy_from_slice(&10u32.to_be_bytes());
-        assert_eq!(checks(&describe_bytes(&d)), bad);
+        let r = describe_bytes(&d);
+        assert_eq!(checks(&r), [Check::Qcow, Check::InvalidHeader]);
+        assert_fires(&r.findings, "qcow.backing-file-name-past-max-length");
         d[8..16].copy_from_slice(&48u64.to_be_bytes());
         d[16..20].copy_from_slice(&1024u32.to_be_bytes());
-        assert_eq!(checks(&describe_bytes(&d)), bad);
+        let r = describe_bytes(&d);
+        assert_eq!(checks(&r), [Check::Qcow, Check::InvalidHeader]);
+        assert_fires(&r.findings, "qcow.backing-file-name-too-long");
+    }
+
+    #[test]
+    fn aes_encryption_fires_encrypted() {
+        assert_fires(&patched(36, &1u32.to_be_bytes()), "qcow.encrypted");
     }
 
     #[test]
@@ -272,6 +408,7 @@ mod tests {
         let r = describe_bytes(&d);
         assert_eq!(r.backing_filename.as_deref(), Some("base.qc"));
         assert_eq!(checks(&r), [Check::Qcow, Check::BackingFile]);
+        assert_fires(&r.findings, "qcow.backing-file");
         // A name past the end of the file reads as zeros: no name, as in QEMU.
         d[8..16].copy_from_slice(&(1u64 << 40).to_be_bytes());
         let r = describe_bytes(&d);

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::extensions::{BitmapsExtension, MAX_BITMAP_DIRECTORY_SIZE, MAX_BITMAPS};
-use super::header::Qcow2Error;
+use super::header::{Part, Qcow2Error};
 use crate::format::bytes::{be16, be32};
 use crate::source::{ReadAt, read_vec_at};
 
@@ -34,12 +34,12 @@ pub fn read_bitmap_directory<S: ReadAt + ?Sized>(
 ) -> Result<Vec<BitmapInfo>, Qcow2Error> {
     let size = ext.directory_size.min(MAX_BITMAP_DIRECTORY_SIZE) as usize;
     let dir = read_vec_at(src, ext.directory_offset, size)
-        .map_err(|e| Qcow2Error::from_read("bitmap directory", e))?;
+        .map_err(|e| Qcow2Error::from_read(Part::BitmapDirectory, e))?;
     let mut bitmaps = Vec::new();
     let mut pos = 0usize;
     for index in 0..ext.nb_bitmaps.min(MAX_BITMAPS) {
         let bad = |reason: String| Qcow2Error::BadExtension {
-            name: "bitmap directory",
+            name: Part::BitmapDirectory,
             reason: format!("entry {index}: {reason}"),
         };
         let fixed = dir

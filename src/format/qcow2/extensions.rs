@@ -7,30 +7,13 @@
 
 use std::collections::HashSet;
 
-use super::header::{AUTOCLEAR_BITMAPS, CryptMethod, Qcow2Error, Qcow2Header};
+use super::error::{Part, Qcow2Error};
+use super::fields::{AUTOCLEAR_BITMAPS, BITMAPS_EXT_LEN, CRYPTO_EXT_LEN, extension_records};
+pub use super::fields::{
+    EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE, EXT_END, EXT_FEATURE_TABLE,
+    FEATURE_ENTRY_LEN, MAX_BACKING_FORMAT_LEN, MAX_BITMAP_DIRECTORY_SIZE, MAX_BITMAPS,
+};
 use crate::format::bytes::{be32, be64};
-
-/// End of the extension area.
-pub const EXT_END: u32 = 0x0000_0000;
-/// Backing file format name.
-pub const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
-/// Feature name table.
-pub const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
-/// Persistent dirty bitmaps.
-pub const EXT_BITMAPS: u32 = 0x2385_2875;
-/// Full disk encryption (LUKS) header location.
-pub const EXT_CRYPTO_HEADER: u32 = 0x0537_be77;
-/// External data file name ("DATA").
-pub const EXT_DATA_FILE: u32 = 0x4441_5441;
-
-/// QEMU keeps the backing format in a 16-byte buffer: names of 16 bytes or more are refused.
-pub const MAX_BACKING_FORMAT_LEN: u32 = 15;
-/// Bytes per feature name table entry.
-pub const FEATURE_ENTRY_LEN: usize = 48;
-/// QEMU's limit on persistent bitmaps (`QCOW2_MAX_BITMAPS`).
-pub const MAX_BITMAPS: u32 = 65535;
-/// QEMU's limit on the bitmap directory (`QCOW2_MAX_BITMAP_DIRECTORY_SIZE`).
-pub const MAX_BITMAP_DIRECTORY_SIZE: u64 = 1024 * MAX_BITMAPS as u64;
 
 /// Which feature bitmap a feature name table entry describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,51 +97,40 @@ impl HeaderExtensions {
     }
 }
 
-/// Parses the extension area `cluster0[header_length..ext_end]`.
+/// Parses the extension area `cluster0[header_length..]` of an image whose `crypt_method`
+/// is LUKS or not, with the given autoclear bits and cluster size.
 ///
-/// `cluster0` holds the file's first bytes, zero-filled where the file is shorter.
+/// `cluster0` holds the file's first bytes up to the end of the extension area, zero-filled
+/// where the file is shorter.
 pub(crate) fn parse_extensions(
-    header: &Qcow2Header,
     cluster0: &[u8],
-    ext_end: u64,
+    header_length: u32,
+    luks: bool,
+    autoclear_features: u64,
+    cluster_size: u64,
 ) -> Result<HeaderExtensions, Qcow2Error> {
     let mut exts = HeaderExtensions::default();
     let mut seen = HashSet::new();
-    let mut offset = u64::from(header.header_length);
+    let ext_end = cluster0.len() as u64;
     // A v2 header has no extension area in the spec's sense, but QEMU reads extensions after
     // the 72-byte header too (the backing format extension exists for v2 images).
-    while offset < ext_end {
-        let data_start = offset + 8;
-        if data_start > ext_end {
-            return Err(Qcow2Error::ExtensionTooLarge {
-                magic: 0,
-                offset,
-                len: 0,
-                end: ext_end,
-            });
-        }
-        let magic = be32(cluster0, offset as usize);
-        let len = be32(cluster0, offset as usize + 4);
-        if u64::from(len) > ext_end - data_start {
-            return Err(Qcow2Error::ExtensionTooLarge {
-                magic,
-                offset,
-                len,
-                end: ext_end,
-            });
-        }
-        if magic == EXT_END {
-            break;
-        }
+    for record in extension_records(cluster0, u64::from(header_length)) {
+        let record = record.map_err(|o| Qcow2Error::ExtensionTooLarge {
+            magic: o.magic,
+            offset: o.offset,
+            len: o.len,
+            end: ext_end,
+        })?;
+        let (magic, data) = (record.magic, record.data);
+        let len = data.len() as u32;
         if !seen.insert(magic) {
             return Err(Qcow2Error::DuplicateExtension(magic));
         }
-        let data = &cluster0[data_start as usize..(data_start + u64::from(len)) as usize];
         match magic {
             EXT_BACKING_FORMAT => {
                 if len > MAX_BACKING_FORMAT_LEN {
                     return Err(bad(
-                        "backing format",
+                        Part::BackingFormat,
                         format!(
                             "the name is {len} bytes, QEMU allows at most {MAX_BACKING_FORMAT_LEN}"
                         ),
@@ -182,25 +154,25 @@ pub(crate) fn parse_extensions(
                     .collect();
             }
             EXT_CRYPTO_HEADER => {
-                if header.crypt_method != CryptMethod::Luks {
+                if !luks {
                     return Err(bad(
-                        "full disk encryption",
+                        Part::FullDiskEncryption,
                         "it is only allowed with crypt_method 2 (LUKS)".into(),
                     ));
                 }
-                if len != 16 {
+                if len != CRYPTO_EXT_LEN {
                     return Err(bad(
-                        "full disk encryption",
-                        format!("it is {len} bytes, not 16"),
+                        Part::FullDiskEncryption,
+                        format!("it is {len} bytes, not {CRYPTO_EXT_LEN}"),
                     ));
                 }
                 let ext = CryptoHeaderExtension {
                     offset: be64(data, 0),
                     length: be64(data, 8),
                 };
-                if !ext.offset.is_multiple_of(header.cluster_size()) {
+                if !ext.offset.is_multiple_of(cluster_size) {
                     return Err(bad(
-                        "full disk encryption",
+                        Part::FullDiskEncryption,
                         format!(
                             "the LUKS header offset {:#x} is not cluster-aligned",
                             ext.offset
@@ -210,10 +182,13 @@ pub(crate) fn parse_extensions(
                 exts.crypto_header = Some(ext);
             }
             EXT_BITMAPS => {
-                if len != 24 {
-                    return Err(bad("bitmaps", format!("it is {len} bytes, not 24")));
+                if len != BITMAPS_EXT_LEN {
+                    return Err(bad(
+                        Part::Bitmaps,
+                        format!("it is {len} bytes, not {BITMAPS_EXT_LEN}"),
+                    ));
                 }
-                if header.autoclear_features & AUTOCLEAR_BITMAPS == 0 {
+                if autoclear_features & AUTOCLEAR_BITMAPS == 0 {
                     // Spec: bitmaps written by a program that cleared the autoclear bit are
                     // inconsistent and must be ignored.
                     exts.inconsistent_bitmaps = true;
@@ -226,17 +201,17 @@ pub(crate) fn parse_extensions(
                         directory_offset: be64(data, 16),
                     };
                     if reserved != 0 {
-                        return Err(bad("bitmaps", "the reserved field is not zero".into()));
+                        return Err(bad(Part::Bitmaps, "the reserved field is not zero".into()));
                     }
                     if nb_bitmaps == 0 || nb_bitmaps > MAX_BITMAPS {
                         return Err(bad(
-                            "bitmaps",
+                            Part::Bitmaps,
                             format!("it declares {nb_bitmaps} bitmaps, outside 1..={MAX_BITMAPS}"),
                         ));
                     }
-                    if !ext.directory_offset.is_multiple_of(header.cluster_size()) {
+                    if !ext.directory_offset.is_multiple_of(cluster_size) {
                         return Err(bad(
-                            "bitmaps",
+                            Part::Bitmaps,
                             format!(
                                 "the bitmap directory offset {:#x} is not cluster-aligned",
                                 ext.directory_offset
@@ -245,7 +220,7 @@ pub(crate) fn parse_extensions(
                     }
                     if ext.directory_size > MAX_BITMAP_DIRECTORY_SIZE {
                         return Err(bad(
-                            "bitmaps",
+                            Part::Bitmaps,
                             format!(
                                 "the bitmap directory is {} bytes, above QEMU's limit of {MAX_BITMAP_DIRECTORY_SIZE}",
                                 ext.directory_size
@@ -258,12 +233,11 @@ pub(crate) fn parse_extensions(
             EXT_DATA_FILE => exts.data_file = Some(text(data)),
             _ => exts.unknown.push(UnknownExtension { magic, len }),
         }
-        offset = data_start + u64::from(len).div_ceil(8) * 8;
     }
     Ok(exts)
 }
 
-fn bad(name: &'static str, reason: String) -> Qcow2Error {
+fn bad(name: Part, reason: String) -> Qcow2Error {
     Qcow2Error::BadExtension { name, reason }
 }
 

@@ -6,66 +6,19 @@
 //! reader depends on. It does not decide policy: a backing file or an unknown incompatible
 //! feature is a valid header that the safety rules in [`super::describe`] refuse.
 
-use std::fmt;
-
+pub use super::error::{Part, Qcow2Error, TableKind};
 use super::extensions::{HeaderExtensions, parse_extensions};
-use crate::format::bytes::{be32, be64};
 use crate::source::{ReadAt, ReadError, read_exact_at};
 
-/// `QFI\xfb`: the magic at offset 0.
-pub const QCOW2_MAGIC: u32 = 0x5146_49fb;
-/// Length of a version 2 header (spec: "the header is 72 bytes long" for v2).
-pub const V2_HEADER_LENGTH: u32 = 72;
-/// Minimum `header_length` of a version 3 header (spec: fields up to byte 103 are mandatory).
-pub const V3_MIN_HEADER_LENGTH: u32 = 104;
-/// Bytes of the fixed header this parser reads: up to and including `compression_type` (byte
-/// 104) and its padding.
-pub const FIXED_HEADER_READ: usize = 112;
-/// Smallest cluster: 512 bytes (QEMU `MIN_CLUSTER_BITS`).
-pub const MIN_CLUSTER_BITS: u32 = 9;
-/// Largest cluster QEMU accepts: 2 MiB (QEMU `MAX_CLUSTER_BITS`).
-pub const MAX_CLUSTER_BITS: u32 = 21;
-/// Largest cluster size in bytes.
-pub const MAX_CLUSTER_SIZE: u64 = 1 << MAX_CLUSTER_BITS;
-/// Extended L2 entries split a cluster in 32 subclusters that must be at least 512 bytes
-/// (spec "Extended L2 Entries"; QEMU "Unsupported subcluster size"), so clusters of 16 KiB.
-pub const MIN_CLUSTER_BITS_EXTENDED_L2: u32 = 14;
-/// Largest `refcount_order`: 64-bit refcounts (spec; QEMU "Reference count entry width too
-/// large").
-pub const MAX_REFCOUNT_ORDER: u32 = 6;
-/// QEMU's limit on the active and snapshot L1 tables: 32 MiB (`QCOW_MAX_L1_SIZE`).
-pub const MAX_L1_SIZE_BYTES: u64 = 32 * 1024 * 1024;
-/// QEMU's limit on the refcount table: 8 MiB (`QCOW_MAX_REFTABLE_SIZE`).
-pub const MAX_REFTABLE_SIZE_BYTES: u64 = 8 * 1024 * 1024;
-/// QEMU's limit on the number of internal snapshots (`QCOW_MAX_SNAPSHOTS`).
-pub const MAX_SNAPSHOTS: u32 = 65536;
-/// QEMU's limit on a backing file name (`bs->backing_file` is 1024 bytes with the NUL).
-pub const MAX_BACKING_FILE_NAME: u32 = 1023;
-/// QEMU refuses images whose L1 index does not fit an `int` ("Image is too big").
-pub const MAX_L1_INDEX: u64 = i32::MAX as u64;
-
-/// Incompatible feature bit 0: the refcounts may be stale (lazy refcounts in use).
-pub const INCOMPAT_DIRTY: u64 = 1 << 0;
-/// Incompatible feature bit 1: metadata is known to be corrupt.
-pub const INCOMPAT_CORRUPT: u64 = 1 << 1;
-/// Incompatible feature bit 2: guest data lives in an external data file.
-pub const INCOMPAT_DATA_FILE: u64 = 1 << 2;
-/// Incompatible feature bit 3: the compression type field is not zlib.
-pub const INCOMPAT_COMPRESSION: u64 = 1 << 3;
-/// Incompatible feature bit 4: L2 entries are 128 bits with subcluster bitmaps.
-pub const INCOMPAT_EXTENDED_L2: u64 = 1 << 4;
-/// Every incompatible bit the spec defines; any other bit must make a reader refuse the image.
-pub const INCOMPAT_KNOWN: u64 = INCOMPAT_DIRTY
-    | INCOMPAT_CORRUPT
-    | INCOMPAT_DATA_FILE
-    | INCOMPAT_COMPRESSION
-    | INCOMPAT_EXTENDED_L2;
-/// Compatible feature bit 0: lazy refcounts.
-pub const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
-/// Autoclear bit 0: the bitmaps extension is consistent.
-pub const AUTOCLEAR_BITMAPS: u64 = 1 << 0;
-/// Autoclear bit 1: the external data file is a valid raw image on its own.
-pub const AUTOCLEAR_DATA_FILE_RAW: u64 = 1 << 1;
+use super::fields::FixedHeader;
+pub use super::fields::{
+    AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, FIXED_HEADER_LEN,
+    INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY,
+    INCOMPAT_EXTENDED_L2, INCOMPAT_KNOWN, MAX_BACKING_FILE_NAME, MAX_CLUSTER_BITS,
+    MAX_CLUSTER_SIZE, MAX_L1_INDEX, MAX_L1_SIZE_BYTES, MAX_REFCOUNT_ORDER, MAX_REFTABLE_SIZE_BYTES,
+    MAX_SNAPSHOTS, MIN_CLUSTER_BITS, MIN_CLUSTER_BITS_EXTENDED_L2, QCOW2_MAGIC, V2_HEADER_LENGTH,
+    V3_MIN_HEADER_LENGTH,
+};
 
 /// How guest data is encrypted (header offset 32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,226 +103,6 @@ pub struct Qcow2Header {
     pub backing_file: Option<String>,
 }
 
-/// Why a qcow2 header was refused. Messages name the field, its value and the allowed range.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Qcow2Error {
-    /// The magic is not `QFI\xfb`.
-    #[error("the magic is {0:#010x}, not QFI\\xfb")]
-    BadMagic(u32),
-    /// The version is not 2 or 3.
-    #[error("qcow2 version {0} is not supported (only 2 and 3 exist)")]
-    UnsupportedVersion(u32),
-    /// cluster_bits outside 9..=21.
-    #[error(
-        "cluster_bits is {0}, outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS} (cluster sizes 512 B to 2 MiB)"
-    )]
-    ClusterBits(u32),
-    /// A v3 header shorter than 104 bytes.
-    #[error(
-        "header_length is {0}, shorter than the {V3_MIN_HEADER_LENGTH} bytes of a version 3 header"
-    )]
-    HeaderTooShort(u32),
-    /// header_length not a multiple of 8.
-    #[error("header_length is {0}, not a multiple of 8")]
-    HeaderLengthUnaligned(u32),
-    /// header_length beyond cluster 0.
-    #[error("header_length is {header_length}, past the end of cluster 0 ({cluster_size} bytes)")]
-    HeaderExceedsCluster {
-        /// Declared header length.
-        header_length: u32,
-        /// Cluster size.
-        cluster_size: u64,
-    },
-    /// backing_file_offset beyond cluster 0.
-    #[error("backing_file_offset is {offset:#x}, outside cluster 0 ({cluster_size} bytes)")]
-    BackingFileOffset {
-        /// Declared offset.
-        offset: u64,
-        /// Cluster size.
-        cluster_size: u64,
-    },
-    /// backing_file_size too large for where it starts.
-    #[error("backing_file_size is {size}, more than the {max} bytes available for the name")]
-    BackingFileNameTooLong {
-        /// Declared size.
-        size: u32,
-        /// Largest size allowed at that offset.
-        max: u64,
-    },
-    /// A backing file offset inside the fixed header.
-    #[error("backing_file_offset {offset:#x} lies inside the {header_length}-byte header")]
-    BackingFileInsideHeader {
-        /// Declared offset.
-        offset: u64,
-        /// Header length.
-        header_length: u32,
-    },
-    /// compression_type is neither zlib nor zstd.
-    #[error("compression_type is {0}, not 0 (zlib) or 1 (zstd)")]
-    UnknownCompressionType(u8),
-    /// A non-zlib compression type without incompatible bit 3.
-    #[error(
-        "compression_type is {0} but the compression type incompatible feature bit (3) is not set"
-    )]
-    CompressionBitMissing(&'static str),
-    /// Incompatible bit 3 with compression type zlib.
-    #[error(
-        "the compression type incompatible feature bit (3) is set but compression_type is zlib"
-    )]
-    CompressionBitWithZlib,
-    /// Extended L2 with clusters smaller than 16 KiB.
-    #[error(
-        "extended L2 entries need clusters of at least 16 KiB (subclusters of 512 B), but cluster_bits is {0}"
-    )]
-    SubclusterTooSmall(u32),
-    /// refcount_order above 6.
-    #[error("refcount_order is {0}, above {MAX_REFCOUNT_ORDER} (refcounts wider than 64 bits)")]
-    RefcountOrder(u32),
-    /// crypt_method not 0, 1 or 2.
-    #[error("crypt_method is {0}, not 0 (none), 1 (AES) or 2 (LUKS)")]
-    CryptMethod(u32),
-    /// refcount_table_clusters is 0.
-    #[error("refcount_table_clusters is 0: the image has no reference count table")]
-    NoRefcountTable,
-    /// A table whose size exceeds QEMU's limit.
-    #[error("the {table} holds {bytes} bytes, above QEMU's limit of {limit} bytes")]
-    TableTooLarge {
-        /// Which table.
-        table: TableKind,
-        /// Its declared size in bytes.
-        bytes: u64,
-        /// The limit.
-        limit: u64,
-    },
-    /// A table offset that is not cluster-aligned or overflows.
-    #[error(
-        "the {table} offset {offset:#x} is not aligned to the {cluster_size}-byte cluster size"
-    )]
-    TableUnaligned {
-        /// Which table.
-        table: TableKind,
-        /// Declared offset.
-        offset: u64,
-        /// Cluster size.
-        cluster_size: u64,
-    },
-    /// A table that ends past the end of the file (or past 2^63).
-    #[error(
-        "the {table} ({bytes} bytes at offset {offset:#x}) runs past the end of the file ({file_len} bytes)"
-    )]
-    TableOutsideFile {
-        /// Which table.
-        table: TableKind,
-        /// Declared offset.
-        offset: u64,
-        /// Declared size.
-        bytes: u64,
-        /// Length of the file.
-        file_len: u64,
-    },
-    /// A table at offset 0, on top of the header.
-    #[error("the {table} is at offset 0, on top of the header")]
-    TableOverlapsHeader {
-        /// Which table.
-        table: TableKind,
-    },
-    /// Too many snapshots.
-    #[error("nb_snapshots is {0}, above QEMU's limit of {MAX_SNAPSHOTS}")]
-    TooManySnapshots(u32),
-    /// The L1 table cannot map the whole virtual disk.
-    #[error("the L1 table has {l1_size} entries but a {size}-byte disk needs {needed}")]
-    L1TooSmall {
-        /// Declared entries.
-        l1_size: u32,
-        /// Virtual size.
-        size: u64,
-        /// Entries needed.
-        needed: u64,
-    },
-    /// The virtual size needs more L1 entries than QEMU can index.
-    #[error("the virtual size {0} bytes is too big for QEMU to address")]
-    ImageTooBig(u64),
-    /// A header extension runs past the extension area.
-    #[error(
-        "the header extension {magic:#010x} at {offset:#x} declares {len} bytes, past the extension area ending at {end:#x}"
-    )]
-    ExtensionTooLarge {
-        /// Extension type.
-        magic: u32,
-        /// Offset of its 8-byte header.
-        offset: u64,
-        /// Declared data length.
-        len: u32,
-        /// End of the extension area.
-        end: u64,
-    },
-    /// A header extension type that appears twice.
-    #[error("the header extension {0:#010x} appears more than once")]
-    DuplicateExtension(u32),
-    /// A malformed known header extension.
-    #[error("the {name} header extension is invalid: {reason}")]
-    BadExtension {
-        /// Extension name.
-        name: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Autoclear bit 1 without an external data file.
-    #[error("the raw external data autoclear bit is set but the image has no external data file")]
-    DataFileRawWithoutDataFile,
-    /// A structure the header declares lies past the end of the file.
-    #[error("the {what} runs past the end of the file: {source}")]
-    Truncated {
-        /// What was being read.
-        what: &'static str,
-        /// The bounded read that failed.
-        source: ReadError,
-    },
-    /// The operating system failed a read.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl Qcow2Error {
-    /// Wraps a failed read of `what`, keeping I/O errors apart from truncation.
-    pub fn from_read(what: &'static str, err: ReadError) -> Self {
-        match err {
-            ReadError::Io(e) => Qcow2Error::Io(e),
-            source @ ReadError::Truncated { .. } => Qcow2Error::Truncated { what, source },
-        }
-    }
-
-    /// Whether the error is about the image's bytes (as opposed to the OS failing a read).
-    pub fn is_content_error(&self) -> bool {
-        !matches!(self, Qcow2Error::Io(_))
-    }
-}
-
-/// The tables a header points at, named in messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TableKind {
-    /// The active L1 table.
-    ActiveL1,
-    /// The refcount table.
-    RefcountTable,
-    /// The snapshot table.
-    SnapshotTable,
-    /// A snapshot's L1 table.
-    SnapshotL1,
-}
-
-impl fmt::Display for TableKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TableKind::ActiveL1 => "active L1 table",
-            TableKind::RefcountTable => "refcount table",
-            TableKind::SnapshotTable => "snapshot table",
-            TableKind::SnapshotL1 => "snapshot L1 table",
-        })
-    }
-}
-
 impl Qcow2Header {
     /// Reads and validates the header of the image in `src`.
     ///
@@ -380,16 +113,16 @@ impl Qcow2Header {
         // A v2 header is 72 bytes; read what the file has up to the v3 fixed part and pad with
         // zeros, as QEMU does (its reads past EOF return zeros), then insist on the length the
         // version needs.
-        let mut fixed = [0u8; FIXED_HEADER_READ];
-        let avail = file_len.min(FIXED_HEADER_READ as u64) as usize;
+        let mut fixed = [0u8; FIXED_HEADER_LEN];
+        let avail = file_len.min(FIXED_HEADER_LEN as u64) as usize;
         read_exact_at(src, &mut fixed[..avail], 0)
-            .map_err(|e| Qcow2Error::from_read("qcow2 header", e))?;
+            .map_err(|e| Qcow2Error::from_read(Part::Header, e))?;
+        let h = FixedHeader::decode(&fixed);
 
-        let magic = be32(&fixed, 0);
-        if magic != QCOW2_MAGIC {
-            return Err(Qcow2Error::BadMagic(magic));
+        if h.magic != QCOW2_MAGIC {
+            return Err(Qcow2Error::BadMagic(h.magic));
         }
-        let version = be32(&fixed, 4);
+        let version = h.version;
         if !(2..=3).contains(&version) {
             return Err(Qcow2Error::UnsupportedVersion(version));
         }
@@ -400,7 +133,7 @@ impl Qcow2Header {
         };
         if (avail as u64) < u64::from(needed) {
             return Err(Qcow2Error::Truncated {
-                what: "qcow2 header",
+                what: Part::Header,
                 source: ReadError::Truncated {
                     offset: 0,
                     len: u64::from(needed),
@@ -409,22 +142,14 @@ impl Qcow2Header {
             });
         }
 
-        let cluster_bits = be32(&fixed, 20);
+        let cluster_bits = h.cluster_bits;
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
             return Err(Qcow2Error::ClusterBits(cluster_bits));
         }
         let cluster_size = 1u64 << cluster_bits;
 
-        let (incompatible_features, compatible_features, autoclear_features) = if version == 2 {
-            (0, 0, 0)
-        } else {
-            (be64(&fixed, 72), be64(&fixed, 80), be64(&fixed, 88))
-        };
-        let (refcount_order, header_length) = if version == 2 {
-            (4, V2_HEADER_LENGTH)
-        } else {
-            (be32(&fixed, 96), be32(&fixed, 100))
-        };
+        let incompatible_features = h.incompatible_features;
+        let header_length = h.header_length;
         if version == 3 {
             if header_length < V3_MIN_HEADER_LENGTH {
                 return Err(Qcow2Error::HeaderTooShort(header_length));
@@ -442,7 +167,7 @@ impl Qcow2Header {
         }
         if u64::from(header_length) > file_len {
             return Err(Qcow2Error::Truncated {
-                what: "qcow2 header",
+                what: Part::Header,
                 source: ReadError::Truncated {
                     offset: 0,
                     len: u64::from(header_length),
@@ -451,8 +176,8 @@ impl Qcow2Header {
             });
         }
 
-        let backing_file_offset = be64(&fixed, 8);
-        let backing_file_size = be32(&fixed, 16);
+        let backing_file_offset = h.backing_file_offset;
+        let backing_file_size = h.backing_file_size;
         if backing_file_offset > cluster_size {
             return Err(Qcow2Error::BackingFileOffset {
                 offset: backing_file_offset,
@@ -466,13 +191,7 @@ impl Qcow2Header {
             });
         }
 
-        // Spec: compression_type exists only when header_length > 104.
-        let raw_compression = if header_length > V3_MIN_HEADER_LENGTH {
-            fixed[104]
-        } else {
-            0
-        };
-        let compression_type = match raw_compression {
+        let compression_type = match h.compression_type {
             0 => CompressionType::Zlib,
             1 => CompressionType::Zstd,
             other => return Err(Qcow2Error::UnknownCompressionType(other)),
@@ -492,40 +211,33 @@ impl Qcow2Header {
         {
             return Err(Qcow2Error::SubclusterTooSmall(cluster_bits));
         }
+        let refcount_order = h.refcount_order;
         if refcount_order > MAX_REFCOUNT_ORDER {
             return Err(Qcow2Error::RefcountOrder(refcount_order));
         }
-        let crypt_method = match be32(&fixed, 32) {
+        let crypt_method = match h.crypt_method {
             0 => CryptMethod::None,
             1 => CryptMethod::Aes,
             2 => CryptMethod::Luks,
             other => return Err(Qcow2Error::CryptMethod(other)),
         };
 
-        let size = be64(&fixed, 24);
-        let l1_size = be32(&fixed, 36);
-        let l1_table_offset = be64(&fixed, 40);
-        let refcount_table_offset = be64(&fixed, 48);
-        let refcount_table_clusters = be32(&fixed, 56);
-        let nb_snapshots = be32(&fixed, 60);
-        let snapshots_offset = be64(&fixed, 64);
-
         let mut header = Qcow2Header {
             version,
             backing_file_offset,
             backing_file_size,
             cluster_bits,
-            size,
+            size: h.size,
             crypt_method,
-            l1_size,
-            l1_table_offset,
-            refcount_table_offset,
-            refcount_table_clusters,
-            nb_snapshots,
-            snapshots_offset,
+            l1_size: h.l1_size,
+            l1_table_offset: h.l1_table_offset,
+            refcount_table_offset: h.refcount_table_offset,
+            refcount_table_clusters: h.refcount_table_clusters,
+            nb_snapshots: h.nb_snapshots,
+            snapshots_offset: h.snapshots_offset,
             incompatible_features,
-            compatible_features,
-            autoclear_features,
+            compatible_features: h.compatible_features,
+            autoclear_features: h.autoclear_features,
             refcount_order,
             header_length,
             compression_type,
@@ -537,11 +249,7 @@ impl Qcow2Header {
         // The extension area runs from header_length to the backing file name, or to the end of
         // cluster 0 (spec "Header extensions"). Read it once; bytes past EOF read as zeros, which
         // is an end-of-extensions marker, as in QEMU.
-        let ext_end = if backing_file_offset != 0 {
-            backing_file_offset
-        } else {
-            cluster_size
-        };
+        let ext_end = h.extension_area_end();
         let area_end = if backing_file_offset != 0 {
             let name_end = backing_file_offset + u64::from(backing_file_size);
             name_end.max(ext_end).min(cluster_size)
@@ -551,9 +259,15 @@ impl Qcow2Header {
         let mut cluster0 = vec![0u8; area_end as usize];
         let have = file_len.min(area_end) as usize;
         read_exact_at(src, &mut cluster0[..have], 0)
-            .map_err(|e| Qcow2Error::from_read("qcow2 header cluster", e))?;
+            .map_err(|e| Qcow2Error::from_read(Part::HeaderCluster, e))?;
 
-        header.extensions = parse_extensions(&header, &cluster0, ext_end)?;
+        header.extensions = parse_extensions(
+            &cluster0[..ext_end as usize],
+            header_length,
+            crypt_method == CryptMethod::Luks,
+            header.autoclear_features,
+            cluster_size,
+        )?;
 
         if header.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0
             && header.incompatible_features & INCOMPAT_DATA_FILE == 0
@@ -573,7 +287,7 @@ impl Qcow2Header {
             let end = start + backing_file_size as usize;
             if end as u64 > file_len {
                 return Err(Qcow2Error::Truncated {
-                    what: "backing file name",
+                    what: Part::BackingFileName,
                     source: ReadError::Truncated {
                         offset: backing_file_offset,
                         len: u64::from(backing_file_size),

@@ -3,9 +3,15 @@
 
 pub mod bitmaps;
 pub mod check;
+pub mod compressed;
+pub mod error;
 pub mod extensions;
+pub mod fields;
 pub mod header;
 pub mod reader;
+#[cfg(test)]
+mod rule_tests;
+pub mod rules;
 pub mod snapshot;
 pub mod tables;
 
@@ -20,12 +26,11 @@ use self::extensions::{CryptoHeaderExtension, FeatureType};
 use self::snapshot::read_snapshots;
 use super::bytes::be32;
 use super::luks::{self, LuksHeader, LuksSpecific};
-use super::{FormatReport, FormatSpecific, Probe, SnapshotInfo, read_failure};
-use crate::safety::{Check, Finding};
-use crate::source::{ReadAt, read_vec_at};
+use super::{FormatReport, FormatSpecific, Probe, SnapshotInfo};
+use crate::safety::Finding;
+use crate::source::{ReadAt, ReadError, read_vec_at};
 
-/// The safety rules this module applies (see [`crate::safety::Rule`]).
-pub const RULES: &[crate::safety::Rule] = &[];
+pub use rules::RULES;
 
 /// `qemu-img info`'s qcow2 `format-specific.data`. Fields QEMU prints only for version 3 are
 /// `None` for version 2, so the JSON has the same keys as QEMU's.
@@ -116,8 +121,7 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<Forma
     let luks = match (header.crypt_method, header.extensions.crypto_header) {
         (CryptMethod::Luks, Some(crypto)) => read_luks_header(src, crypto, &mut report.findings)?,
         (CryptMethod::Luks, None) => {
-            report.findings.push(Finding::error(
-                Check::InvalidHeader,
+            report.findings.push(rules::LUKS_EXTENSION_MISSING.finding(
                 "crypt_method is 2 (LUKS) but no full disk encryption header extension locates the LUKS header",
             ));
             None
@@ -167,32 +171,33 @@ fn read_luks_header<S: ReadAt + ?Sized>(
 ) -> io::Result<Option<LuksSpecific>> {
     let end = crypto.offset.checked_add(crypto.length);
     if end.is_none_or(|end| end > src.len()) {
-        findings.push(Finding::error(
-            Check::Truncated,
-            format!(
-                "the LUKS header ({} bytes at offset {:#x}) runs past the end of the file ({} bytes)",
-                crypto.length,
-                crypto.offset,
-                src.len()
-            ),
-        ));
+        findings.push(rules::LUKS_HEADER_PAST_EOF.finding(format!(
+            "the LUKS header ({} bytes at offset {:#x}) runs past the end of the file ({} bytes)",
+            crypto.length,
+            crypto.offset,
+            src.len()
+        )));
         return Ok(None);
     }
     if crypto.length < luks::HEADER_LEN as u64 {
-        findings.push(Finding::error(
-            Check::InvalidHeader,
-            format!(
-                "the LUKS header area is {} bytes, too small for the {}-byte LUKS header",
-                crypto.length,
-                luks::HEADER_LEN
-            ),
-        ));
+        findings.push(rules::LUKS_HEADER_AREA_TOO_SMALL.finding(format!(
+            "the LUKS header area is {} bytes, too small for the {}-byte LUKS header",
+            crypto.length,
+            luks::HEADER_LEN
+        )));
         return Ok(None);
     }
     let bytes = match read_vec_at(src, crypto.offset, luks::HEADER_LEN) {
         Ok(b) => b,
-        Err(e) => {
-            findings.push(read_failure(e, "LUKS header")?);
+        // The area was checked to lie inside the file: only the OS can fail this read.
+        Err(ReadError::Io(e)) => return Err(e),
+        Err(ReadError::Truncated { .. }) => {
+            findings.push(rules::LUKS_HEADER_PAST_EOF.finding(format!(
+                "the LUKS header ({} bytes at offset {:#x}) runs past the end of the file ({} bytes)",
+                luks::HEADER_LEN,
+                crypto.offset,
+                src.len()
+            )));
             return Ok(None);
         }
     };
@@ -209,17 +214,13 @@ fn read_luks_header<S: ReadAt + ?Sized>(
 fn policy_findings(header: &Qcow2Header) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(name) = &header.backing_file {
-        findings.push(Finding::error(
-            Check::BackingFile,
-            format!("the image reads unallocated clusters from the backing file {name:?}"),
-        ));
+        findings.push(rules::BACKING_FILE.finding(format!(
+            "the image reads unallocated clusters from the backing file {name:?}"
+        )));
     } else if let Some(fmt) = &header.extensions.backing_format {
-        findings.push(Finding::error(
-            Check::BackingFile,
-            format!(
-                "the image carries a backing format extension ({fmt:?}) without a backing file"
-            ),
-        ));
+        findings.push(rules::BACKING_FORMAT_WITHOUT_FILE.finding(format!(
+            "the image carries a backing format extension ({fmt:?}) without a backing file"
+        )));
     }
     if header.has_data_file() || header.extensions.data_file.is_some() {
         let name = header
@@ -227,14 +228,12 @@ fn policy_findings(header: &Qcow2Header) -> Vec<Finding> {
             .data_file
             .as_deref()
             .map_or_else(|| "an unnamed file".to_string(), |n| format!("{n:?}"));
-        findings.push(Finding::error(
-            Check::DataFile,
-            format!("the guest data lives in the external data file {name}"),
-        ));
+        findings.push(rules::DATA_FILE.finding(format!(
+            "the guest data lives in the external data file {name}"
+        )));
     }
     if header.virtual_size() != header.size {
-        findings.push(Finding::warning(
-            Check::UnalignedSize,
+        findings.push(rules::UNALIGNED_SIZE.finding(
             format!(
                 "the header's size, {} bytes, is not a multiple of 512: QEMU reads the disk as {} bytes and its last {} bytes are not part of the guest disk",
                 header.size,
@@ -257,8 +256,7 @@ fn policy_findings(header: &Qcow2Header) -> Vec<Finding> {
                 }
             })
             .collect();
-        findings.push(Finding::error(
-            Check::UnknownIncompatibleFeature,
+        findings.push(rules::UNKNOWN_INCOMPATIBLE_FEATURE.finding(
             format!(
                 "unknown incompatible feature {} is set (mask {unknown:#x}); no reader may open the image",
                 names.join(", ")
@@ -266,27 +264,25 @@ fn policy_findings(header: &Qcow2Header) -> Vec<Finding> {
         ));
     }
     if header.is_corrupt() {
-        findings.push(Finding::error(
-            Check::CorruptBit,
-            "the corrupt bit is set: QEMU found the metadata inconsistent",
-        ));
+        findings.push(
+            rules::CORRUPT_BIT
+                .finding("the corrupt bit is set: QEMU found the metadata inconsistent"),
+        );
     }
     if header.is_dirty() {
-        findings.push(Finding::warning(
-            Check::DirtyBit,
+        findings.push(rules::DIRTY_BIT.finding(
             "the dirty bit is set: refcounts may be stale until `vmimage check` or `qemu-img check -r` runs",
         ));
     }
     match header.crypt_method {
         CryptMethod::None => {}
-        CryptMethod::Aes => findings.push(Finding::warning(
-            Check::Encrypted,
+        CryptMethod::Aes => findings.push(rules::ENCRYPTED_AES.finding(
             "the guest data is encrypted with legacy AES-CBC, which QEMU's system emulators refuse",
         )),
-        CryptMethod::Luks => findings.push(Finding::warning(
-            Check::Encrypted,
-            "the guest data is LUKS-encrypted: the cloud needs the key to boot it",
-        )),
+        CryptMethod::Luks => findings.push(
+            rules::ENCRYPTED_LUKS
+                .finding("the guest data is LUKS-encrypted: the cloud needs the key to boot it"),
+        ),
     }
     findings
 }
@@ -312,12 +308,13 @@ fn invalid_report(e: Qcow2Error) -> io::Result<FormatReport> {
     })
 }
 
+/// The finding of the rule a header or table error breaks; I/O errors stay errors.
 fn content_finding(e: Qcow2Error) -> io::Result<Finding> {
-    match e {
-        Qcow2Error::Io(e) => Err(e),
-        Qcow2Error::Truncated { .. } | Qcow2Error::TableOutsideFile { .. } => {
-            Ok(Finding::error(Check::Truncated, e.to_string()))
-        }
-        other => Ok(Finding::error(Check::InvalidHeader, other.to_string())),
+    match e.rule() {
+        Some(rule) => Ok(rule.finding(e.to_string())),
+        None => match e {
+            Qcow2Error::Io(e) => Err(e),
+            other => Err(io::Error::other(other.to_string())),
+        },
     }
 }

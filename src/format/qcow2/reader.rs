@@ -13,7 +13,7 @@
 //!   subcluster without a host cluster, or a compressed cluster with a non-zero bitmap;
 //! - compressed clusters are read with QEMU's size rule (`nb_csectors * 512 - (offset & 511)`,
 //!   clamped to the end of the file as QEMU's reads past EOF are) and decompressed into exactly
-//!   one cluster ([`crate::convert::compress::decompress_cluster`]).
+//!   one cluster ([`super::compressed::decompress_cluster`]).
 //!
 //! Internal snapshots are ignored: only the active L1 table is read, as `qemu-img convert` does
 //! without `-l`.
@@ -36,14 +36,14 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::convert::compress::{Compression, decompress_cluster};
 use crate::format::guest::{Extent, GuestReader, ReadFailure};
-use crate::format::qcow2::Qcow2Header;
+use crate::format::qcow2::compressed::decompress_cluster;
 use crate::format::qcow2::header::TableKind;
 use crate::format::qcow2::tables::{
     COMPRESSED_SECTOR_SIZE, L1Entry, L2E_OFFSET_MASK, L2Entry, OFLAG_COMPRESSED, OFLAG_ZERO,
     SUBCLUSTERS_PER_CLUSTER, l2_entry,
 };
+use crate::format::qcow2::{CompressionType, Qcow2Header};
 use crate::source::{ImageFile, ReadAt, read_exact_at, read_vec_at};
 
 /// A qcow2 image opened for reading its guest content, from a file or (in the fuzz targets)
@@ -54,7 +54,7 @@ pub struct Qcow2Reader<S = ImageFile> {
     header: Qcow2Header,
     /// The active L1 table, limited to the entries that map the virtual size.
     l1: Vec<L1Entry>,
-    compression: Compression,
+    compression: CompressionType,
     /// The last L2 table `extent_at` read: (L1 index, table).
     scan_cache: Mutex<Option<(u64, Vec<u8>)>>,
     /// Whether a compressed cluster has been seen.
@@ -147,7 +147,7 @@ impl<S: ReadAt> Qcow2Reader<S> {
             compressed: HashSet::new(),
         };
         Ok(Self {
-            compression: header.compression_type.into(),
+            compression: header.compression_type,
             file,
             header,
             l1,

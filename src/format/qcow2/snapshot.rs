@@ -5,7 +5,7 @@
 //! [`MAX_SNAPSHOTS`] entries, [`MAX_SNAPSHOT_EXTRA_DATA`] bytes of extra data each, and
 //! [`MAX_SNAPSHOT_TABLE_SIZE`] bytes in all, so memory is bounded whatever the header claims.
 
-use super::header::{MAX_L1_SIZE_BYTES, MAX_SNAPSHOTS, Qcow2Error, Qcow2Header, TableKind};
+use super::header::{MAX_L1_SIZE_BYTES, MAX_SNAPSHOTS, Part, Qcow2Error, Qcow2Header, TableKind};
 use crate::format::bytes::{be16, be32, be64};
 use crate::source::{ReadAt, read_exact_at};
 
@@ -60,7 +60,7 @@ pub fn read_snapshots<S: ReadAt + ?Sized>(
         }
         let mut fixed = [0u8; SNAPSHOT_HEADER_LEN];
         read_exact_at(src, &mut fixed, offset)
-            .map_err(|e| Qcow2Error::from_read("snapshot table", e))?;
+            .map_err(|e| Qcow2Error::from_read(Part::SnapshotTable, e))?;
         let l1_table_offset = be64(&fixed, 0);
         let l1_size = be32(&fixed, 8);
         let id_len = be16(&fixed, 12);
@@ -72,7 +72,7 @@ pub fn read_snapshots<S: ReadAt + ?Sized>(
         let extra_len = be32(&fixed, 36);
         if extra_len > MAX_SNAPSHOT_EXTRA_DATA {
             return Err(Qcow2Error::BadExtension {
-                name: "snapshot table",
+                name: Part::SnapshotTable,
                 reason: format!(
                     "entry {index} has {extra_len} bytes of extra data, above QEMU's limit of {MAX_SNAPSHOT_EXTRA_DATA}"
                 ),
@@ -80,7 +80,7 @@ pub fn read_snapshots<S: ReadAt + ?Sized>(
         }
         if header.version >= 3 && extra_len < V3_MIN_EXTRA_DATA {
             return Err(Qcow2Error::BadExtension {
-                name: "snapshot table",
+                name: Part::SnapshotTable,
                 reason: format!(
                     "entry {index} has {extra_len} bytes of extra data; version 3 needs at least {V3_MIN_EXTRA_DATA}"
                 ),
@@ -90,7 +90,7 @@ pub fn read_snapshots<S: ReadAt + ?Sized>(
         let rest_len = extra_len as usize + id_len as usize + name_len as usize;
         let mut rest = vec![0u8; rest_len];
         read_exact_at(src, &mut rest, offset)
-            .map_err(|e| Qcow2Error::from_read("snapshot table", e))?;
+            .map_err(|e| Qcow2Error::from_read(Part::SnapshotTable, e))?;
         offset += rest_len as u64;
         let table_bytes = offset - header.snapshots_offset;
         if table_bytes > MAX_SNAPSHOT_TABLE_SIZE {

@@ -26,6 +26,7 @@
 
 pub mod bitmaps;
 pub mod counters;
+pub mod error;
 pub mod open;
 mod read;
 pub mod rebuild;
@@ -34,9 +35,8 @@ pub mod snapshots;
 pub mod stored;
 pub mod walk;
 
-use std::io;
-
 pub use counters::CheckCounts;
+pub use error::CheckError;
 pub use open::{CheckLayout, OpenError, probes_as_qcow2};
 pub use report::{CheckReport, Finding, MAX_FINDINGS, Severity, Table};
 
@@ -49,30 +49,6 @@ use crate::source::ReadAt;
 
 /// QEMU refuses to check files of more than `INT_MAX` clusters ("File too large").
 pub const MAX_HOST_CLUSTERS: u64 = i32::MAX as u64;
-
-/// Why no verdict could be given: `qemu-img check` exits 1 in each case.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CheckError {
-    /// `qemu-img` cannot open the image; the text is QEMU's reason.
-    #[error("qemu-img cannot open it: {0}")]
-    CannotOpen(String),
-    /// The check stopped part way (`qemu-img check` prints "Check failed").
-    #[error("the check failed: {0}")]
-    Aborted(String),
-    /// The operating system failed a read.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
-
-impl From<OpenError> for CheckError {
-    fn from(e: OpenError) -> Self {
-        match e {
-            OpenError::Refused(m) => CheckError::CannotOpen(m),
-            OpenError::Io(e) => CheckError::Io(e),
-        }
-    }
-}
 
 /// What `qemu-img check` does with an image of a given format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

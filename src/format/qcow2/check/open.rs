@@ -11,35 +11,19 @@
 
 use std::io;
 
-use super::super::extensions::{
-    EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE, EXT_END, EXT_FEATURE_TABLE,
-    FEATURE_ENTRY_LEN, MAX_BITMAP_DIRECTORY_SIZE, MAX_BITMAPS,
-};
-use super::super::header::{
-    AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_COMPRESSION, INCOMPAT_DATA_FILE,
-    INCOMPAT_EXTENDED_L2, INCOMPAT_KNOWN, MAX_BACKING_FILE_NAME, MAX_CLUSTER_BITS,
-    MAX_L1_SIZE_BYTES, MAX_REFCOUNT_ORDER, MAX_REFTABLE_SIZE_BYTES, MIN_CLUSTER_BITS, QCOW2_MAGIC,
-    V2_HEADER_LENGTH, V3_MIN_HEADER_LENGTH,
+use super::super::fields::{
+    AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, BACKING_FORMAT_BUF, BITMAPS_EXT_LEN,
+    CRYPTO_EXT_LEN, EXT_BACKING_FORMAT, EXT_BITMAPS, EXT_CRYPTO_HEADER, EXT_DATA_FILE,
+    EXT_FEATURE_TABLE, FEATURE_ENTRY_LEN, FIXED_HEADER_LEN, FixedHeader, INCOMPAT_COMPRESSION,
+    INCOMPAT_DATA_FILE, INCOMPAT_EXTENDED_L2, INCOMPAT_KNOWN, MAX_BACKING_FILE_NAME,
+    MAX_BITMAP_DIRECTORY_SIZE, MAX_BITMAPS, MAX_CLUSTER_BITS, MAX_L1_SIZE_BYTES,
+    MAX_REFCOUNT_ORDER, MAX_REFTABLE_SIZE_BYTES, MIN_CLUSTER_BITS, MIN_CLUSTER_BITS_EXTENDED_L2,
+    QCOW2_MAGIC, V3_MIN_HEADER_LENGTH, extension_records,
 };
 use super::read::{BDRV_MAX_LENGTH, ReadFailure, read_zero_filled};
 use crate::format::bytes::{be32, be64};
 use crate::source::ReadAt;
 
-/// `sizeof(QCowHeader)`: the bytes of the fixed header QEMU reads (fields up to the
-/// compression type and its padding).
-const QCOW_HEADER_SIZE: usize = 112;
-/// `offsetof(QCowHeader, compression_type)`.
-const COMPRESSION_TYPE_OFFSET: usize = 104;
-/// Smallest subcluster QEMU accepts ("Unsupported subcluster size").
-const MIN_SUBCLUSTER_SIZE: u64 = 512;
-/// Bytes of a bitmaps header extension (`Qcow2BitmapHeaderExt`).
-const BITMAPS_EXT_LEN: u32 = 24;
-/// Bytes of a crypto header extension (`Qcow2CryptoHeaderExtension`).
-const CRYPTO_EXT_LEN: u32 = 16;
-/// `sizeof(bs->backing_format)`: backing format names must be shorter.
-const BACKING_FORMAT_BUF: u32 = 16;
-/// `sizeof(bs->backing_file)`: backing file names must be shorter.
-const BACKING_FILE_BUF: u32 = 4096;
 /// Longest text we keep from the image for messages (file names); QEMU's own buffers are
 /// 1024 bytes at most for a backing file name.
 const MAX_NAME_KEPT: usize = 1024;
@@ -161,55 +145,47 @@ pub fn probes_as_qcow2(head: &[u8]) -> bool {
 /// Opens the image as `qemu-img check` does and returns what the check needs.
 pub fn open<S: ReadAt + ?Sized>(src: &S) -> Result<CheckLayout, OpenError> {
     let file_len = src.len();
-    let mut h = [0u8; QCOW_HEADER_SIZE];
-    qread(src, &mut h, 0, "Could not read qcow2 header")?;
-    if be32(&h, 0) != QCOW2_MAGIC {
+    let mut raw = [0u8; FIXED_HEADER_LEN];
+    qread(src, &mut raw, 0, "Could not read qcow2 header")?;
+    let h = FixedHeader::decode(&raw);
+    if h.magic != QCOW2_MAGIC {
         return Err(refused("Image is not in qcow2 format"));
     }
-    let version = be32(&h, 4);
+    let version = h.version;
     if !(2..=3).contains(&version) {
         return Err(refused(format!("Unsupported qcow2 version {version}")));
     }
-    let cluster_bits = be32(&h, 20);
+    let cluster_bits = h.cluster_bits;
     if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
         return Err(refused(format!(
             "Unsupported cluster size: 2^{cluster_bits}"
         )));
     }
     let cluster_size = 1u64 << cluster_bits;
-    let (incompat, autoclear, refcount_order, header_length) = if version == 2 {
-        (0, 0, 4, V2_HEADER_LENGTH)
-    } else {
-        let header_length = be32(&h, 100);
-        if header_length < V3_MIN_HEADER_LENGTH {
-            return Err(refused("qcow2 header too short"));
-        }
-        (be64(&h, 72), be64(&h, 88), be32(&h, 96), header_length)
-    };
+    let (incompat, autoclear, refcount_order, header_length) = (
+        h.incompatible_features,
+        h.autoclear_features,
+        h.refcount_order,
+        h.header_length,
+    );
+    if version == 3 && header_length < V3_MIN_HEADER_LENGTH {
+        return Err(refused("qcow2 header too short"));
+    }
     if u64::from(header_length) > cluster_size {
         return Err(refused("qcow2 header exceeds cluster size"));
     }
-    let backing_file_offset = be64(&h, 8);
-    let backing_file_size = be32(&h, 16);
+    let backing_file_offset = h.backing_file_offset;
+    let backing_file_size = h.backing_file_size;
     if backing_file_offset > cluster_size {
         return Err(refused("Invalid backing file offset"));
     }
-    let ext_end = if backing_file_offset != 0 {
-        backing_file_offset
-    } else {
-        cluster_size
-    };
+    let ext_end = h.extension_area_end();
     // Cluster 0 up to the end of the extension area, zero-filled past the end of the file;
     // at most one cluster (2 MiB, `MAX_CLUSTER_BITS`).
     let mut area = vec![0u8; ext_end as usize];
     qread(src, &mut area, 0, "qcow2_read_extension: ERROR: pread fail")?;
 
-    let compression_type = if header_length as usize > COMPRESSION_TYPE_OFFSET {
-        h[COMPRESSION_TYPE_OFFSET]
-    } else {
-        0
-    };
-    match compression_type {
+    match h.compression_type {
         0 if incompat & INCOMPAT_COMPRESSION != 0 => {
             return Err(refused(
                 "qcow2: Compression type incompatible feature bit must not be set",
@@ -234,7 +210,7 @@ pub fn open<S: ReadAt + ?Sized>(src: &S) -> Result<CheckLayout, OpenError> {
             unknown,
         )));
     }
-    if incompat & INCOMPAT_EXTENDED_L2 != 0 && cluster_size / 32 < MIN_SUBCLUSTER_SIZE {
+    if incompat & INCOMPAT_EXTENDED_L2 != 0 && cluster_bits < MIN_CLUSTER_BITS_EXTENDED_L2 {
         return Err(refused(format!(
             "Unsupported subcluster size: {}",
             cluster_size / 32
@@ -245,12 +221,12 @@ pub fn open<S: ReadAt + ?Sized>(src: &S) -> Result<CheckLayout, OpenError> {
             "Reference count entry width too large; may not exceed 64 bits",
         ));
     }
-    let crypt_method = be32(&h, 32);
-    let size = be64(&h, 24);
-    let l1_size = be32(&h, 36);
-    let l1_table_offset = be64(&h, 40);
-    let refcount_table_offset = be64(&h, 48);
-    let refcount_table_clusters = be32(&h, 56);
+    let crypt_method = h.crypt_method;
+    let size = h.size;
+    let l1_size = h.l1_size;
+    let l1_table_offset = h.l1_table_offset;
+    let refcount_table_offset = h.refcount_table_offset;
+    let refcount_table_clusters = h.refcount_table_clusters;
     // Check mode accepts refcount_table_clusters = 0.
     validate_table(
         refcount_table_offset,
@@ -328,7 +304,8 @@ pub fn open<S: ReadAt + ?Sized>(src: &S) -> Result<CheckLayout, OpenError> {
 
     let backing_file = if backing_file_offset != 0 {
         let max = u64::from(MAX_BACKING_FILE_NAME).min(cluster_size - backing_file_offset);
-        if u64::from(backing_file_size) > max || backing_file_size >= BACKING_FILE_BUF {
+        // QEMU also refuses `len >= sizeof(bs->backing_file)` (4096), which this implies.
+        if u64::from(backing_file_size) > max {
             return Err(refused("Backing file name too long"));
         }
         let mut name = vec![0u8; backing_file_size as usize];
@@ -352,8 +329,8 @@ pub fn open<S: ReadAt + ?Sized>(src: &S) -> Result<CheckLayout, OpenError> {
         refcount_table_offset,
         refcount_table_entries,
         refcount_order,
-        nb_snapshots: be32(&h, 60),
-        snapshots_offset: be64(&h, 64),
+        nb_snapshots: h.nb_snapshots,
+        snapshots_offset: h.snapshots_offset,
         incompatible_features: incompat,
         crypto_header: exts.crypto_header,
         bitmaps: exts.bitmaps,
@@ -416,19 +393,13 @@ fn read_extensions(
     autoclear: u64,
     cluster_size: u64,
 ) -> Result<Extensions, OpenError> {
-    let end = area.len() as u64;
     let mut exts = Extensions::default();
-    let mut offset = start;
-    while offset < end {
-        let magic = be32(area, offset as usize);
-        let len = be32(area, offset as usize + 4);
-        offset += 8;
-        if offset > end || u64::from(len) > end - offset {
+    for record in extension_records(area, start) {
+        let Ok(record) = record else {
             return Err(refused("Header extension too large"));
-        }
-        let data = &area[offset as usize..(offset + u64::from(len)) as usize];
-        match magic {
-            EXT_END => return Ok(exts),
+        };
+        let (data, len) = (record.data, record.data.len() as u32);
+        match record.magic {
             EXT_BACKING_FORMAT if len >= BACKING_FORMAT_BUF => {
                 return Err(refused(format!(
                     "ERROR: ext_backing_format: len={len} too large (>={BACKING_FORMAT_BUF})"
@@ -492,7 +463,6 @@ fn read_extensions(
             EXT_DATA_FILE => exts.data_file = Some(c_string(data)),
             _ => {}
         }
-        offset += u64::from(len).next_multiple_of(8);
     }
     Ok(exts)
 }
@@ -523,21 +493,10 @@ fn unsupported_features(area: &[u8], start: u64, mut mask: u64) -> String {
 /// The feature name table's bytes, found by walking the extensions and stopping at the first
 /// malformed one, as QEMU does when it only wants the table.
 fn feature_table(area: &[u8], start: u64) -> Option<&[u8]> {
-    let end = area.len() as u64;
-    let mut offset = start;
-    while offset < end {
-        let magic = be32(area, offset as usize);
-        let len = be32(area, offset as usize + 4);
-        offset += 8;
-        if offset > end || u64::from(len) > end - offset || magic == EXT_END {
-            return None;
-        }
-        if magic == EXT_FEATURE_TABLE {
-            return area.get(offset as usize..(offset + u64::from(len)) as usize);
-        }
-        offset += u64::from(len).next_multiple_of(8);
-    }
-    None
+    extension_records(area, start)
+        .map_while(Result::ok)
+        .find(|r| r.magic == EXT_FEATURE_TABLE)
+        .map(|r| r.data)
 }
 
 /// A C string field: up to the first NUL, at most [`MAX_NAME_KEPT`] bytes, lossy UTF-8.

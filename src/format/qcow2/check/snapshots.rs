@@ -10,7 +10,7 @@ use super::super::header::MAX_SNAPSHOTS;
 use super::super::snapshot::{
     MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_SIZE, SNAPSHOT_HEADER_LEN, V3_MIN_EXTRA_DATA,
 };
-use super::CheckError;
+use super::error::CheckError;
 use super::open::{CheckLayout, OpenError, c_string, validate_table};
 use super::read::{ReadFailure, read_zero_filled};
 use crate::format::bytes::{be16, be32, be64};

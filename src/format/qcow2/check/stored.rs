@@ -7,7 +7,7 @@
 //! cluster past the end of the file (an entry pointing there) goes through a one-block cache.
 
 use super::super::tables::{REFT_OFFSET_MASK, refcount_at};
-use super::CheckError;
+use super::error::CheckError;
 use super::open::{CheckLayout, qemu_can_read};
 use super::read::{ReadFailure, read_zero_filled};
 use crate::format::bytes::be64;

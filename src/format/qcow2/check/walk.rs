@@ -10,9 +10,9 @@ use super::super::tables::{
     L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK, L2Entry,
     OFLAG_COMPRESSED, OFLAG_COPIED, OFLAG_ZERO, REFT_OFFSET_MASK, REFT_RESERVED_MASK, refcount_at,
 };
-use super::CheckError;
 use super::bitmaps::{self, BitmapEntry, TABLE_ENTRY_OFFSET};
 use super::counters::CheckCounts;
+use super::error::CheckError;
 use super::open::{CheckLayout, qemu_can_read};
 use super::read::{ReadFailure, read_zero_filled};
 use super::rebuild::RebuiltRefcounts;
