@@ -303,11 +303,11 @@ mod tests {
     #[test]
     fn formats_without_a_reader_say_so() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.vmdk");
+        let path = dir.path().join("d.qcow");
         let name = path.to_str().unwrap();
-        qemu("qemu-img", &["create", "-q", "-f", "vmdk", name, "1M"]);
+        qemu("qemu-img", &["create", "-q", "-f", "qcow", name, "1M"]);
         let image = OpenedImage::open(ImageFile::open(&path).unwrap(), name).unwrap();
-        assert_eq!(image.info.format, ImageFormat::Vmdk);
+        assert_eq!(image.info.format, ImageFormat::Qcow);
         assert!(image.guest_reader().unwrap().is_none());
     }
 }

@@ -156,29 +156,6 @@ pub struct Finding {
     pub detail: String,
 }
 
-impl Finding {
-    /// Transitional: a finding without its own rule id (the rule id is the check's name).
-    /// Every call is being replaced by [`Rule::finding`]; this goes once none is left.
-    pub fn error(check: Check, detail: impl Into<String>) -> Self {
-        Self {
-            check,
-            rule: check.name(),
-            severity: Severity::Error,
-            detail: detail.into(),
-        }
-    }
-
-    /// Transitional: see [`Finding::error`].
-    pub fn warning(check: Check, detail: impl Into<String>) -> Self {
-        Self {
-            check,
-            rule: check.name(),
-            severity: Severity::Warning,
-            detail: detail.into(),
-        }
-    }
-}
-
 /// Every rule vmimage applies, from every format module's `RULES` table.
 pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
     [
@@ -207,7 +184,6 @@ pub fn all_rules() -> impl Iterator<Item = &'static Rule> {
 /// checks that.
 #[cfg(test)]
 #[track_caller]
-#[allow(dead_code)] // used by the format modules' rule tests as they gain rule ids
 pub(crate) fn assert_fires(findings: &[Finding], id: &str) {
     assert!(
         all_rules().any(|r| r.id == id),

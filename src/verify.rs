@@ -1028,7 +1028,7 @@ mod tests {
     use crate::cloud::record::{Absence, RecordSource};
     use crate::digest::DigestSet;
     use crate::format::ImageFormat;
-    use crate::safety::{Check, Finding, Safety};
+    use crate::safety::Safety;
 
     const DATA: &[u8] = b"pretend this is a disk image";
 
@@ -1165,8 +1165,9 @@ mod tests {
     #[test]
     fn an_unsafe_image_fails_even_when_the_digests_match() {
         let mut f = facts(ImageFormat::Qcow2);
-        f.safety =
-            Safety::from_findings(vec![Finding::error(Check::BackingFile, "names base.img")]);
+        f.safety = Safety::from_findings(vec![
+            crate::format::qcow2::rules::BACKING_FILE.finding("names base.img"),
+        ]);
         let report = evaluate("x", &f, &matching(&f));
         let safety = report.checks.iter().find(|c| c.id == "safety").unwrap();
         assert_eq!(safety.status, Status::Fail);

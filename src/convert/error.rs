@@ -249,8 +249,14 @@ mod tests {
         assert_eq!(e.path(), Some(unwritable.as_path()));
         assert_eq!(e.context().operation, Some(Operation::Write));
 
-        qemu_img(d, &["create", "-q", "-f", "vdi", "disk.vdi", "1M"]);
-        let e = fails(&d.join("disk.vdi"), &out, &options, None);
+        // Every format without a reader is refused as unsafe first, so "unsupported" is an
+        // output past a format's limits: VHD ends at 2040 GiB.
+        qemu_img(d, &["create", "-q", "-f", "qcow2", "big.qcow2", "3T"]);
+        let vhd = ConvertOptions {
+            format: crate::convert::OutputFormat::Vpc,
+            ..options.clone()
+        };
+        let e = fails(&d.join("big.qcow2"), &d.join("big.vhd"), &vhd, None);
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
 
         qemu_img(

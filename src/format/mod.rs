@@ -28,7 +28,7 @@ use std::io;
 
 use serde::Serialize;
 
-use crate::safety::{Check, Finding, Rule};
+use crate::safety::{Finding, Rule};
 use crate::source::{ReadAt, ReadError, read_exact_at};
 
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
@@ -205,14 +205,6 @@ impl Probe {
             .ok_or_else(|| rule.finding(self.truncated_header_detail(N, what)))
     }
 
-    /// Transitional: [`Probe::head_header_with`] without a rule of its own (the finding's
-    /// rule id is `truncated`). Goes with [`Finding::error`].
-    pub fn head_header<const N: usize>(&self, what: &str) -> Result<&[u8; N], Finding> {
-        self.head_bytes(0, N)
-            .and_then(|b| <&[u8; N]>::try_from(b).ok())
-            .ok_or_else(|| Finding::error(Check::Truncated, self.truncated_header_detail(N, what)))
-    }
-
     fn truncated_header_detail(&self, n: usize, what: &str) -> String {
         format!(
             "{what} ({n} bytes at offset 0x0) runs past the end of the file ({} bytes)",
@@ -257,14 +249,6 @@ pub struct FormatReport {
 }
 
 impl FormatReport {
-    /// A report for a header that could not be parsed: the reason becomes an error finding.
-    pub fn invalid(check: Check, detail: impl Into<String>) -> Self {
-        Self {
-            findings: vec![Finding::error(check, detail)],
-            ..Self::default()
-        }
-    }
-
     /// Fills in the facts that depend on the path the image was named by: `qemu-img info`
     /// names VMDK extents relative to the descriptor's directory. Nothing is opened.
     pub fn resolve_paths(&mut self, image_path: &str) {
@@ -380,6 +364,8 @@ pub enum Decoded {
     Nothing,
     /// A VHD's footer and dynamic header.
     Vpc(vpc::VhdLayout),
+    /// A qcow2 header, with its extensions, as the strict policy decoded it.
+    Qcow2(Box<qcow2::Qcow2Header>),
 }
 
 /// [`describe`], also returning what the format module decoded (see [`Decoded`]).
@@ -392,6 +378,11 @@ pub fn describe_decoded<S: ReadAt + ?Sized>(
         ImageFormat::Vpc => {
             let (report, layout) = vpc::decode(src, probe)?;
             Ok((report, layout.map_or(Decoded::Nothing, Decoded::Vpc)))
+        }
+        ImageFormat::Qcow2 => {
+            let (report, header) = qcow2::decode(src, probe)?;
+            let decoded = header.map_or(Decoded::Nothing, |h| Decoded::Qcow2(Box::new(h)));
+            Ok((report, decoded))
         }
         other => Ok((describe(src, probe, other)?, Decoded::Nothing)),
     }
@@ -428,12 +419,6 @@ pub fn describe<S: ReadAt + ?Sized>(
 /// a property of the image, while "the disk returned EIO" stops the inspection.
 pub(crate) fn read_failure_with(rule: Rule, err: ReadError, what: &str) -> io::Result<Finding> {
     truncation_detail(err, what).map(|detail| rule.finding(detail))
-}
-
-/// Transitional: [`read_failure_with`] without a rule of its own (the finding's rule id is
-/// `truncated`). Goes with [`Finding::error`].
-pub(crate) fn read_failure(err: ReadError, what: &str) -> io::Result<Finding> {
-    truncation_detail(err, what).map(|detail| Finding::error(Check::Truncated, detail))
 }
 
 fn truncation_detail(err: ReadError, what: &str) -> io::Result<String> {
@@ -532,11 +517,17 @@ mod tests {
     #[test]
     fn a_header_longer_than_the_file_is_a_truncated_report_naming_it() {
         let probe = Probe::from_bytes(&[7u8; 40]);
-        assert_eq!(probe.head_header::<8>("the X header"), Ok(&[7u8; 8]));
+        let rule =
+            crate::safety::Rule::error("test.truncated", crate::safety::Check::Truncated, "test");
+        assert_eq!(
+            probe.head_header_with::<8>(rule, "the X header"),
+            Ok(&[7u8; 8])
+        );
         let finding = probe
-            .head_header::<64>("the QED header")
+            .head_header_with::<64>(rule, "the QED header")
             .expect_err("40 bytes hold no 64-byte header");
-        assert_eq!(finding.check, Check::Truncated);
+        assert_eq!(finding.check, crate::safety::Check::Truncated);
+        assert_eq!(finding.rule, "test.truncated");
         assert_eq!(
             finding.detail,
             "the QED header (64 bytes at offset 0x0) runs past the end of the file (40 bytes)"

@@ -38,10 +38,11 @@ pub fn guest_reader(
             let len = file.len();
             Box::new(RawReader::new(file.file().try_clone()?, len))
         }
-        // The qcow2 describer does not hand its header back yet, so it is read again here.
         ImageFormat::Qcow2 => {
-            let header =
-                Qcow2Header::read(&file).map_err(|e| ReadFailure::Invalid(e.to_string()))?;
+            let header = match decoded {
+                Decoded::Qcow2(header) => (**header).clone(),
+                _ => Qcow2Header::read(&file).map_err(|e| ReadFailure::Invalid(e.to_string()))?,
+            };
             Box::new(Qcow2Reader::open(file, header)?)
         }
         ImageFormat::Vpc => match decoded {

@@ -9,7 +9,7 @@
 use std::io;
 
 use super::bytes::{le32, le64};
-use super::{FormatReport, Probe, c_string, read_failure};
+use super::{FormatReport, Probe, c_string, read_failure_with};
 use crate::safety::{Check, Finding, Rule};
 use crate::source::{ReadAt, read_vec_at};
 
@@ -80,7 +80,15 @@ const BACKING_FILE: Rule = Rule::error(
 );
 
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
+const HEADER_TRUNCATED: Rule = Rule::error(
+    "qed.header-truncated",
+    Check::Truncated,
+    "the file ends inside the QED header (its 64 bytes, or the header clusters holding the backing file name)",
+);
+
+/// The safety rules this module applies (see [`crate::safety::Rule`]).
 pub const RULES: &[Rule] = &[
+    HEADER_TRUNCATED,
     UNKNOWN_FEATURES,
     CLUSTER_SIZE,
     TABLE_SIZE,
@@ -287,7 +295,7 @@ impl QedHeader {
 /// Describes the image as `qemu-img info -f qed` would. The backing file is reported, never
 /// opened.
 pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<FormatReport> {
-    let bytes = match probe.head_header::<HEADER_LEN>("the QED header") {
+    let bytes = match probe.head_header_with::<HEADER_LEN>(HEADER_TRUNCATED, "the QED header") {
         Ok(bytes) => bytes,
         Err(finding) => {
             return Ok(FormatReport {
@@ -324,9 +332,11 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<Format
         ) {
             Ok(raw) => c_string(&raw),
             Err(e) => {
-                report
-                    .findings
-                    .push(read_failure(e, "QED backing file name")?);
+                report.findings.push(read_failure_with(
+                    HEADER_TRUNCATED,
+                    e,
+                    "QED backing file name",
+                )?);
                 return Ok(report);
             }
         };
@@ -379,6 +389,15 @@ mod tests {
     fn only(r: &FormatReport) -> &[crate::safety::Finding] {
         assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
         &r.findings
+    }
+
+    #[test]
+    fn truncated_header() {
+        let d = image(1 << 20, None);
+        assert_fires(only(&describe_bytes(&d[..40])), "qed.header-truncated");
+        // The backing file name lies in the header clusters, before the L1 table, which must
+        // end inside the file (`qed.l1-table-past-eof`): only a file that shrinks while it is
+        // read ends inside the name, and that is the same rule as a short header.
     }
 
     #[test]

@@ -88,10 +88,19 @@ pub fn detect(probe: &Probe) -> bool {
 }
 
 /// Describes a qcow2 image as `qemu-img info -f qcow2` would, plus safety findings.
-pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<FormatReport> {
+pub fn describe<S: ReadAt + ?Sized>(src: &S, probe: &Probe) -> io::Result<FormatReport> {
+    decode(src, probe).map(|(report, _)| report)
+}
+
+/// [`describe`], also handing back the header it decoded (strict policy), so that the guest
+/// reader starts from it instead of decoding it again; `None` when the header is refused.
+pub fn decode<S: ReadAt + ?Sized>(
+    src: &S,
+    _probe: &Probe,
+) -> io::Result<(FormatReport, Option<Qcow2Header>)> {
     let header = match Qcow2Header::read(src) {
         Ok(h) => h,
-        Err(e) => return invalid_report(e),
+        Err(e) => return invalid_report(e).map(|report| (report, None)),
     };
     let mut report = FormatReport {
         virtual_size: Some(header.virtual_size()),
@@ -157,7 +166,7 @@ pub fn describe<S: ReadAt + ?Sized>(src: &S, _probe: &Probe) -> io::Result<Forma
         },
         bitmaps,
     }));
-    Ok(report)
+    Ok((report, Some(header)))
 }
 
 /// Reads and validates the LUKS header the crypto header extension locates, as QEMU's

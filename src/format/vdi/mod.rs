@@ -21,6 +21,11 @@ const DISK_SIZE_LIMIT: Rule = Rule::error(
     Check::InvalidHeader,
     "the disk size exceeds QEMU's limit (`VDI_DISK_SIZE_MAX`, 2^32 - 1 blocks of 1 MiB)",
 );
+const HEADER_TRUNCATED: Rule = Rule::error(
+    "vdi.header-truncated",
+    Check::Truncated,
+    "the file ends inside the 512-byte VDI header",
+);
 const VERSION: Rule = Rule::error(
     "vdi.version",
     Check::UnsupportedVersion,
@@ -84,6 +89,7 @@ const DATA_PAST_EOF: Rule = Rule::error(
 
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
 pub const RULES: &[Rule] = &[
+    HEADER_TRUNCATED,
     DISK_SIZE_LIMIT,
     VERSION,
     BLOCK_MAP_ALIGNMENT,
@@ -278,7 +284,7 @@ impl VdiHeader {
 
 /// Describes the image as `qemu-img info -f vdi` would.
 pub fn describe<S: ReadAt + ?Sized>(_src: &S, probe: &Probe) -> io::Result<FormatReport> {
-    let bytes = match probe.head_header::<HEADER_LEN>("the VDI header") {
+    let bytes = match probe.head_header_with::<HEADER_LEN>(HEADER_TRUNCATED, "the VDI header") {
         Ok(bytes) => bytes,
         Err(finding) => {
             return Ok(FormatReport {
@@ -383,6 +389,13 @@ mod tests {
     fn only(r: &FormatReport) -> &[crate::safety::Finding] {
         assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
         &r.findings
+    }
+
+    #[test]
+    fn truncated_header() {
+        let d = image(1 << 20, false);
+        let r = describe(&d[..100], &Probe::from_bytes(&d[..100])).expect("in-memory");
+        assert_fires(&r.findings, "vdi.header-truncated");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::io;
 pub mod writer;
 
 use super::bytes::{le16, le32, le64};
-use super::{FormatReport, Probe, read_failure, utf16_until_nul};
+use super::{FormatReport, Probe, read_failure_with, utf16_until_nul};
 use crate::safety::{Check, Rule};
 use crate::source::{ReadAt, read_exact_at, read_vec_at};
 
@@ -158,6 +158,16 @@ const BAT_ENTRY_IN_REGION: Rule = Rule::error(
     Check::InvalidHeader,
     "a fully present BAT entry puts its block inside the log, the metadata or another region",
 );
+const HEADER_PAST_EOF: Rule = Rule::error(
+    "vhdx.header-past-eof",
+    Check::Truncated,
+    "a VHDX header (at 64 KiB or 128 KiB) runs past the end of the file",
+);
+const REGION_TABLE_PAST_EOF: Rule = Rule::error(
+    "vhdx.region-table-past-eof",
+    Check::Truncated,
+    "the region table (at 192 KiB) runs past the end of the file",
+);
 const BAT_ENTRY_PAST_EOF: Rule = Rule::error(
     "vhdx.bat-entry-past-eof",
     Check::Truncated,
@@ -166,6 +176,8 @@ const BAT_ENTRY_PAST_EOF: Rule = Rule::error(
 
 /// The safety rules this module applies (see [`crate::safety::Rule`]).
 pub const RULES: &[Rule] = &[
+    HEADER_PAST_EOF,
+    REGION_TABLE_PAST_EOF,
     FILE_IDENTIFIER,
     HEADER_SEQUENCE_CONFLICT,
     NO_VALID_HEADER,
@@ -477,9 +489,11 @@ fn describe_into<S: ReadAt + ?Sized>(
     // Region table.
     let mut table = vec![0u8; REGION_TABLE_LEN];
     if let Err(e) = read_exact_at(src, &mut table, REGION_TABLE_OFFSET) {
-        p.report
-            .findings
-            .push(read_failure(e, "VHDX region table")?);
+        p.report.findings.push(read_failure_with(
+            REGION_TABLE_PAST_EOF,
+            e,
+            "VHDX region table",
+        )?);
         return Ok(());
     }
     if !checksum_is_valid(&mut table) {
@@ -596,7 +610,9 @@ fn current_header<S: ReadAt + ?Sized>(
         match read_vec_at(src, offset, HEADER_LEN) {
             Ok(buf) => headers.push(Header::parse(buf)),
             Err(e) => {
-                report.findings.push(read_failure(e, "VHDX header")?);
+                report
+                    .findings
+                    .push(read_failure_with(HEADER_PAST_EOF, e, "VHDX header")?);
                 return Ok(None);
             }
         }
@@ -666,9 +682,11 @@ fn read_metadata<S: ReadAt + ?Sized>(
         return Ok(None);
     }
     if let Err(e) = read_exact_at(src, &mut table, region.offset) {
-        p.report
-            .findings
-            .push(read_failure(e, "VHDX metadata table")?);
+        p.report.findings.push(read_failure_with(
+            REGION_PAST_EOF,
+            e,
+            "VHDX metadata table",
+        )?);
         return Ok(None);
     }
     if !table.starts_with(METADATA_SIGNATURE) {
@@ -842,9 +860,11 @@ fn read_item<S: ReadAt + ?Sized>(
     match read_vec_at(src, at, len) {
         Ok(b) => Ok(Some(b)),
         Err(e) => {
-            p.report
-                .findings
-                .push(read_failure(e, &format!("VHDX {} item", names[k]))?);
+            p.report.findings.push(read_failure_with(
+                REGION_PAST_EOF,
+                e,
+                &format!("VHDX {} item", names[k]),
+            )?);
             Ok(None)
         }
     }
@@ -926,7 +946,9 @@ fn check_bat<S: ReadAt + ?Sized>(
         let chunk = match read_vec_at(src, offset, n) {
             Ok(c) => c,
             Err(e) => {
-                report.findings.push(read_failure(e, "VHDX BAT")?);
+                report
+                    .findings
+                    .push(read_failure_with(REGION_PAST_EOF, e, "VHDX BAT")?);
                 return Ok(());
             }
         };
@@ -1241,6 +1263,13 @@ mod tests {
             let r = report(&d[..cut]);
             assert_eq!(checks(&r), [Check::Truncated], "cut {cut}");
         }
+        // The metadata table, its items and the BAT lie in regions already checked to end
+        // inside the file: cut there, the region rule fires.
+        assert_fires(only(&report(&d[..8])), "vhdx.header-past-eof");
+        assert_fires(only(&report(&d[..100_000])), "vhdx.header-past-eof");
+        assert_fires(only(&report(&d[..200_000])), "vhdx.region-table-past-eof");
+        assert_fires(only(&report(&d[..2 * MIB + 100])), "vhdx.region-past-eof");
+        assert_fires(only(&report(&d[..3 * MIB + 10])), "vhdx.region-past-eof");
     }
 
     #[test]
