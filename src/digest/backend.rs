@@ -11,7 +11,7 @@
 
 use sha2::Digest as _;
 
-use super::Algorithm;
+use super::algorithm::Algorithm;
 
 /// A digest computation in progress.
 #[derive(Clone)]

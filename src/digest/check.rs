@@ -11,10 +11,11 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use super::algorithm::Algorithm;
+use super::digests::Digests;
 use super::manifest::{Entry, Line, Manifest};
 use super::parallel::hash_jobs;
 use super::source::{HashOptions, Input};
-use super::{Algorithm, Digests};
 use crate::error::Error;
 
 /// Flags of `--check`, with coreutils' meanings.

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
+use super::algorithm::Algorithm;
 use super::backend::Hasher;
-use super::{Algorithm, Digest, Digests};
+use super::digests::{Digest, Digests};
 
 /// Bytes per chunk by default: fits a core's 2 MiB L2 cache here, large enough that the
 /// per-chunk hand-off (a channel send per algorithm) is noise. Chosen with

@@ -39,7 +39,7 @@ use std::fmt;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::Algorithm;
+use super::algorithm::Algorithm;
 use super::backend::Hasher;
 use crate::format::ImageFormat;
 use crate::format::guest::{Extent, GuestReader, ReadFailure, is_zero};
@@ -76,7 +76,7 @@ impl GuestHash {
 
     /// Lower-case hex, as `blksum` prints it.
     pub fn hex(&self) -> String {
-        super::Digest {
+        super::digests::Digest {
             algorithm: self.algorithm,
             bytes: self.digest.clone(),
         }

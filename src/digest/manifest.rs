@@ -27,7 +27,7 @@
 //! from dash-escaped lines. The signature itself is NOT verified (that is gpg's job), which
 //! [`Manifest::pgp_signed`] lets the caller say.
 
-use super::Algorithm;
+use super::algorithm::Algorithm;
 
 /// The largest manifest read, in bytes: our memory budget (a distribution's SHA256SUMS is a
 /// few MB at most).

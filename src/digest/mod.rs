@@ -1,7 +1,8 @@
 //! Digests of whole files, as cloud image services record them: MD5 for Glance's `checksum`,
 //! SHA-512 (by default) for `os_hash_value`, and the other `os_hash_algo` values.
 //!
-//! - [`algorithm`]: the algorithms and their names.
+//! - [`algorithm`]: the algorithms and their names; [`Digest`] and [`Digests`], what a run
+//!   computes (`digests.rs`).
 //! - [`engine`]: [`DigestSet`], one byte stream fed to every algorithm at once, one worker
 //!   thread per algorithm, in bounded memory; [`Digester`], one algorithm on the caller's
 //!   thread.
@@ -17,6 +18,7 @@ pub mod algorithm;
 mod backend;
 mod block;
 pub mod check;
+mod digests;
 pub mod engine;
 pub mod guest;
 pub mod manifest;
@@ -26,38 +28,7 @@ pub mod sha512;
 pub mod source;
 
 pub use algorithm::Algorithm;
+pub use digests::{Digest, Digests};
 pub use engine::{DigestSet, Digester, EngineConfig};
 pub use parallel::hash_inputs;
 pub use source::{HashOptions, Input, hash_input, hash_path, hash_path_with, hash_reader};
-
-/// One finished digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Digest {
-    /// The algorithm.
-    pub algorithm: Algorithm,
-    /// The raw digest bytes.
-    pub bytes: Vec<u8>,
-}
-
-impl Digest {
-    /// Lower-case hex, as `md5sum` and Glance print it.
-    pub fn hex(&self) -> String {
-        hex::encode(&self.bytes)
-    }
-}
-
-/// The digests of one stream, in the order the algorithms were requested.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Digests {
-    /// Bytes digested.
-    pub size: u64,
-    /// One digest per algorithm.
-    pub digests: Vec<Digest>,
-}
-
-impl Digests {
-    /// The digest for `algorithm`, if it was computed.
-    pub fn get(&self, algorithm: Algorithm) -> Option<&Digest> {
-        self.digests.iter().find(|d| d.algorithm == algorithm)
-    }
-}

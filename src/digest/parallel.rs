@@ -5,8 +5,9 @@ use std::sync::mpsc;
 
 use rayon::prelude::*;
 
+use super::algorithm::Algorithm;
+use super::digests::Digests;
 use super::source::{HashOptions, Input, hash_input};
-use super::{Algorithm, Digests};
 use crate::error::Error;
 
 /// Digests every input, several at a time, and calls `sink(index, result)` for each in the

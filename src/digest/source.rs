@@ -22,8 +22,9 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::algorithm::Algorithm;
+use super::digests::Digests;
 use super::engine::{DigestSet, EngineConfig};
-use super::{Algorithm, Digests};
 use crate::error::Error;
 use crate::source::FileIdentity;
 
