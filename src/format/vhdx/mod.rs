@@ -364,10 +364,11 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
 /// Whether the checksum stored at bytes 4..8 matches the CRC-32C of `buf` with those bytes
 /// taken as zero (`vhdx_checksum_is_valid()`).
 fn checksum_is_valid(buf: &mut [u8]) -> bool {
-    let stored = le32(buf, 4);
-    buf[4..8].fill(0);
+    let at = field::CHECKSUM..field::CHECKSUM + 4;
+    let stored = le32(buf, field::CHECKSUM);
+    buf[at.clone()].fill(0);
     let ok = crc32c(buf) == stored;
-    buf[4..8].copy_from_slice(&stored.to_le_bytes());
+    buf[at].copy_from_slice(&stored.to_le_bytes());
     ok
 }
 
@@ -384,17 +385,19 @@ struct Header {
 impl Header {
     /// Decodes a header block if its checksum, signature and version (1) are valid.
     fn parse(mut buf: Vec<u8>) -> Option<Self> {
-        if !checksum_is_valid(&mut buf) || !buf.starts_with(HEADER_SIGNATURE) || le16(&buf, 66) != 1
+        if !checksum_is_valid(&mut buf)
+            || !buf.starts_with(HEADER_SIGNATURE)
+            || le16(&buf, field::HEADER_VERSION) != 1
         {
             return None;
         }
         let mut log_guid = [0u8; 16];
-        log_guid.copy_from_slice(&buf[48..64]);
+        log_guid.copy_from_slice(&buf[field::HEADER_LOG_GUID..field::HEADER_LOG_GUID + 16]);
         Some(Self {
-            sequence_number: le64(&buf, 8),
+            sequence_number: le64(&buf, field::HEADER_SEQUENCE_NUMBER),
             log_guid,
-            log_length: le32(&buf, 68),
-            log_offset: le64(&buf, 72),
+            log_length: le32(&buf, field::HEADER_LOG_LENGTH),
+            log_offset: le64(&buf, field::HEADER_LOG_OFFSET),
             // The defined part of the header, for QEMU's "identical headers" rule.
             raw: buf[..80].to_vec(),
         })
@@ -510,7 +513,7 @@ fn describe_into<S: ReadAt + ?Sized>(
         );
         return Ok(());
     }
-    let count = le32(&table, 8);
+    let count = le32(&table, field::REGION_ENTRY_COUNT);
     if count > MAX_REGION_ENTRIES {
         p.invalid(REGION_TABLE_ENTRY_COUNT, format!(
             "the VHDX region table has {count} entries, more than the 2047 the specification allows"
@@ -519,10 +522,11 @@ fn describe_into<S: ReadAt + ?Sized>(
     }
     let (mut bat, mut metadata) = (None, None);
     for i in 0..count as usize {
-        let e = &table[16 + 32 * i..16 + 32 * (i + 1)];
+        let at = field::REGION_ENTRIES + field::REGION_ENTRY_LEN * i;
+        let e = &table[at..at + field::REGION_ENTRY_LEN];
         let region = Region {
-            offset: le64(e, 16),
-            length: u64::from(le32(e, 24)),
+            offset: le64(e, field::REGION_ENTRY_FILE_OFFSET),
+            length: u64::from(le32(e, field::REGION_ENTRY_LENGTH)),
         };
         if let Some(other) = overlaps(&regions, region.offset, region.length) {
             p.invalid(
@@ -547,7 +551,7 @@ fn describe_into<S: ReadAt + ?Sized>(
             "BAT" => &mut bat,
             "metadata" => &mut metadata,
             _ => {
-                if le32(e, 28) & REGION_REQUIRED != 0 {
+                if le32(e, field::REGION_ENTRY_REQUIRED) & REGION_REQUIRED != 0 {
                     p.invalid(
                         UNKNOWN_REQUIRED_REGION,
                         format!("VHDX region {i} is marked required but is of an unknown kind"),
@@ -696,8 +700,8 @@ fn read_metadata<S: ReadAt + ?Sized>(
         );
         return Ok(None);
     }
-    let count = usize::from(le16(&table, 10));
-    if count * 32 > METADATA_TABLE_LEN - 32 {
+    let count = usize::from(le16(&table, field::METADATA_ENTRY_COUNT));
+    if count * field::METADATA_ENTRY_LEN > METADATA_TABLE_LEN - field::METADATA_ENTRIES {
         p.invalid(
             METADATA_ENTRY_COUNT,
             format!("the VHDX metadata table has {count} entries, more than fit in 64 KiB"),
@@ -714,10 +718,11 @@ fn read_metadata<S: ReadAt + ?Sized>(
     ];
     let mut found: [Option<Region>; 6] = [None; 6];
     for i in 0..count {
-        let e = &table[32 + 32 * i..64 + 32 * i];
+        let at = field::METADATA_ENTRIES + field::METADATA_ENTRY_LEN * i;
+        let e = &table[at..at + field::METADATA_ENTRY_LEN];
         let item = Region {
-            offset: u64::from(le32(e, 16)),
-            length: u64::from(le32(e, 20)),
+            offset: u64::from(le32(e, field::METADATA_ENTRY_OFFSET)),
+            length: u64::from(le32(e, field::METADATA_ENTRY_LENGTH)),
         };
         match ITEMS.iter().position(|(_, g)| e[..16] == *g) {
             Some(k) if found[k].replace(item).is_some() => {
@@ -728,7 +733,7 @@ fn read_metadata<S: ReadAt + ?Sized>(
                 return Ok(None);
             }
             Some(_) => {}
-            None if le32(e, 24) & METADATA_REQUIRED != 0 => {
+            None if le32(e, field::METADATA_ENTRY_FLAGS) & METADATA_REQUIRED != 0 => {
                 p.invalid(
                     UNKNOWN_REQUIRED_METADATA_ITEM,
                     format!("VHDX metadata item {i} is marked required but is of an unknown kind"),
