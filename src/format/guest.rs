@@ -78,6 +78,55 @@ pub trait GuestReader: Send + Sync {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure>;
 }
 
+/// Splits a guest read of `buf.len()` bytes at `offset` into pieces that each lie in one
+/// block of `block_size` bytes, and calls `piece(block, offset_within_block, dst)` for each in
+/// order: the loop every block-mapped reader (VHD, VHDX, VDI) runs. A read past the
+/// `disk_size`-byte disk is an invalid request, never a panic.
+pub fn for_each_block_piece(
+    offset: u64,
+    buf: &mut [u8],
+    disk_size: u64,
+    block_size: u64,
+    mut piece: impl FnMut(u64, u64, &mut [u8]) -> Result<(), ReadFailure>,
+) -> Result<(), ReadFailure> {
+    let end = offset
+        .checked_add(buf.len() as u64)
+        .filter(|e| *e <= disk_size)
+        .ok_or_else(|| {
+            ReadFailure::Invalid(format!(
+                "read of {} bytes at {offset:#x} past the {disk_size}-byte disk",
+                buf.len()
+            ))
+        })?;
+    let mut pos = offset;
+    while pos < end {
+        let block = pos / block_size;
+        let within = pos % block_size;
+        let n = (block_size - within).min(end - pos);
+        let dst = &mut buf[(pos - offset) as usize..(pos - offset + n) as usize];
+        piece(block, within, dst)?;
+        pos += n;
+    }
+    Ok(())
+}
+
+/// Reads stored guest bytes that the checks at open placed inside the file: a short read then
+/// means the file shrank while it was read, an I/O error rather than an invalid image.
+pub fn read_stored<S: crate::source::ReadAt + ?Sized>(
+    file: &S,
+    dst: &mut [u8],
+    at: u64,
+) -> Result<(), ReadFailure> {
+    match crate::source::read_exact_at(file, dst, at) {
+        Ok(()) => Ok(()),
+        Err(crate::source::ReadError::Io(e)) => Err(ReadFailure::Io(e)),
+        Err(crate::source::ReadError::Truncated { .. }) => Err(ReadFailure::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file shrank while it was read",
+        ))),
+    }
+}
+
 /// Whether every byte of `buf` is zero (fast enough to run on every cluster: the inner fold
 /// over 64-byte blocks vectorises).
 pub fn is_zero(buf: &[u8]) -> bool {

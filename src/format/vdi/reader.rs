@@ -20,9 +20,9 @@ use std::sync::Mutex;
 use super::{HEADER_LEN, VdiHeader};
 use crate::format::Probe;
 use crate::format::bytes::le32;
-use crate::format::guest::{Extent, GuestReader, ReadFailure};
+use crate::format::guest::{Extent, GuestReader, ReadFailure, for_each_block_piece, read_stored};
 use crate::safety::Severity;
-use crate::source::{ImageFile, ReadAt, ReadError, read_exact_at, read_vec_at};
+use crate::source::{ImageFile, ReadAt, read_vec_at};
 
 /// Largest block map read into memory: 64 MiB, 16 Mi blocks of 1 MiB, a 16 TiB disk.
 pub const MAX_BLOCK_MAP_BYTES: u64 = 64 << 20;
@@ -180,42 +180,19 @@ impl<S: ReadAt + Send + Sync> GuestReader for VdiReader<S> {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|e| *e <= self.size)
-            .ok_or_else(|| {
-                ReadFailure::Invalid(format!(
-                    "read of {} bytes at {offset:#x} past the {}-byte disk",
-                    buf.len(),
-                    self.size
-                ))
-            })?;
-        let mut pos = offset;
-        while pos < end {
-            let block = pos / self.block_size;
-            let within = pos % self.block_size;
-            let n = (self.block_size - within).min(end - pos);
-            let dst = &mut buf[(pos - offset) as usize..(pos - offset + n) as usize];
-            match self.block_host(block) {
-                None => dst.fill(0),
-                Some(host) => read_stored(&self.file, dst, host + within)?,
-            }
-            pos += n;
-        }
-        Ok(())
-    }
-}
-
-/// Reads bytes that the checks at open placed inside the file: a short read means the file
-/// shrank while it was read, an I/O error rather than an invalid image.
-fn read_stored<S: ReadAt>(file: &S, dst: &mut [u8], at: u64) -> Result<(), ReadFailure> {
-    match read_exact_at(file, dst, at) {
-        Ok(()) => Ok(()),
-        Err(ReadError::Io(e)) => Err(ReadFailure::Io(e)),
-        Err(ReadError::Truncated { .. }) => Err(ReadFailure::Io(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the file shrank while it was read",
-        ))),
+        for_each_block_piece(
+            offset,
+            buf,
+            self.size,
+            self.block_size,
+            |block, within, dst| {
+                match self.block_host(block) {
+                    None => dst.fill(0),
+                    Some(host) => read_stored(&self.file, dst, host + within)?,
+                }
+                Ok(())
+            },
+        )
     }
 }
 

@@ -38,9 +38,9 @@ use super::{
 };
 use crate::format::Probe;
 use crate::format::bytes::{le32, le64};
-use crate::format::guest::{Extent, GuestReader, ReadFailure};
+use crate::format::guest::{Extent, GuestReader, ReadFailure, for_each_block_piece, read_stored};
 use crate::safety::Severity;
-use crate::source::{ImageFile, ReadAt, ReadError, read_exact_at, read_vec_at};
+use crate::source::{ImageFile, ReadAt, read_vec_at};
 
 /// BAT entries read at once by `extent_at`: 64 KiB of table.
 pub const BAT_WINDOW_ENTRIES: u64 = 8192;
@@ -350,42 +350,23 @@ impl<S: ReadAt + Send + Sync> GuestReader for VhdxReader<S> {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|e| *e <= self.size)
-            .ok_or_else(|| {
-                ReadFailure::Invalid(format!(
-                    "read of {} bytes at {offset:#x} past the {}-byte disk",
-                    buf.len(),
-                    self.size
-                ))
-            })?;
-        let mut pos = offset;
-        while pos < end {
-            let block = pos / self.block_size;
-            let within = pos % self.block_size;
-            let n = (self.block_size - within).min(end - pos);
-            let dst = &mut buf[(pos - offset) as usize..(pos - offset + n) as usize];
-            match self
-                .blocks(block, 1)?
-                .first()
-                .copied()
-                .unwrap_or(Block::Zeros)
-            {
-                Block::Zeros => dst.fill(0),
-                Block::At(at) => match read_exact_at(&self.file, dst, at + within) {
-                    Ok(()) => {}
-                    Err(ReadError::Io(e)) => return Err(ReadFailure::Io(e)),
-                    Err(ReadError::Truncated { .. }) => {
-                        return Err(ReadFailure::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the file shrank while it was read",
-                        )));
-                    }
-                },
-            }
-            pos += n;
-        }
-        Ok(())
+        for_each_block_piece(
+            offset,
+            buf,
+            self.size,
+            self.block_size,
+            |block, within, dst| {
+                match self
+                    .blocks(block, 1)?
+                    .first()
+                    .copied()
+                    .unwrap_or(Block::Zeros)
+                {
+                    Block::Zeros => dst.fill(0),
+                    Block::At(at) => read_stored(&self.file, dst, at + within)?,
+                }
+                Ok(())
+            },
+        )
     }
 }

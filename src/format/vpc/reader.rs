@@ -25,13 +25,13 @@
 //! [`MAX_BLOCK_SIZE`], the BAT inside the file and at most [`MAX_BAT_BYTES`], every allocated
 //! block inside the file.
 
-use crate::format::guest::{Extent, GuestReader, ReadFailure};
+use crate::format::guest::{Extent, GuestReader, ReadFailure, for_each_block_piece, read_stored};
 use crate::format::raw::RawReader;
 use crate::format::vpc::{
     DISK_TYPE_DIFFERENCING, DISK_TYPE_DYNAMIC, DISK_TYPE_FIXED, DYNAMIC_HEADER_LEN, DynamicHeader,
     FOOTER_LEN, SECTOR, VHD_MAX_SECTORS, VhdFooter, VhdLayout, VpcDetection, bat,
 };
-use crate::source::{ImageFile, ReadAt, ReadError, read_exact_at, read_vec_at};
+use crate::source::{ImageFile, ReadAt, read_exact_at, read_vec_at};
 
 /// Size of the footer and of its copy at offset 0.
 const FOOTER_SIZE: u64 = FOOTER_LEN as u64;
@@ -248,41 +248,20 @@ impl<S: ReadAt + Send + Sync> GuestReader for DynamicVhd<S> {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure> {
-        let end = offset
-            .checked_add(buf.len() as u64)
-            .filter(|e| *e <= self.size)
-            .ok_or_else(|| {
-                ReadFailure::Invalid(format!(
-                    "read of {} bytes at {offset:#x} past the {}-byte disk",
-                    buf.len(),
-                    self.size
-                ))
-            })?;
-        let mut pos = offset;
-        while pos < end {
-            let block = pos / self.block_size;
-            let within = pos % self.block_size;
-            let n = (self.block_size - within).min(end - pos);
-            let dst = &mut buf[(pos - offset) as usize..(pos - offset + n) as usize];
-            match self.block_data(block) {
-                None => dst.fill(0),
-                // Every allocated block was checked to lie inside the file at open, so a
-                // short read means the file shrank while it was read: an I/O error, not an
-                // invalid image.
-                Some(data) => match read_exact_at(&self.file, dst, data + within) {
-                    Ok(()) => {}
-                    Err(ReadError::Io(e)) => return Err(ReadFailure::Io(e)),
-                    Err(ReadError::Truncated { .. }) => {
-                        return Err(ReadFailure::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the file shrank while it was read",
-                        )));
-                    }
-                },
-            }
-            pos += n;
-        }
-        Ok(())
+        for_each_block_piece(
+            offset,
+            buf,
+            self.size,
+            self.block_size,
+            |block, within, dst| {
+                match self.block_data(block) {
+                    None => dst.fill(0),
+                    // Every allocated block was checked to lie inside the file at open.
+                    Some(data) => read_stored(&self.file, dst, data + within)?,
+                }
+                Ok(())
+            },
+        )
     }
 }
 
