@@ -480,6 +480,28 @@ pub fn convert_with_metadata(
     };
     let tmp = TempFile::create_beside(output, TEMP_TAG).map_err(out_err)?;
     let virtual_size = output_virtual_size;
+    // The output file, digested as it is written; every format writes through one.
+    let hashed_output = || -> Result<HashedOutput, Error> {
+        HashedOutput::new(
+            tmp.file().map_err(out_err)?,
+            &options.algorithms,
+            options.sync,
+        )
+        .map_err(out_err)
+    };
+    // The block formats' (VHD, VMDK, VHDX) scan: which blocks of `block_size` hold data.
+    // Nothing is compressed, so the spill stays empty.
+    let scan_blocks = |block_size: u64| {
+        qcow2_writer::scan_pass(
+            reader,
+            &pool,
+            block_size,
+            None,
+            &mut spill::Spill::new(output),
+            progress,
+        )
+        .map_err(fail)
+    };
     let (digests, allocated, compressed) = match options.format {
         OutputFormat::Vpc => {
             let geometry = vhd_geometry(options, reader.virtual_size())
@@ -489,27 +511,11 @@ pub fn convert_with_metadata(
                 uuid: fresh_id().map_err(out_err)?,
             };
             let plan = if options.effective_subformat() == Some(Subformat::Dynamic) {
-                let mut spill = spill::Spill::new(output);
-                Some(
-                    qcow2_writer::scan_pass(
-                        reader,
-                        &pool,
-                        crate::format::vpc::writer::BLOCK_SIZE,
-                        None,
-                        &mut spill,
-                        progress,
-                    )
-                    .map_err(fail)?,
-                )
+                Some(scan_blocks(crate::format::vpc::writer::BLOCK_SIZE)?)
             } else {
                 None
             };
-            let mut out = HashedOutput::new(
-                tmp.file().map_err(out_err)?,
-                &options.algorithms,
-                options.sync,
-            )
-            .map_err(out_err)?;
+            let mut out = hashed_output()?;
             let len = match &plan {
                 Some(plan) => block_output::write_dynamic_vhd(
                     reader, &pool, plan, &geometry, &stamp, &mut out, progress,
@@ -536,27 +542,11 @@ pub fn convert_with_metadata(
             let id = fresh_id().map_err(out_err)?;
             let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
             let plan = if options.effective_subformat() == Some(Subformat::MonolithicSparse) {
-                let mut spill = spill::Spill::new(output);
-                Some(
-                    qcow2_writer::scan_pass(
-                        reader,
-                        &pool,
-                        crate::format::vmdk::writer::GRAIN_SIZE,
-                        None,
-                        &mut spill,
-                        progress,
-                    )
-                    .map_err(fail)?,
-                )
+                Some(scan_blocks(crate::format::vmdk::writer::GRAIN_SIZE)?)
             } else {
                 None
             };
-            let mut out = HashedOutput::new(
-                tmp.file().map_err(out_err)?,
-                &options.algorithms,
-                options.sync,
-            )
-            .map_err(out_err)?;
+            let mut out = hashed_output()?;
             let (len, allocated) = match &plan {
                 Some(plan) => block_output::write_monolithic_sparse(
                     reader,
@@ -584,22 +574,8 @@ pub fn convert_with_metadata(
                 data_write: fresh_id().map_err(out_err)?,
                 page83: fresh_id().map_err(out_err)?,
             };
-            let mut spill = spill::Spill::new(output);
-            let plan = qcow2_writer::scan_pass(
-                reader,
-                &pool,
-                layout.block_size,
-                None,
-                &mut spill,
-                progress,
-            )
-            .map_err(fail)?;
-            let mut out = HashedOutput::new(
-                tmp.file().map_err(out_err)?,
-                &options.algorithms,
-                options.sync,
-            )
-            .map_err(out_err)?;
+            let plan = scan_blocks(layout.block_size)?;
+            let mut out = hashed_output()?;
             let creator = concat!("vmimage v", env!("CARGO_PKG_VERSION"));
             let len = block_output::write_vhdx(
                 reader, &pool, &plan, &layout, &ids, creator, &mut out, progress,
@@ -609,12 +585,7 @@ pub fn convert_with_metadata(
             (digests, Some(plan.allocated()), None)
         }
         OutputFormat::Raw => {
-            let mut out = HashedOutput::new(
-                tmp.file().map_err(out_err)?,
-                &options.algorithms,
-                options.sync,
-            )
-            .map_err(out_err)?;
+            let mut out = hashed_output()?;
             raw_writer::write_raw(reader, &pool, &mut out, progress).map_err(fail)?;
             (out.finish(virtual_size).map_err(out_err)?, None, None)
         }
@@ -633,12 +604,7 @@ pub fn convert_with_metadata(
             let layout = qcow2_writer::Layout::compute(virtual_size, cs, &plan)
                 .map_err(|reason| error::output_too_large(output, reason))?;
             let spilled = spill.into_reader().map_err(out_err)?;
-            let mut out = HashedOutput::new(
-                tmp.file().map_err(out_err)?,
-                &options.algorithms,
-                options.sync,
-            )
-            .map_err(out_err)?;
+            let mut out = hashed_output()?;
             qcow2_writer::write_image(
                 reader,
                 &pool,
