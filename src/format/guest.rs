@@ -78,6 +78,17 @@ pub trait GuestReader: Send + Sync {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure>;
 }
 
+/// Refuses an extent request at or past the end of a `disk_size`-byte disk: the check every
+/// reader's [`GuestReader::extent_at`] starts with.
+pub fn check_extent_offset(offset: u64, disk_size: u64) -> Result<(), ReadFailure> {
+    if offset >= disk_size {
+        return Err(ReadFailure::Invalid(format!(
+            "extent requested at {offset:#x}, past the {disk_size}-byte disk"
+        )));
+    }
+    Ok(())
+}
+
 /// Splits a guest read of `buf.len()` bytes at `offset` into pieces that each lie in one
 /// block of `block_size` bytes, and calls `piece(block, offset_within_block, dst)` for each in
 /// order: the loop every block-mapped reader (VHD, VHDX, VDI) runs. A read past the

@@ -36,7 +36,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::format::guest::{Extent, GuestReader, ReadFailure};
+use crate::format::guest::{Extent, GuestReader, ReadFailure, check_extent_offset};
 use crate::format::qcow2::compressed::decompress_cluster;
 use crate::format::qcow2::header::TableKind;
 use crate::format::qcow2::tables::{
@@ -526,13 +526,7 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
 /// `extent_at` found an allocated L1 entry and then none: cannot happen, but is reported as an
 /// error rather than a panic.
 fn unreachable_zero_extent(offset: u64, size: u64) -> Result<(), ReadFailure> {
-    if offset < size {
-        Ok(())
-    } else {
-        Err(ReadFailure::Invalid(format!(
-            "extent requested at {offset:#x}, past the {size}-byte disk"
-        )))
-    }
+    check_extent_offset(offset, size)
 }
 
 /// Refuses an L1 table in which two entries name the same L2 table.

@@ -20,7 +20,9 @@ use std::sync::Mutex;
 use super::{HEADER_LEN, VdiHeader};
 use crate::format::Probe;
 use crate::format::bytes::le32;
-use crate::format::guest::{Extent, GuestReader, ReadFailure, for_each_block_piece, read_stored};
+use crate::format::guest::{
+    Extent, GuestReader, ReadFailure, check_extent_offset, for_each_block_piece, read_stored,
+};
 use crate::safety::Severity;
 use crate::source::{ImageFile, ReadAt, read_vec_at};
 
@@ -158,12 +160,7 @@ impl<S: ReadAt + Send + Sync> GuestReader for VdiReader<S> {
     }
 
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
-        if offset >= self.size {
-            return Err(ReadFailure::Invalid(format!(
-                "extent requested at {offset:#x}, past the {}-byte disk",
-                self.size
-            )));
-        }
+        check_extent_offset(offset, self.size)?;
         let first = offset / self.block_size;
         let data = self.block_has_data(first);
         let blocks = self.size.div_ceil(self.block_size);

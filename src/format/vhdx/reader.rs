@@ -34,11 +34,14 @@
 use std::sync::Mutex;
 
 use super::{
-    BAT_OFFSET_MASK, BAT_STATE_MASK, Header, PAYLOAD_BLOCK_FULLY_PRESENT, Params, Region, crc32c,
+    BAT_OFFSET_MASK, BAT_STATE_MASK, Header, PAYLOAD_BLOCK_FULLY_PRESENT, Params, Region,
+    checksum_is_valid,
 };
 use crate::format::Probe;
 use crate::format::bytes::{le32, le64};
-use crate::format::guest::{Extent, GuestReader, ReadFailure, for_each_block_piece, read_stored};
+use crate::format::guest::{
+    Extent, GuestReader, ReadFailure, check_extent_offset, for_each_block_piece, read_stored,
+};
 use crate::safety::Severity;
 use crate::source::{ImageFile, ReadAt, read_vec_at};
 
@@ -284,12 +287,10 @@ fn refuse_log_to_replay<S: ReadAt>(file: &S, header: &Header) -> Result<(), Read
                 "entry {sequence} at log offset {pos:#x} wraps around the end of the log"
             ));
         }
-        if let Ok(mut entry) = read_vec_at(file, at, entry_length as usize) {
-            let stored = le32(&entry, 4);
-            entry[4..8].fill(0);
-            if crc32c(&entry) == stored {
-                return refuse(format!("it holds entry {sequence} at log offset {pos:#x}"));
-            }
+        if let Ok(mut entry) = read_vec_at(file, at, entry_length as usize)
+            && checksum_is_valid(&mut entry)
+        {
+            return refuse(format!("it holds entry {sequence} at log offset {pos:#x}"));
         }
     }
     Ok(())
@@ -305,12 +306,7 @@ impl<S: ReadAt + Send + Sync> GuestReader for VhdxReader<S> {
     }
 
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
-        if offset >= self.size {
-            return Err(ReadFailure::Invalid(format!(
-                "extent requested at {offset:#x}, past the {}-byte disk",
-                self.size
-            )));
-        }
+        check_extent_offset(offset, self.size)?;
         let blocks = self.size.div_ceil(self.block_size);
         let first = offset / self.block_size;
         let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());

@@ -38,7 +38,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 use super::sparse::{self, FOOTER_AREA_LEN, GD_AT_END, SparseHeader};
 use super::{SECTOR, VmdkDetection};
 use crate::format::bytes::le32;
-use crate::format::guest::{Extent, GuestReader, ReadFailure};
+use crate::format::guest::{Extent, GuestReader, ReadFailure, check_extent_offset};
 use crate::format::{Probe, read_zero_padded};
 use crate::safety::Severity;
 use crate::source::{ImageFile, ReadAt, ReadError, read_exact_at, read_vec_at};
@@ -409,12 +409,7 @@ impl<S: ReadAt + Send + Sync> GuestReader for VmdkReader<S> {
     }
 
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
-        if offset >= self.size {
-            return Err(ReadFailure::Invalid(format!(
-                "extent requested at {offset:#x}, past the {}-byte disk",
-                self.size
-            )));
-        }
+        check_extent_offset(offset, self.size)?;
         let span = self.gtes_per_gt * self.grain_bytes;
         let tables = self.size.div_ceil(span);
         let first_table = offset / span;
