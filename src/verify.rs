@@ -29,6 +29,7 @@ use crate::digest::Algorithm;
 use crate::digest::guest::GuestHash;
 use crate::error::Error;
 use crate::facts::{GIB, ImageFacts, gather_facts};
+use crate::format::ImageFormat;
 use crate::safety::Severity;
 use crate::signing::{
     CaBundle, HASH_METHODS, KeyType, SignatureMatch, SigningCertificate, base64_decode,
@@ -705,6 +706,16 @@ impl<'a> Context<'a> {
         };
         let (status, message) = if expected == actual {
             (Status::Pass, "the guest-visible size matches".to_string())
+        } else if self.facts.format == ImageFormat::Raw && expected == self.facts.size {
+            // Glance records what OpenStack's format inspector says, and its raw inspector
+            // counts the bytes it read (`RawFileInspector`: `virtual_size` is the stream's
+            // length); QEMU, and so `actual`, rounds a raw file up to whole 512-byte sectors.
+            (
+                Status::Pass,
+                format!(
+                    "the record's virtual size is the file's exact length, as Glance's format inspector counts a raw image (QEMU rounds it up to whole sectors: {actual} bytes)"
+                ),
+            )
         } else if converted {
             (
                 Status::NotComparable,

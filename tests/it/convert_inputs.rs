@@ -393,10 +393,12 @@ fn a_vhdx_past_its_first_sector_bitmap_chunk_converts_exactly() {
 }
 
 #[test]
-fn a_vhdx_with_4096_byte_logical_sectors_converts_whole() {
-    // qemu-img cannot make one (it always writes 512-byte sectors) and QEMU reads one as an
-    // eighth of its size, so the oracle is the same file with 512-byte sectors: the guest
-    // bytes map to block bytes whatever the sector size.
+fn a_vhdx_with_4096_byte_logical_sectors_is_its_whole_size_everywhere() {
+    // qemu-img cannot make one (it always writes 512-byte sectors), and QEMU refuses to open
+    // one since 5.2, so the oracles are the specification (the virtual disk size is in bytes),
+    // the same file with 512-byte sectors (guest bytes map to block bytes whatever the sector
+    // size) and libvhdi and dissect.hypervisor, which read it whole. QEMU before 5.2, and
+    // vmimage's `info` before this test, said an eighth of the size.
     let w = Workdir::new();
     let size = 5 * 1024 * 1024 + 3 * 4096;
     make(&w, "vhdx", "block_size=1M", "s512.vhdx", size);
@@ -412,11 +414,25 @@ fn a_vhdx_with_4096_byte_logical_sectors_converts_whole() {
     b[item..item + 4].copy_from_slice(&4096u32.to_le_bytes());
     w.write("s4k.vhdx", &b);
 
+    let qemu = w.qemu_img_any(&["info", "s4k.vhdx"]);
+    assert!(
+        !qemu.status.success()
+            && String::from_utf8_lossy(&qemu.stderr).contains("Operation not supported"),
+        "QEMU opened a 4096-byte-sector VHDX: {}",
+        String::from_utf8_lossy(&qemu.stdout)
+    );
+    let run = w.vmimage(&["info", "s4k.vhdx", "--json"]);
+    run.expect_code(0);
+    let info = run.json();
+    assert_eq!(info["virtual-size"], size, "info");
+    crate::util::assert_rule(&info, "vhdx.logical-sector-4096");
+    assert_eq!(info["safety"]["safe"], true, "a warning, not a refusal");
+
     w.vmimage(&["convert", "s512.vhdx", "a.raw", "-O", "raw"])
         .expect_code(0);
     let run = w.vmimage(&["convert", "s4k.vhdx", "b.raw", "-O", "raw", "--json"]);
     run.expect_code(0);
-    assert_eq!(run.json()["virtual-size"], size);
+    assert_eq!(run.json()["virtual-size"], size, "convert");
     let (a, b) = (
         std::fs::read(w.join("a.raw")).unwrap(),
         std::fs::read(w.join("b.raw")).unwrap(),
@@ -431,6 +447,20 @@ fn a_vhdx_with_4096_byte_logical_sectors_converts_whole() {
         "{}",
         String::from_utf8_lossy(&cmp.stdout)
     );
+    // `hash --guest` hashes the same disk as the 512-byte-sector file and the raw one.
+    let guest = |f: &str| {
+        let run = w.vmimage(&["hash", "--guest", f, "--json"]);
+        run.expect_code(0);
+        run.json()[0]["guest_hash"].clone()
+    };
+    let g4k = guest("s4k.vhdx");
+    assert_eq!(g4k, guest("s512.vhdx"), "hash --guest");
+    assert_eq!(g4k, guest("a.raw"), "hash --guest");
+    crate::second_reader::reads_the_same(&w, "vhdx", "s4k.vhdx", "a.raw", size);
+    // Glance records the whole size too (oslo's inspector reads the metadata item as is).
+    if let Some(glance) = crate::oslo_inspector::glance_format_and_virtual_size(&w, "s4k.vhdx") {
+        assert_eq!(glance, ("vhdx".to_string(), size));
+    }
 }
 
 #[test]

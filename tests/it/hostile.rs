@@ -560,6 +560,104 @@ fn vhdx_bat_entry_offset_overflows(w: &Workdir) -> String {
     name.into()
 }
 
+/// Little-endian u64 / u32 of `b` at `at`.
+fn le64(b: &Bytes, at: u64) -> u64 {
+    let at = at as usize;
+    u64::from_le_bytes(b.0[at..at + 8].try_into().unwrap())
+}
+fn le32(b: &Bytes, at: u64) -> u32 {
+    let at = at as usize;
+    u32::from_le_bytes(b.0[at..at + 4].try_into().unwrap())
+}
+
+/// A qemu-img monolithicSparse VMDK of 100 MiB with data in its first grain; returns it
+/// with the file offset of its first grain table (header, little-endian: grain directory
+/// sector at 56; a directory entry is a grain table's sector).
+fn base_vmdk(w: &Workdir, name: &str) -> (Bytes, u64) {
+    w.qemu_img(&["create", "-q", "-f", "vmdk", name, "100M"]);
+    w.qemu_io(&["-f", "vmdk", "-c", "write -P 0x55 0 64k", name]);
+    let b = Bytes::read(w, name);
+    let gd = le64(&b, 56) * 512;
+    let gt = u64::from(le32(&b, gd)) * 512;
+    (b, gt)
+}
+
+fn vmdk_grain_table_entries_share_one_grain(w: &Workdir) -> String {
+    // All 512 entries of grain table 0 name grain 0: 64 KiB of data read as 32 MiB (a grain
+    // bomb; qemu-img convert would copy it 512 times).
+    let name = "shared-grain.vmdk";
+    let (mut b, gt) = base_vmdk(w, name);
+    let grain0 = le32(&b, gt);
+    for k in 1..512 {
+        b.put(gt + 4 * k, &grain0.to_le_bytes());
+    }
+    b.save(w, name);
+    name.into()
+}
+
+fn vmdk_capacity_2_pow_62_bytes(w: &Workdir) -> String {
+    // Capacity (sectors, at 12) of 2^53: a 4 EiB disk whose grain directory would need 2^37
+    // entries (QEMU computes the count in 32 bits: 0), from a 100 MiB image's 4-entry one.
+    let name = "capacity.vmdk";
+    let (mut b, _) = base_vmdk(w, name);
+    b.put(12, &(1u64 << 53).to_le_bytes());
+    b.save(w, name);
+    name.into()
+}
+
+fn vmdk_stream_marker_claims_4_gib(w: &Workdir) -> String {
+    // A streamOptimized grain whose marker (sector, then a 4-byte compressed length) claims
+    // 2^32 - 1 bytes: the reader must not allocate it.
+    let name = "marker.vmdk";
+    w.qemu_img(&["create", "-q", "-f", "raw", "src.raw", "4M"]);
+    w.qemu_io(&["-f", "raw", "-c", "write -P 0x66 0 64k", "src.raw"]);
+    w.qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        "src.raw",
+        name,
+    ]);
+    std::fs::remove_file(w.join("src.raw")).unwrap();
+    let mut b = Bytes::read(w, name);
+    // The first grain follows the header's overhead (sectors, at 64).
+    let grain = le64(&b, 64) * 512;
+    b.put(grain + 8, &u32::MAX.to_le_bytes());
+    b.save(w, name);
+    name.into()
+}
+
+fn vdi_block_map_entries_share_one_block(w: &Workdir) -> String {
+    // Every block map entry (u32 at the map offset, header 0x154) names allocated block 0:
+    // 1 MiB of data read as the whole 64 MiB disk.
+    let name = "shared-block.vdi";
+    w.qemu_img(&["create", "-q", "-f", "vdi", name, "64M"]);
+    w.qemu_io(&["-f", "vdi", "-c", "write -P 0x77 0 64k", name]);
+    let mut b = Bytes::read(w, name);
+    let map = u64::from(le32(&b, 0x154));
+    for k in 0..64 {
+        b.put(map + 4 * k, &0u32.to_le_bytes());
+    }
+    b.save(w, name);
+    name.into()
+}
+
+fn vhdx_bat_entries_share_one_block(w: &Workdir) -> String {
+    // BAT entry 1 repeats entry 0 (fully present): one 32 MiB block read as both of the
+    // 64 MiB disk's blocks.
+    let name = "shared-block.vhdx";
+    let (mut b, bat) = base_vhdx(w, name);
+    let first = le64(&b, bat);
+    assert_eq!(first & 7, 6, "block 0 is fully present");
+    b.put(bat + 8, &first.to_le_bytes());
+    b.save(w, name);
+    name.into()
+}
+
 /// A qemu-img qcow (version 1) image of 64 MiB with guest data, patched by `patch` (header:
 /// big-endian, backing file offset at 8 and length at 16, size at 24, cluster_bits at 32,
 /// l2_bits at 33, crypt_method at 36, L1 table offset at 40).
@@ -827,6 +925,31 @@ fn cases() -> Vec<Case> {
             build: vhdx_bat_entry_offset_overflows,
             expect: e(1, Is(1), 1, 1, 1),
             why: "a BAT entry whose block ends past 2^64: truncated, as QEMU's vhdx_open refuses it; check does not reproduce vhdx's check (1, as when qemu-img cannot open it)",
+        },
+        Case {
+            build: vmdk_grain_table_entries_share_one_grain,
+            expect: e(0, Is(1), 0, 1, 1),
+            why: "grain table entries sharing one grain: info reads no grain table (safe, 0); convert refuses the grain bomb (1); check does not reproduce vmdk's check (1)",
+        },
+        Case {
+            build: vmdk_capacity_2_pow_62_bytes,
+            expect: e(0, Is(1), 0, 1, 1),
+            why: "a 4 EiB capacity: QEMU's 32-bit L1 size wraps to 0, so qemu-img info opens it and so does info (0); convert refuses the 512 GiB grain directory it implies (1), never allocating it",
+        },
+        Case {
+            build: vmdk_stream_marker_claims_4_gib,
+            expect: e(0, Is(1), 0, 1, 1),
+            why: "a grain marker claiming 4 GiB of compressed data: info reads no grain (0); convert refuses it without allocating it (1)",
+        },
+        Case {
+            build: vdi_block_map_entries_share_one_block,
+            expect: e(0, Is(1), 0, 1, 1),
+            why: "block map entries sharing one block: info reads no block map (0); convert refuses it (1); check does not reproduce vdi's check (1)",
+        },
+        Case {
+            build: vhdx_bat_entries_share_one_block,
+            expect: e(0, Is(1), 0, 1, 1),
+            why: "two BAT entries naming one block: info checks each entry's place, not sharing (0); convert refuses it (1); check does not reproduce vhdx's check (1)",
         },
         Case {
             build: qcow_v1_size_2_pow_63,

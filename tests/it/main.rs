@@ -20,6 +20,7 @@ mod metadata;
 mod oslo_inspector;
 mod producers;
 mod rules;
+mod second_reader;
 mod signing;
 mod util;
 mod verify;

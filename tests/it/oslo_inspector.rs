@@ -68,7 +68,7 @@ impl Case {
 
 /// The virtualenv's python, created once per target directory. Under `CI=true` a failure to
 /// create it fails the test; elsewhere the live oracle is skipped with a note.
-fn oslo_python() -> Option<PathBuf> {
+pub(crate) fn oslo_python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = PYTHON.get_or_init(|| {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("oslo-venv");
@@ -85,6 +85,33 @@ fn oslo_python() -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The format and `virtual_size` Glance records for `file` (in `w`): oslo's inspector with
+/// the whole file streamed through `InspectWrapper`, as Glance's `set_data` does. `None` when
+/// the oracle is not installed (outside `CI=true`).
+pub(crate) fn glance_format_and_virtual_size(w: &Workdir, file: &str) -> Option<(String, u64)> {
+    let python = oslo_python()?;
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys; from oslo_utils.imageutils import format_inspector as fi\n\
+             w = fi.InspectWrapper(open(sys.argv[1], 'rb'))\n\
+             while w.read(65536): pass\n\
+             w.close(); print(w.format.NAME, w.format.virtual_size)",
+            file,
+        ])
+        .current_dir(w.path())
+        .output()
+        .expect("run the oslo venv's python");
+    assert!(
+        out.status.success(),
+        "oslo's inspector on {file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let (name, size) = text.trim().split_once(' ').expect("NAME SIZE");
+    Some((name.to_string(), size.parse().expect("a size")))
 }
 
 /// Runs oslo's inspector on each file: `detect_file_format` and `safety_check`, as Glance does.

@@ -684,3 +684,35 @@ fn a_raw_image_verifies_with_its_file_length_as_virtual_size() {
     run.expect_code(0);
     assert_eq!(check(&report, "virtual_size")["status"], "pass");
 }
+
+#[test]
+fn an_odd_length_raw_image_verifies_against_the_virtual_size_glance_records() {
+    // Glance's virtual_size for a raw upload is what OpenStack's format inspector counts: the
+    // stream's exact length. QEMU (and `vmimage info`) round a raw file up to whole sectors.
+    let w = Workdir::new();
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 1000u32).map(|i| i as u8).collect();
+    w.write("odd.raw", &data);
+    let f = facts(&w, "odd.raw", "raw");
+    assert_eq!(f.virtual_size, f.size.next_multiple_of(512));
+    let glance = match crate::oslo_inspector::glance_format_and_virtual_size(&w, "odd.raw") {
+        Some((name, size)) => {
+            assert_eq!(name, "raw");
+            size
+        }
+        None => f.size,
+    };
+    assert_eq!(glance, f.size, "oslo's inspector counts the bytes");
+    for (recorded, status) in [
+        (glance, "pass"),
+        (f.virtual_size, "pass"),
+        (f.size + 1, "fail"),
+    ] {
+        let mut record = fill(fixture("openstack-image-show.json"), &f, "raw");
+        record["virtual_size"] = json!(recorded);
+        write_json(&w, "record.json", &record);
+        let (run, report) = verify_json(&w, &["odd.raw", "--against", "record.json"]);
+        let vs = check(&report, "virtual_size");
+        assert_eq!(vs["status"], status, "{recorded}: {vs:#}");
+        run.expect_code(if status == "pass" { 0 } else { 1 });
+    }
+}

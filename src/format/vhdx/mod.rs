@@ -138,6 +138,11 @@ const LOGICAL_SECTOR_SIZE: Rule = Rule::error(
     Check::InvalidHeader,
     "the logical sector size is neither 512 nor 4096",
 );
+const LOGICAL_SECTOR_4096: Rule = Rule::warning(
+    "vhdx.logical-sector-4096",
+    Check::UnsupportedVersion,
+    "the disk has 4096-byte logical sectors: valid (spec 2.6.2.4), read whole by vmimage and libvhdi, but QEMU since 5.2 refuses to open it, so a cloud that reads images with qemu-img cannot use it",
+);
 const VIRTUAL_SIZE_LIMIT: Rule = Rule::error(
     "vhdx.virtual-size-limit",
     Check::InvalidHeader,
@@ -201,6 +206,7 @@ pub const RULES: &[Rule] = &[
     PARENT_WITHOUT_LOCATOR,
     BLOCK_SIZE,
     LOGICAL_SECTOR_SIZE,
+    LOGICAL_SECTOR_4096,
     VIRTUAL_SIZE_LIMIT,
     DIFFERENCING,
     BAT_TOO_SMALL,
@@ -593,6 +599,11 @@ fn describe_into<S: ReadAt + ?Sized>(
         return Ok(());
     };
     let report = p.report;
+    if params.logical_sector_size == 4096 {
+        report.findings.push(LOGICAL_SECTOR_4096.finding(
+            "the VHDX has 4096-byte logical sectors: QEMU (since 5.2) refuses to open it, so a cloud that reads images with qemu-img cannot use it; vmimage reads it whole, as the specification and libvhdi do",
+        ));
+    }
     report.virtual_size = Some(params.virtual_size());
     report.cluster_size = Some(u64::from(params.block_size));
     *layout = Some(reader::Layout {
@@ -656,10 +667,15 @@ struct Params {
 }
 
 impl Params {
-    /// QEMU sets `total_sectors = virtual_disk_size >> log2(logical_sector_size)` and counts
-    /// them as 512-byte sectors, so this is the size `qemu-img info` prints.
+    /// The guest disk: `virtual_disk_size` bytes in whole logical sectors (spec 2.6.2.2: the
+    /// size "MUST be a multiple of the Logical Sector Size"). With 512-byte sectors this is
+    /// what `qemu-img info` prints (`total_sectors = virtual_disk_size >> 9`). QEMU before 5.2
+    /// shifted by the logical sector size and counted 512-byte sectors, an eighth of a
+    /// 4096-byte-sector disk; since 5.2 (commit 83a6a90009) it refuses such a disk
+    /// (`-ENOTSUP`), so the specification, Hyper-V and libvhdi are the answer here.
     fn virtual_size(&self) -> u64 {
-        (self.virtual_disk_size >> self.logical_sector_size.trailing_zeros()) * 512
+        let sector = u64::from(self.logical_sector_size);
+        self.virtual_disk_size / sector * sector
     }
 
     /// `chunk_ratio`: payload blocks per sector bitmap block.

@@ -22,11 +22,10 @@
 //! section, log, BAT and metadata, and no two blocks may share file space (QEMU never writes
 //! that; a file that does would describe more guest data than it holds).
 //!
-//! **4096-byte logical sectors.** QEMU 10 counts a VHDX's logical sectors as 512-byte ones
-//! (`bs->total_sectors = virtual_disk_size >> logical_sector_size_bits`), so it reads such a
-//! disk as an eighth of its size, and `vmimage info` reports that size as QEMU does. The
-//! specification maps guest bytes to block bytes whatever the sector size, and so does this
-//! reader: a 4096-byte-sector disk converts whole, `virtual_disk_size` bytes.
+//! **4096-byte logical sectors.** QEMU refuses to open such a disk since 5.2 (before, it read
+//! an eighth of it). The specification maps guest bytes to block bytes whatever the sector
+//! size, and so do this reader, `info` (a `vhdx.logical-sector-4096` warning says QEMU cannot
+//! read it) and libvhdi: the disk is `virtual_disk_size` bytes, whole.
 //!
 //! **Bounds.** The BAT is never held whole: [`GuestReader::extent_at`] reads a window of at
 //! most [`BAT_WINDOW_ENTRIES`] entries at a time, reads look up one entry per block.
@@ -119,12 +118,7 @@ impl<S: ReadAt> VhdxReader<S> {
                 "the VHDX block or sector size is zero".into(),
             ));
         }
-        // 512-byte sectors: QEMU's size (whole sectors). 4096: the specification's.
-        let size = if sector == 512 {
-            params.virtual_size()
-        } else {
-            params.virtual_disk_size / sector * sector
-        };
+        let size = params.virtual_size();
         let blocks = size.div_ceil(block_size);
         let entries = blocks + blocks.saturating_sub(1) / chunk_ratio;
         if entries.saturating_mul(8) > layout.bat.length {
