@@ -306,6 +306,11 @@ fn verify_local(path: &std::path::Path, job: &Job, options: &ItemOptions, result
     let record = match record_of(job) {
         Ok(Some(r)) => r,
         Ok(None) => {
+            // An unreadable image is an error whatever else is missing.
+            if let Err(e) = std::fs::File::open(path) {
+                result.error(crate::Error::io(path, e).to_string());
+                return;
+            }
             result.status = ItemStatus::Skipped;
             result.errors.push(format!(
                 "nothing to {}: the item has no expect and no record",

@@ -330,9 +330,14 @@ impl ManifestReader {
                 let entry = entry?;
                 let rel_path = rel.join(entry.file_name());
                 let kind = entry.file_type()?;
+                // The entry's type comes with the listing; only a symbolic link costs a
+                // stat (to the file it names; links to directories are not followed).
                 if kind.is_dir() {
                     stack.push(rel_path);
-                } else if std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+                } else if kind.is_file()
+                    || (kind.is_symlink()
+                        && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()))
+                {
                     files.push(rel_path);
                 }
             }
