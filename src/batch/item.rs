@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn statuses_order_by_severity() {
-        let mut v = vec![
+        let mut v = [
             ItemStatus::Error,
             ItemStatus::Ok,
             ItemStatus::Mismatch,

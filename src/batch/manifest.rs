@@ -78,8 +78,8 @@ pub struct Job {
 /// An item, or the line that should have been one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemBody {
-    /// A well-formed item.
-    Job(Job),
+    /// A well-formed item (boxed: a malformed line is a mere sentence).
+    Job(Box<Job>),
     /// A line that is not an item: the sentence says why.
     Malformed(String),
 }
@@ -293,7 +293,9 @@ impl ManifestReader {
                 MAX_DOCUMENT_BYTES >> 20
             )));
         }
-        if reader.read_documents(&all, line).is_err() {
+        // An over-long first line is a listing on one line, or a JSON Lines item too long.
+        let listings_only = first.len() > MAX_LINE_BYTES;
+        if reader.read_documents(&all, line, listings_only).is_err() {
             reader.pending.clear();
             reader.next_index = 0;
             drop(all);
@@ -356,10 +358,10 @@ impl ManifestReader {
             self.push(
                 i as u64 + 1,
                 id,
-                ItemBody::Job(Job {
+                ItemBody::Job(Box::new(Job {
                     source: Some(source),
                     ..Job::default()
-                }),
+                })),
             );
         }
         Ok(())
@@ -383,11 +385,11 @@ impl ManifestReader {
                 reader.push(
                     line,
                     id,
-                    ItemBody::Job(Job {
+                    ItemBody::Job(Box::new(Job {
                         source: Some(source),
                         expect: Some(expect),
                         record: None,
-                    }),
+                    })),
                 );
             }
         };
@@ -423,11 +425,22 @@ impl ManifestReader {
     }
 
     /// One or more whole JSON documents, each a listing or an item.
-    fn read_documents(&mut self, text: &[u8], first_line: u64) -> Result<(), ManifestError> {
+    fn read_documents(
+        &mut self,
+        text: &[u8],
+        first_line: u64,
+        listings_only: bool,
+    ) -> Result<(), ManifestError> {
         let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
         let stream = serde_json::Deserializer::from_slice(text).into_iter::<Value>();
         for doc in stream {
             match doc {
+                Ok(v) if listings_only && v.get("images").is_none() => {
+                    return Err(ManifestError {
+                        path: self.path.clone(),
+                        message: "is not a listing".into(),
+                    });
+                }
                 Ok(v) => self.take_value(first_line, v),
                 Err(e) => {
                     return Err(ManifestError {
@@ -511,11 +524,11 @@ impl ManifestReader {
         self.push(
             line,
             id,
-            ItemBody::Job(Job {
+            ItemBody::Job(Box::new(Job {
                 source: Some(source),
                 expect: item.expect,
                 record: item.record,
-            }),
+            })),
         );
     }
 
@@ -540,11 +553,11 @@ impl ManifestReader {
         self.push(
             line,
             id,
-            ItemBody::Job(Job {
+            ItemBody::Job(Box::new(Job {
                 source: Some(source),
                 expect: None,
                 record: Some(record),
-            }),
+            })),
         );
     }
 
@@ -796,7 +809,11 @@ mod tests {
             "{:?}",
             v.iter().map(|i| &i.id).collect::<Vec<_>>()
         );
-        assert_eq!(v[0].id, "line 1");
+        assert!(
+            v[0].id == "line 1",
+            "the first id is {} bytes",
+            v[0].id.len()
+        );
         assert_eq!(v[1].id, "b");
     }
 }

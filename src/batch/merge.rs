@@ -233,14 +233,14 @@ fn read_results(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::manifest::{ItemBody, Job};
+    use crate::batch::manifest::ItemBody;
 
     fn item(i: u64) -> Item {
         Item {
             index: i,
             line: i + 1,
             id: format!("i{i}"),
-            body: ItemBody::Job(Job::default()),
+            body: ItemBody::Job(Box::default()),
         }
     }
 

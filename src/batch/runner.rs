@@ -2,9 +2,9 @@
 //! order, one whole line per item, each flushed as soon as it and every item before it are
 //! done.
 //!
-//! Memory is flat in the number of items: the coordinator reads the manifest only as far as
-//! the reorder window (`4 × jobs` items past the oldest unwritten one) allows, and a result
-//! leaves memory when its line is written. Workers are started once per run, not per item.
+//! Memory is flat in the number of items: the manifest is read only as far as the reorder
+//! window (`4 × jobs` items past the oldest unwritten one) allows, and a result leaves memory
+//! when its line is written. Workers are started once per run, not per item.
 //!
 //! A result is written with one `write(2)` of the whole line, so a process killed at any
 //! moment leaves complete lines only (a full disk can still cut the last one short: the
@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use serde::Deserialize;
 
@@ -77,9 +77,32 @@ impl RunSummary {
     }
 }
 
+/// The manifest side, shared by the workers: the next item to take.
+struct Feed<I> {
+    items: I,
+    next_seq: u64,
+    exhausted: bool,
+    /// Workers waiting for room in the reorder window.
+    waiters: usize,
+}
+
+/// The results side: lines not yet written, and where writing is.
+struct Sink<'w, W> {
+    out: &'w mut W,
+    waiting: BTreeMap<u64, ItemResult>,
+    written: RunSummary,
+    failed: Option<io::Error>,
+    line: Vec<u8>,
+}
+
 /// Runs the items of `options.shard` from `items` (minus those `done` holds), writing one
 /// result line per item to `out` in manifest order. Returns when every item is written, or at
 /// the first failed write (its error).
+///
+/// There is no coordinator thread: each of the `jobs` workers takes the next item from the
+/// manifest, runs it, files the result and writes every line that is now next in order. A
+/// small item thus costs two uncontended locks and no thread hand-off; a worker waits only
+/// when it is a whole window ahead of the oldest unwritten item.
 pub fn run_shard<I, W>(
     items: I,
     done: &HashSet<String>,
@@ -87,106 +110,136 @@ pub fn run_shard<I, W>(
     out: &mut W,
 ) -> io::Result<RunSummary>
 where
-    I: Iterator<Item = Item>,
-    W: Write,
+    I: Iterator<Item = Item> + Send,
+    W: Write + Send,
 {
     let jobs = options.jobs.max(1);
     let window = (jobs * 4).max(2) as u64;
-    let resumed = std::cell::Cell::new(0u64);
-    let mut items = items.filter(|item| {
+    let resumed = AtomicU64::new(0);
+    let items = items.filter(|item| {
         if !options.shard.holds(options.by, item.index, &item.id) {
             return false;
         }
         if done.contains(&item.id) {
-            resumed.set(resumed.get() + 1);
+            resumed.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true
     });
+    let feed = Mutex::new(Feed {
+        items,
+        next_seq: 0,
+        exhausted: false,
+        waiters: 0,
+    });
+    let room = Condvar::new();
+    let next_out = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let (job_tx, job_rx) = mpsc::channel::<(u64, Item)>();
-    let job_rx = Mutex::new(job_rx);
-    let (result_tx, result_rx) = mpsc::channel::<(u64, ItemResult)>();
-    let mut written = RunSummary::default();
-    let outcome = std::thread::scope(|scope| -> io::Result<()> {
-        for n in 0..jobs {
-            let result_tx = result_tx.clone();
-            let job_rx = &job_rx;
-            let stop = &stop;
-            let item_options = &options.item;
-            let shard = options.shard;
+    let sink = Mutex::new(Sink {
+        out,
+        waiting: BTreeMap::new(),
+        written: RunSummary::default(),
+        failed: None,
+        line: Vec::with_capacity(1024),
+    });
+    let worker = || {
+        loop {
+            let Some((seq, item)) = take(&feed, &room, &next_out, &stop, window) else {
+                return;
+            };
+            let result = run_item(&item, options.shard, &options.item);
+            drop(item);
+            let Ok(mut s) = sink.lock() else {
+                stop.store(true, Ordering::SeqCst);
+                return;
+            };
+            s.waiting.insert(seq, result);
+            let mut next = next_out.load(Ordering::SeqCst);
+            while s.failed.is_none() {
+                let Some(result) = s.waiting.remove(&next) else {
+                    break;
+                };
+                if let Err(e) = write_line(&mut s, &result) {
+                    s.failed = Some(e);
+                    stop.store(true, Ordering::SeqCst);
+                    break;
+                }
+                s.written.count(result.status);
+                next += 1;
+                next_out.store(next, Ordering::SeqCst);
+            }
+            drop(s);
+            // Taking the feed's lock before notifying means a worker that saw the window
+            // full is already waiting, so it cannot miss this.
+            if let Ok(f) = feed.lock()
+                && f.waiters > 0
+            {
+                room.notify_all();
+            }
+        }
+    };
+    std::thread::scope(|scope| -> io::Result<()> {
+        for n in 1..jobs {
             std::thread::Builder::new()
                 .name(format!("vmimage-batch-{n}"))
-                .spawn_scoped(scope, move || {
-                    loop {
-                        // The lock is held only to take the next item.
-                        let next = match job_rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok((seq, item)) = next else { return };
-                        if stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        let result = run_item(&item, shard, item_options);
-                        if result_tx.send((seq, result)).is_err() {
-                            return;
-                        }
-                    }
-                })?;
+                .spawn_scoped(scope, worker)?;
         }
-        drop(result_tx);
-        let mut sent = 0u64;
-        let mut next_out = 0u64;
-        let mut exhausted = false;
-        let mut waiting: BTreeMap<u64, ItemResult> = BTreeMap::new();
-        let mut line = Vec::with_capacity(1024);
-        let result = loop {
-            while !exhausted && sent - next_out < window {
-                match items.next() {
-                    Some(item) => {
-                        if job_tx.send((sent, item)).is_err() {
-                            exhausted = true;
-                        }
-                        sent += 1;
-                    }
-                    None => exhausted = true,
-                }
-            }
-            if next_out == sent {
-                break Ok(());
-            }
-            let Ok((seq, result)) = result_rx.recv() else {
-                break Err(io::Error::other("a batch worker stopped"));
-            };
-            waiting.insert(seq, result);
-            let mut failed = None;
-            while let Some(result) = waiting.remove(&next_out) {
-                line.clear();
-                if let Err(e) = serde_json::to_writer(&mut line, &result) {
-                    failed = Some(io::Error::other(e));
-                    break;
-                }
-                line.push(b'\n');
-                if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
-                    failed = Some(e);
-                    break;
-                }
-                written.count(result.status);
-                next_out += 1;
-            }
-            if let Some(e) = failed {
-                break Err(e);
-            }
-        };
-        stop.store(true, Ordering::Relaxed);
-        drop(job_tx);
-        result
-    });
-    outcome?;
-    drop(items);
-    written.resumed = resumed.get();
+        worker();
+        Ok(())
+    })?;
+    let sink = sink
+        .into_inner()
+        .map_err(|_| io::Error::other("a batch worker panicked"))?;
+    if let Some(e) = sink.failed {
+        return Err(e);
+    }
+    let mut written = sink.written;
+    written.resumed = resumed.load(Ordering::Relaxed);
     Ok(written)
+}
+
+/// The next item and its sequence number in the shard, once it is inside the reorder window;
+/// `None` when the manifest is done or the run stops.
+fn take<I: Iterator<Item = Item>>(
+    feed: &Mutex<Feed<I>>,
+    room: &Condvar,
+    next_out: &AtomicU64,
+    stop: &AtomicBool,
+    window: u64,
+) -> Option<(u64, Item)> {
+    let mut f = feed.lock().ok()?;
+    loop {
+        if f.exhausted || stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        if f.next_seq < next_out.load(Ordering::SeqCst) + window {
+            break;
+        }
+        f.waiters += 1;
+        f = room.wait(f).ok()?;
+        f.waiters -= 1;
+    }
+    match f.items.next() {
+        Some(item) => {
+            let seq = f.next_seq;
+            f.next_seq += 1;
+            Some((seq, item))
+        }
+        None => {
+            f.exhausted = true;
+            None
+        }
+    }
+}
+
+/// Writes one result as one line with one `write(2)`.
+fn write_line<W: Write>(s: &mut Sink<'_, W>, result: &ItemResult) -> io::Result<()> {
+    s.line.clear();
+    serde_json::to_writer(&mut s.line, result).map_err(io::Error::other)?;
+    s.line.push(b'\n');
+    let Sink { out, line, .. } = s;
+    out.write_all(line)?;
+    out.flush()
 }
 
 /// The fields of a result line that resuming and merging read.
@@ -261,10 +314,10 @@ mod tests {
                 body: if i % 7 == 3 {
                     ItemBody::Malformed(format!("line {} is bad", i + 1))
                 } else {
-                    ItemBody::Job(Job {
+                    ItemBody::Job(Box::new(Job {
                         source: Some(format!("/nonexistent/vmimage-batch/{i}")),
                         ..Job::default()
-                    })
+                    }))
                 },
             })
             .collect()
