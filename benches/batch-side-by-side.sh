@@ -13,7 +13,7 @@
 # Needs about 4.2 GiB of disk and of page cache, GNU time and coreutils.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
 bin=$PWD/target/release/vmimage
 rounds=${ROUNDS:-5}
 jobs=${JOBS:-2}
