@@ -16,6 +16,8 @@
 //!   VMDK or VHDX, digested while written (`vmimage convert`).
 //! - [`cloud`]: what clouds record about images (Glance, SCP, IMS), and the upload metadata
 //!   that registers one; [`verify`](mod@verify) compares a file with such a record.
+//! - [`batch`]: many images at once, sharded on array-job engines, results merged (`vmimage
+//!   batch`, `vmimage merge`).
 //! - [`atomic`]: every file vmimage writes (converted images, metadata, sidecars, JUnit
 //!   reports) is written aside and renamed into place when complete; a process's signal
 //!   handler calls [`atomic::remove_temporary_files`].
@@ -24,6 +26,7 @@
 //! findings in the reports.
 
 pub mod atomic;
+pub mod batch;
 pub mod cloud;
 pub mod convert;
 pub mod digest;

@@ -42,6 +42,12 @@ enum Command {
     Sign(cli::sign::SignArgs),
     /// Convert raw, qcow2 or VHD to qcow2 v3 or sparse raw; print the output's digests.
     Convert(cli::convert::ConvertArgs),
+    /// Run one shard of a catalogue audit: one result line per manifest item (hash, verify or
+    /// audit), sharded for Kubernetes Indexed Jobs, Slurm arrays, AWS Batch arrays.
+    Batch(cli::batch::BatchArgs),
+    /// Merge every shard's results against the manifest: totals, missing and duplicate items,
+    /// the worst status as exit status.
+    Merge(cli::merge::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,8 @@ fn main() -> ExitCode {
         Command::Metadata(args) => cli::metadata::run(&args),
         Command::Convert(args) => cli::convert::run(&args),
         Command::Sign(args) => cli::sign::run(&args),
+        Command::Batch(args) => cli::batch::run(&args),
+        Command::Merge(args) => cli::merge::run(&args),
     };
     ExitCode::from(status)
 }

@@ -3,11 +3,13 @@
 //! Exit statuses (SPEC "Commands"): 0 all good, 1 a verification or policy failure, 2 the job
 //! could not be done. `check` uses `qemu-img check`'s statuses instead.
 
+pub mod batch;
 pub mod check;
 pub mod convert;
 pub mod generate;
 pub mod hash;
 pub mod info;
+pub mod merge;
 pub mod metadata;
 pub mod output;
 pub mod render;

@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 
 use crate::util::Workdir;
 
-const COMMANDS: [&str; 6] = ["info", "hash", "check", "verify", "metadata", "convert"];
+const COMMANDS: [&str; 8] = [
+    "info", "hash", "check", "verify", "metadata", "convert", "batch", "merge",
+];
 
 /// Every `--long` flag that `vmimage CMD --help` lists.
 fn long_flags(w: &Workdir, command: &str) -> Vec<String> {

@@ -3,6 +3,7 @@
 //! for every command (ripgrep's layout): `util` holds the harness.
 
 mod atomic_output;
+mod batch;
 mod check;
 mod convert;
 mod convert_inputs;
