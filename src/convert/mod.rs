@@ -60,6 +60,11 @@
 //!
 //! **Honest:** the input's identity (device, inode, length, modification and change times) is
 //! checked after the last read; a change is an error, never a digest.
+//!
+//! **Proved** (`--verify`): the input's guest hash is taken from the conversion's own reads
+//! ([`input_hash`]: the arm that reads the data whole digests its blocks on the worker
+//! threads), then OUT, under its temporary name, is read back through the guest reader of its
+//! format (not the writer's path) and its guest hash compared: the input is never opened twice.
 
 pub mod block_output;
 pub mod buffers;
