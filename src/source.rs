@@ -142,6 +142,11 @@ impl FileIdentity {
     pub fn file_len(&self) -> u64 {
         self.len
     }
+
+    /// The file's device and inode: which file it is, whatever its contents.
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
 }
 
 /// An open image file whose length was fixed when it was opened.

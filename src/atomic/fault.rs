@@ -17,7 +17,10 @@
 //! - `corrupt-data` flips one bit of the first non-zero byte of the first data buffer a
 //!   converted output is given, as a writer bug would (`convert --verify` must catch it);
 //! - `spill-limit=N` keeps at most N bytes of compressed clusters in memory instead of the
-//!   default, so that small tests exercise the spill file.
+//!   default, so that small tests exercise the spill file;
+//! - `open-once` makes opening an image file that the process opened already an error, so
+//!   that a test proves a command reads its input once (`convert --verify` hashes the input
+//!   during the conversion's own reads, not through a second reader).
 
 use std::io;
 use std::sync::OnceLock;
@@ -36,6 +39,7 @@ struct Fault {
     spill_limit: Option<usize>,
     metadata_rule: bool,
     corrupt_data: bool,
+    open_once: bool,
 }
 
 /// Write-side operations so far, for `fail-io=N` and `stall-io=N`.
@@ -66,6 +70,8 @@ impl Fault {
                     f.metadata_rule = true;
                 } else if part == "corrupt-data" {
                     f.corrupt_data = true;
+                } else if part == "open-once" {
+                    f.open_once = true;
                 }
             }
         }
@@ -136,4 +142,21 @@ pub(crate) fn corrupt_data(buf: &mut [u8]) {
         *b ^= 0x80;
         DONE.store(true, Ordering::Relaxed);
     }
+}
+
+/// An image file (device, inode) is being opened as an input: under `open-once`, an error if
+/// this process opened it before.
+pub(crate) fn image_opened(file: (u64, u64)) -> io::Result<()> {
+    static OPENED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+    if !fault().open_once {
+        return Ok(());
+    }
+    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    if opened.contains(&file) {
+        return Err(io::Error::other(
+            "opened a second time (test fault open-once)",
+        ));
+    }
+    opened.push(file);
+    Ok(())
 }

@@ -9,10 +9,12 @@
 use std::io;
 
 use super::buffers::PooledBuffer;
+use super::input_hash::{self, InputHash};
 use super::output::HashedOutput;
 use super::plan::Plan;
 use super::scan::{Progress, batch_chunks, chunk_pool, map_in_order};
 use super::{Failure, raw_writer};
+use crate::digest::guest::GuestPiece;
 use crate::format::guest::{GuestReader, ReadFailure, is_zero};
 use crate::format::vhdx::writer::{VhdxIds, VhdxLayout};
 use crate::format::vmdk::writer::{self as vmdk, SparseLayout, VmdkKind};
@@ -21,7 +23,10 @@ use crate::format::vpc::writer::{self as vhd, DynamicLayout, VhdGeometry, VhdKin
 /// Writes every allocated block of `plan` (`block_size`-byte blocks, in guest order), each
 /// preceded by `prefix` and zero-padded past the end of the guest disk. Blocks are read again
 /// from the input a batch at a time (by the worker threads when reads are costly), and a
-/// block found all zeros now means the input changed since the scan.
+/// block found all zeros now means the input changed since the scan. With `guest`, the blocks
+/// read are digested into it on the worker threads (this pass is the only one that reads them
+/// whole; blocks not stored are zeros).
+#[allow(clippy::too_many_arguments)]
 pub fn write_blocks(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
@@ -30,24 +35,29 @@ pub fn write_blocks(
     prefix: &[u8],
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    mut guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {
     let size = reader.virtual_size();
     let buffers = chunk_pool(block_size);
-    let per_batch = batch_chunks(block_size, reader.costly_reads());
+    let digester = guest.as_ref().map(|g| g.digester());
+    let parallel = reader.costly_reads() || digester.is_some();
+    let per_batch = batch_chunks(block_size, parallel);
     let mut blocks = plan.iter().map(|(block, _)| block).peekable();
     while blocks.peek().is_some() {
         let batch: Vec<u64> = blocks.by_ref().take(per_batch).collect();
-        let read: Vec<Result<PooledBuffer, ReadFailure>> =
-            map_in_order(pool, reader.costly_reads(), &batch, |&block| {
+        let read: Vec<Result<(PooledBuffer, Option<GuestPiece>), ReadFailure>> =
+            map_in_order(pool, parallel, &batch, |&block| {
                 let start = block * block_size;
                 let len = block_size.min(size.saturating_sub(start)) as usize;
                 let mut buf = buffers.take(block_size as usize);
                 reader.read_at(start, &mut buf[..len])?;
                 buf[len..].fill(0);
-                Ok(buf)
+                let piece = digester.map(|d| d.piece(start, &buf[..len]));
+                Ok((buf, piece))
             });
-        for buf in read {
-            let buf = buf.map_err(Failure::Input)?;
+        for read in read {
+            let (buf, piece) = read.map_err(Failure::Input)?;
+            input_hash::add(&mut guest, piece)?;
             if is_zero(&buf) {
                 return Err(Failure::Changed);
             }
@@ -68,8 +78,9 @@ pub fn write_fixed_vhd(
     stamp: &VhdStamp,
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    guest: Option<&mut InputHash>,
 ) -> Result<u64, Failure> {
-    raw_writer::write_raw(reader, pool, out, progress)?;
+    raw_writer::write_raw(reader, pool, out, progress, guest)?;
     let w = Failure::Output;
     out.skip_zeros(geometry.virtual_size - out.position())
         .map_err(w)?;
@@ -79,6 +90,7 @@ pub fn write_fixed_vhd(
 }
 
 /// A dynamic VHD from the scan's `plan` of 2 MiB blocks. Returns the file's length.
+#[allow(clippy::too_many_arguments)]
 pub fn write_dynamic_vhd(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
@@ -87,6 +99,7 @@ pub fn write_dynamic_vhd(
     stamp: &VhdStamp,
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    guest: Option<&mut InputHash>,
 ) -> Result<u64, Failure> {
     let w = |e: io::Error| Failure::Output(e);
     let layout = DynamicLayout::new(geometry.virtual_size);
@@ -100,7 +113,16 @@ pub fn write_dynamic_vhd(
     .map_err(w)?;
     // Every sector of a stored block is present: its bitmap is all ones, as QEMU writes it.
     let bitmap = [0xffu8; vhd::BITMAP_LEN as usize];
-    write_blocks(reader, pool, plan, vhd::BLOCK_SIZE, &bitmap, out, progress)?;
+    write_blocks(
+        reader,
+        pool,
+        plan,
+        vhd::BLOCK_SIZE,
+        &bitmap,
+        out,
+        progress,
+        guest,
+    )?;
     out.write(&footer).map_err(w)?;
     let len = out.position();
     debug_assert_eq!(len, layout.file_len(plan.allocated()));
@@ -108,6 +130,7 @@ pub fn write_dynamic_vhd(
 }
 
 /// A monolithicSparse VMDK from the scan's `plan` of 64 KiB grains. Returns the file's length.
+#[allow(clippy::too_many_arguments)]
 pub fn write_monolithic_sparse(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
@@ -116,6 +139,7 @@ pub fn write_monolithic_sparse(
     cid: u32,
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    guest: Option<&mut InputHash>,
 ) -> Result<u64, Failure> {
     let w = |e: io::Error| Failure::Output(e);
     let capacity = reader.virtual_size().div_ceil(vmdk::SECTOR);
@@ -143,7 +167,16 @@ pub fn write_monolithic_sparse(
     }
     out.write_zeros(layout.grain_offset * vmdk::SECTOR - out.position())
         .map_err(w)?;
-    write_blocks(reader, pool, plan, vmdk::GRAIN_SIZE, &[], out, progress)?;
+    write_blocks(
+        reader,
+        pool,
+        plan,
+        vmdk::GRAIN_SIZE,
+        &[],
+        out,
+        progress,
+        guest,
+    )?;
     debug_assert_eq!(out.position(), len);
     Ok(len)
 }
@@ -160,6 +193,7 @@ pub fn write_vhdx(
     creator: &str,
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    guest: Option<&mut InputHash>,
 ) -> Result<u64, Failure> {
     let w = |e: io::Error| Failure::Output(e);
     let len = layout.file_len(plan.allocated());
@@ -172,7 +206,16 @@ pub fn write_vhdx(
         .write_bat(plan.iter().map(|(b, _)| b), |piece| out.write(piece))
         .map_err(w)?;
     out.write(&layout.metadata_region(ids)).map_err(w)?;
-    write_blocks(reader, pool, plan, layout.block_size, &[], out, progress)?;
+    write_blocks(
+        reader,
+        pool,
+        plan,
+        layout.block_size,
+        &[],
+        out,
+        progress,
+        guest,
+    )?;
     debug_assert_eq!(out.position(), len);
     Ok(len)
 }

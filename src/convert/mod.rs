@@ -60,11 +60,17 @@
 //!
 //! **Honest:** the input's identity (device, inode, length, modification and change times) is
 //! checked after the last read; a change is an error, never a digest.
+//!
+//! **Proved** (`--verify`): the input's guest hash is taken from the conversion's own reads
+//! ([`input_hash`]: the arm that reads the data whole digests its blocks on the worker
+//! threads), then OUT, under its temporary name, is read back through the guest reader of its
+//! format (not the writer's path) and its guest hash compared: the input is never opened twice.
 
 pub mod block_output;
 pub mod buffers;
 pub mod compress;
 pub(crate) mod error;
+pub mod input_hash;
 pub mod output;
 pub mod plan;
 pub mod qcow2_writer;
@@ -94,6 +100,7 @@ use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
 use crate::inspect::OpenedImage;
 use crate::safety::{Check, Severity};
 use crate::source::{FileIdentity as Identity, ImageFile};
+use input_hash::InputHash;
 use output::HashedOutput;
 use plan::Plan;
 
@@ -377,6 +384,7 @@ pub fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Id
     let invalid = |e| error::read_failure(input, e);
     let file = ImageFile::open(input).map_err(io_err)?;
     let identity = Identity::of(&file.file().metadata().map_err(io_err)?);
+    fault::image_opened(identity.file_id()).map_err(io_err)?;
     let image = OpenedImage::open(file, &input.display().to_string()).map_err(io_err)?;
     let info = &image.info;
     if let Some(f) = info
@@ -489,6 +497,15 @@ pub fn convert_with_metadata(
         )
         .map_err(out_err)
     };
+    // The guest hash of what OUT holds (`--verify`, and the sidecar's record), from the
+    // conversion's own reads: the arm that reads the data whole digests its blocks. OUT's
+    // guest is the input's, followed by zeros where a VHD's geometry made it larger.
+    let wants_guest_hash = metadata.is_some_and(|m| m.sidecar.is_some());
+    let mut input_hash = options
+        .verify
+        .or(wants_guest_hash.then_some(Algorithm::Sha256))
+        .map(|algorithm| InputHash::new(algorithm, output_virtual_size));
+    let guest = input_hash.as_mut();
     // The block formats' (VHD, VMDK, VHDX) scan: which blocks of `block_size` hold data.
     // Nothing is compressed, so the spill stays empty.
     let scan_blocks = |block_size: u64| {
@@ -499,6 +516,7 @@ pub fn convert_with_metadata(
             None,
             &mut spill::Spill::new(output),
             progress,
+            None,
         )
         .map_err(fail)
     };
@@ -518,10 +536,10 @@ pub fn convert_with_metadata(
             let mut out = hashed_output()?;
             let len = match &plan {
                 Some(plan) => block_output::write_dynamic_vhd(
-                    reader, &pool, plan, &geometry, &stamp, &mut out, progress,
+                    reader, &pool, plan, &geometry, &stamp, &mut out, progress, guest,
                 ),
                 None => block_output::write_fixed_vhd(
-                    reader, &pool, &geometry, &stamp, &mut out, progress,
+                    reader, &pool, &geometry, &stamp, &mut out, progress, guest,
                 ),
             }
             .map_err(fail)?;
@@ -556,11 +574,18 @@ pub fn convert_with_metadata(
                     cid,
                     &mut out,
                     progress,
+                    guest,
                 )
                 .map(|len| (len, plan.allocated())),
-                None => {
-                    vmdk_stream::write_stream(reader, &pool, extent_file, cid, &mut out, progress)
-                }
+                None => vmdk_stream::write_stream(
+                    reader,
+                    &pool,
+                    extent_file,
+                    cid,
+                    &mut out,
+                    progress,
+                    guest,
+                ),
             }
             .map_err(fail)?;
             let digests = out.finish(len).map_err(out_err)?;
@@ -578,7 +603,7 @@ pub fn convert_with_metadata(
             let mut out = hashed_output()?;
             let creator = concat!("vmimage v", env!("CARGO_PKG_VERSION"));
             let len = block_output::write_vhdx(
-                reader, &pool, &plan, &layout, &ids, creator, &mut out, progress,
+                reader, &pool, &plan, &layout, &ids, creator, &mut out, progress, guest,
             )
             .map_err(fail)?;
             let digests = out.finish(len).map_err(out_err)?;
@@ -586,12 +611,17 @@ pub fn convert_with_metadata(
         }
         OutputFormat::Raw => {
             let mut out = hashed_output()?;
-            raw_writer::write_raw(reader, &pool, &mut out, progress).map_err(fail)?;
+            raw_writer::write_raw(reader, &pool, &mut out, progress, guest).map_err(fail)?;
             (out.finish(virtual_size).map_err(out_err)?, None, None)
         }
         OutputFormat::Qcow2 => {
             let cs = options.cluster_size;
             let mut spill = spill::Spill::new(output);
+            // Compressed clusters are read whole only by the scan, the others by the write.
+            let (scan_guest, write_guest) = match options.compression {
+                Some(_) => (guest, None),
+                None => (None, guest),
+            };
             let plan = qcow2_writer::scan_pass(
                 reader,
                 &pool,
@@ -599,6 +629,7 @@ pub fn convert_with_metadata(
                 options.compression,
                 &mut spill,
                 progress,
+                scan_guest,
             )
             .map_err(fail)?;
             let layout = qcow2_writer::Layout::compute(virtual_size, cs, &plan)
@@ -614,6 +645,7 @@ pub fn convert_with_metadata(
                 spilled,
                 &mut out,
                 progress,
+                write_guest,
             )
             .map_err(fail)?;
             let digests = out.finish(layout.file_len()).map_err(out_err)?;
@@ -626,18 +658,10 @@ pub fn convert_with_metadata(
     };
     // The sidecar records the output's guest hash: the input's guest, which the output
     // holds (`--verify` proves it).
-    let wants_guest_hash = metadata.is_some_and(|m| m.sidecar.is_some());
-    let guest_hash = match options.verify {
-        Some(algorithm) => Some(verify_output(
-            input,
-            tmp.path(),
-            output,
-            algorithm,
-            &pool,
-            &fail,
-        )?),
-        None if wants_guest_hash => Some(input_guest_hash(input, Algorithm::Sha256, &pool, &fail)?),
-        None => None,
+    let input_guest = input_hash.map(InputHash::finish);
+    let guest_hash = match (options.verify, input_guest) {
+        (Some(_), Some(want)) => Some(verify_output(tmp.path(), output, want, &pool)?),
+        (_, input_guest) => input_guest,
     };
     let now = std::fs::metadata(input).map_err(|source| error::input_io(input, source))?;
     if Identity::of(&now) != identity {
@@ -740,33 +764,17 @@ fn fresh_id() -> io::Result<[u8; 16]> {
     Ok(id)
 }
 
-/// The guest hash of the whole guest disk of `input` (what the output holds), through a
-/// reader of its own: a reader's allocation walk is made once (the qcow2 reader refuses a host
-/// cluster mapped twice), and the conversion's walked the input already. The caller checks
-/// afterwards that the input did not change.
-fn input_guest_hash(
-    input: &Path,
-    algorithm: Algorithm,
-    pool: &rayon::ThreadPool,
-    fail: &dyn Fn(Failure) -> Error,
-) -> Result<GuestHash, Error> {
-    let (_, reader, _) = open_input(input)?;
-    hash_guest(reader.as_ref(), reader.virtual_size(), algorithm, pool)
-        .map_err(|e| fail(Failure::Input(e)))
-}
-
-/// `--verify`: the guest hash of `input` (its whole guest disk) and of the output
-/// written at `written`, read back through the guest reader of its format; an error unless
-/// they are equal.
+/// `--verify`: the guest hash of the output written at `written`, read back through the guest
+/// reader of its format (a path independent of the writer: the output's map is walked and
+/// only its allocated clusters read, their blocks digested on the threads of `pool`); an
+/// error unless it is `want`, the input's, taken during the conversion's reads.
 fn verify_output(
-    input: &Path,
     written: &Path,
     output: &Path,
-    algorithm: Algorithm,
+    want: GuestHash,
     pool: &rayon::ThreadPool,
-    fail: &dyn Fn(Failure) -> Error,
 ) -> Result<GuestHash, Error> {
-    let want = input_guest_hash(input, algorithm, pool, fail)?;
+    let algorithm = want.algorithm;
     let unreadable = |reason: String| error::verify_unreadable(output, reason);
     let (_, back, _) = open_input(written).map_err(|e| unreadable(e.to_string()))?;
     let got = hash_guest(back.as_ref(), back.virtual_size(), algorithm, pool)

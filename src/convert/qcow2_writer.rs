@@ -31,10 +31,12 @@ use rayon::prelude::*;
 use super::Failure;
 use super::buffers::{BufferPool, PooledBuffer};
 use super::compress::{Compression, compress_cluster};
+use super::input_hash::{self, InputHash};
 use super::output::HashedOutput;
 use super::plan::{Packer, Plan, Stored};
 use super::scan::{ChunkScanner, Progress, batch_chunks, chunk_pool, chunk_size, map_in_order};
 use super::spill::{Spill, SpillReader};
+use crate::digest::guest::{BlockDigester, GuestPiece};
 use crate::format::guest::{GuestReader, ReadFailure, is_zero};
 use crate::format::qcow2::fields::{
     FIXED_HEADER_LEN, FixedHeader, INCOMPAT_COMPRESSION, MAX_L1_SIZE_BYTES,
@@ -54,10 +56,15 @@ enum Decision {
     Compressed(Vec<u8>),
 }
 
+/// What the workers found in one chunk: its clusters' decisions, and the digests of its guest
+/// blocks when the input is hashed.
+type ChunkResult = (Vec<(u64, Decision)>, Option<GuestPiece>);
 /// What the workers found in one batch of chunks, in chunk order.
-type BatchResults = Vec<Result<Vec<(u64, Decision)>, ReadFailure>>;
+type BatchResults = Vec<Result<ChunkResult, ReadFailure>>;
 
-/// Pass 1: decides every output cluster.
+/// Pass 1: decides every output cluster. With `guest`, every chunk is read whole (no probing)
+/// and its blocks digested into it: for compressed output, whose write pass does not read
+/// the compressed clusters again.
 pub fn scan_pass(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
@@ -65,12 +72,14 @@ pub fn scan_pass(
     compression: Option<Compression>,
     spill: &mut Spill<'_>,
     progress: &dyn Progress,
+    mut guest: Option<&mut InputHash>,
 ) -> Result<Plan, Failure> {
     let size = reader.virtual_size();
     let chunk = chunk_size(reader, cluster_size);
     let mut plan = Plan::new(cluster_size, cluster_size / 8);
     let mut scanner = ChunkScanner::new(reader, chunk);
     let buffers = chunk_pool(chunk);
+    let digester = guest.as_ref().map(|g| g.digester());
     progress.phase("scanning", size);
     // Batch k is recorded (its compressed clusters copied into the spill, which touches new
     // memory) while the workers analyse batch k + 1, so neither waits for the other. No
@@ -88,11 +97,19 @@ pub fn scan_pass(
                     batch
                         .par_iter()
                         .map(|&c| {
-                            analyse_chunk(reader, &buffers, c, chunk, cluster_size, compression)
+                            analyse_chunk(
+                                reader,
+                                &buffers,
+                                c,
+                                chunk,
+                                cluster_size,
+                                compression,
+                                digester,
+                            )
                         })
                         .collect()
                 },
-                || last.map_or(Ok(()), |r| record_batch(r, &mut plan, spill)),
+                || last.map_or(Ok(()), |r| record_batch(r, &mut plan, spill, &mut guest)),
             )
         });
         recorded?;
@@ -111,9 +128,12 @@ fn record_batch(
     results: BatchResults,
     plan: &mut Plan,
     spill: &mut Spill<'_>,
+    guest: &mut Option<&mut InputHash>,
 ) -> Result<(), Failure> {
     for r in results {
-        for (cluster, decision) in r.map_err(Failure::Input)? {
+        let (decisions, piece) = r.map_err(Failure::Input)?;
+        input_hash::add(guest, piece)?;
+        for (cluster, decision) in decisions {
             let stored = match decision {
                 Decision::Raw => Stored::Raw,
                 Decision::Compressed(bytes) => {
@@ -135,7 +155,8 @@ pub const PROBE_BYTES: u64 = 512;
 /// chunk at a time.
 pub const PROBE_MIN_CLUSTER: u64 = 16 * 1024;
 
-/// Reads chunk `index` and decides each of its output clusters.
+/// Reads chunk `index`, decides each of its output clusters and, with `digester`, digests its
+/// guest blocks.
 fn analyse_chunk(
     reader: &dyn GuestReader,
     buffers: &BufferPool,
@@ -143,13 +164,21 @@ fn analyse_chunk(
     chunk: u64,
     cluster_size: u64,
     compression: Option<Compression>,
-) -> Result<Vec<(u64, Decision)>, ReadFailure> {
+    digester: Option<BlockDigester>,
+) -> Result<ChunkResult, ReadFailure> {
     let start = index * chunk;
-    if compression.is_none() && cluster_size >= PROBE_MIN_CLUSTER && reader.small_reads_are_cheap()
+    if compression.is_none()
+        && digester.is_none()
+        && cluster_size >= PROBE_MIN_CLUSTER
+        && reader.small_reads_are_cheap()
     {
-        return probe_chunk(reader, buffers, start, chunk, cluster_size);
+        return Ok((
+            probe_chunk(reader, buffers, start, chunk, cluster_size)?,
+            None,
+        ));
     }
     let buf = read_chunk(reader, buffers, start, chunk, cluster_size)?;
+    let piece = digester.map(|d| d.piece(start, &buf));
     let mut out = Vec::new();
     let mut scratch = Vec::new();
     for (k, cluster) in buf.chunks(cluster_size as usize).enumerate() {
@@ -165,7 +194,7 @@ fn analyse_chunk(
         };
         out.push((id, decision));
     }
-    Ok(out)
+    Ok((out, piece))
 }
 
 /// The clusters of the chunk at `start` that hold data, told from zeros by their first
@@ -326,6 +355,7 @@ pub fn write_image(
     spill: SpillReader,
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {
     let w = |e: io::Error| Failure::Output(e);
     progress.phase("writing", layout.file_len());
@@ -341,7 +371,7 @@ pub fn write_image(
             layout.data_offset
         ))));
     }
-    write_data(reader, pool, layout, plan, spill, out, progress)?;
+    write_data(reader, pool, layout, plan, spill, out, progress, guest)?;
     let end = out.position();
     out.write_zeros(layout.file_len() - end).map_err(w)?;
     progress.advance_to(layout.file_len());
@@ -489,7 +519,10 @@ fn write_l2_tables(layout: &Layout, plan: &Plan, out: &mut HashedOutput<'_>) -> 
 
 /// Writes the data area: replays the plan, reading uncompressed clusters again a batch of
 /// chunks at a time (in parallel), compressed ones from the spill. A chunk whose clusters are
-/// all stored, in a row, goes to the output as it was read, without a copy.
+/// all stored, in a row, goes to the output as it was read, without a copy. With `guest`, the
+/// blocks of every chunk read are digested into it on the worker threads (chunks not read hold
+/// no stored cluster: zeros).
+#[allow(clippy::too_many_arguments)]
 fn write_data(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
@@ -498,6 +531,7 @@ fn write_data(
     mut spill: SpillReader,
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    mut guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {
     let cs = layout.cluster_size;
     let chunk = chunk_size(reader, cs);
@@ -506,9 +540,11 @@ fn write_data(
     let buffers = chunk_pool(chunk);
     let mut records = plan.iter().peekable();
     let mut compressed = Vec::new();
+    let digester = guest.as_ref().map(|g| g.digester());
+    let parallel = reader.costly_reads() || digester.is_some();
     loop {
         // The next batch: records whose chunks number at most `max_chunks`.
-        let max_chunks = batch_chunks(chunk, reader.costly_reads());
+        let max_chunks = batch_chunks(chunk, parallel);
         let mut batch = Vec::new();
         let mut chunks: Vec<u64> = Vec::new();
         while let Some(&(cluster, stored)) = records.peek() {
@@ -525,9 +561,11 @@ fn write_data(
         if batch.is_empty() {
             break;
         }
-        let read: Vec<Result<PooledBuffer, ReadFailure>> =
-            map_in_order(pool, reader.costly_reads(), &chunks, |&ch| {
-                read_chunk(reader, &buffers, ch * chunk, chunk, cs)
+        let read: Vec<Result<(PooledBuffer, Option<GuestPiece>), ReadFailure>> =
+            map_in_order(pool, parallel, &chunks, |&ch| {
+                let buf = read_chunk(reader, &buffers, ch * chunk, chunk, cs)?;
+                let piece = digester.map(|d| d.piece(ch * chunk, &buf));
+                Ok((buf, piece))
             });
         let mut read_iter = chunks.iter().zip(read);
         let mut current: Option<(u64, PooledBuffer)> = None;
@@ -549,7 +587,9 @@ fn write_data(
                         let Some((&c, buf)) = read_iter.next() else {
                             return Err(Failure::Output(io::Error::other("chunk list mismatch")));
                         };
-                        current = Some((c, buf.map_err(Failure::Input)?));
+                        let (buf, piece) = buf.map_err(Failure::Input)?;
+                        input_hash::add(&mut guest, piece)?;
+                        current = Some((c, buf));
                     }
                     let Some((_, buf)) = current.as_ref() else {
                         return Err(Failure::Output(io::Error::other("chunk missing")));
@@ -641,8 +681,9 @@ mod tests {
         let reader = RawReader::new(std::fs::File::open(&path).unwrap(), size);
         assert!(reader.small_reads_are_cheap());
         let buffers = BufferPool::new(1);
-        let found: Vec<u64> = analyse_chunk(&reader, &buffers, 0, 1 << 20, cs, None)
+        let found: Vec<u64> = analyse_chunk(&reader, &buffers, 0, 1 << 20, cs, None, None)
             .unwrap()
+            .0
             .into_iter()
             .map(|(c, d)| {
                 assert!(matches!(d, Decision::Raw));

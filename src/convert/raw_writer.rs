@@ -10,41 +10,50 @@
 
 use super::Failure;
 use super::buffers::PooledBuffer;
+use super::input_hash::{self, InputHash};
 use super::output::HashedOutput;
 use super::scan::{ChunkScanner, Progress, batch_chunks, chunk_pool, chunk_size, map_in_order};
+use crate::digest::guest::GuestPiece;
 use crate::format::guest::{GuestReader, ReadFailure, is_zero};
 
 /// Smallest hole written: 4 KiB, the file system block and `qemu-img convert -S`'s default.
 pub const HOLE_GRANULARITY: usize = 4096;
 
-/// Writes the whole guest disk of `reader` into `out`.
+/// Writes the whole guest disk of `reader` into `out`; with `guest`, digests the blocks of every
+/// chunk read into it, on the worker threads.
 pub fn write_raw(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    mut guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {
     let size = reader.virtual_size();
     let chunk = chunk_size(reader, HOLE_GRANULARITY as u64);
     let mut scanner = ChunkScanner::new(reader, chunk);
     let buffers = chunk_pool(chunk);
+    // Block digests are worth both cores, plain reads are not (see `map_in_order`).
+    let digester = guest.as_ref().map(|g| g.digester());
+    let parallel = reader.costly_reads() || digester.is_some();
     progress.phase("converting", size);
     loop {
         let batch = scanner
-            .next_batch(batch_chunks(chunk, reader.costly_reads()))
+            .next_batch(batch_chunks(chunk, parallel))
             .map_err(Failure::Input)?;
         if batch.is_empty() {
             break;
         }
-        let read: Vec<Result<PooledBuffer, ReadFailure>> =
-            map_in_order(pool, reader.costly_reads(), &batch, |&c| {
+        let read: Vec<Result<(PooledBuffer, Option<GuestPiece>), ReadFailure>> =
+            map_in_order(pool, parallel, &batch, |&c| {
                 let start = c * chunk;
                 let mut buf = buffers.take(chunk.min(size - start) as usize);
                 reader.read_at(start, &mut buf)?;
-                Ok(buf)
+                let piece = digester.map(|d| d.piece(start, &buf));
+                Ok((buf, piece))
             });
-        for (&c, buf) in batch.iter().zip(read) {
-            let buf = buf.map_err(Failure::Input)?;
+        for (&c, read) in batch.iter().zip(read) {
+            let (buf, piece) = read.map_err(Failure::Input)?;
+            input_hash::add(&mut guest, piece)?;
             let start = c * chunk;
             out.skip_zeros(start - out.position())
                 .map_err(Failure::Output)?;

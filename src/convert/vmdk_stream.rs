@@ -18,8 +18,10 @@ use rayon::prelude::*;
 
 use super::Failure;
 use super::buffers::BufferPool;
+use super::input_hash::{self, InputHash};
 use super::output::HashedOutput;
 use super::scan::{ChunkScanner, Progress, batch_chunks, chunk_pool, chunk_size};
+use crate::digest::guest::{BlockDigester, GuestPiece};
 use crate::format::guest::{GuestReader, ReadFailure, is_zero};
 use crate::format::vmdk::writer::{
     self as vmdk, GRAIN_SECTORS, GRAIN_SIZE, GTES_PER_GT, MAX_FILE_SECTORS, SECTOR, VmdkKind,
@@ -32,10 +34,12 @@ thread_local! {
     static DEFLATER: RefCell<Option<Compress>> = const { RefCell::new(None) };
 }
 
-/// One chunk's framed grains: (grain number, marker + compressed data + padding).
-type ChunkGrains = Vec<(u64, Vec<u8>)>;
+/// One chunk's framed grains: (grain number, marker + compressed data + padding), and the
+/// digests of its guest blocks when the input is hashed.
+type ChunkGrains = (Vec<(u64, Vec<u8>)>, Option<GuestPiece>);
 
-/// Writes the stream; returns (file length, grains stored).
+/// Writes the stream; returns (file length, grains stored). With `guest`, the blocks of every
+/// chunk read are digested into it by the worker thread that compresses the chunk.
 pub fn write_stream(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
@@ -43,6 +47,7 @@ pub fn write_stream(
     cid: u32,
     out: &mut HashedOutput<'_>,
     progress: &dyn Progress,
+    mut guest: Option<&mut InputHash>,
 ) -> Result<(u64, u64), Failure> {
     let size = reader.virtual_size();
     let capacity = size.div_ceil(SECTOR);
@@ -68,6 +73,7 @@ pub fn write_stream(
     let chunk = chunk_size(reader, GRAIN_SIZE);
     let mut scanner = ChunkScanner::new(reader, chunk);
     let buffers = chunk_pool(chunk);
+    let digester = guest.as_ref().map(|g| g.digester());
     progress.phase("compressing", size);
     let mut previous: Option<Vec<Result<ChunkGrains, ReadFailure>>> = None;
     loop {
@@ -80,10 +86,10 @@ pub fn write_stream(
                 || -> Vec<Result<ChunkGrains, ReadFailure>> {
                     batch
                         .par_iter()
-                        .map(|&c| compress_chunk(reader, &buffers, c * chunk, chunk))
+                        .map(|&c| compress_chunk(reader, &buffers, c * chunk, chunk, digester))
                         .collect()
                 },
-                || last.map_or(Ok(()), |r| tables.write_batch(r, out)),
+                || last.map_or(Ok(()), |r| tables.write_batch(r, out, &mut guest)),
             )
         });
         written?;
@@ -124,9 +130,12 @@ impl Tables {
         &mut self,
         results: Vec<Result<ChunkGrains, ReadFailure>>,
         out: &mut HashedOutput<'_>,
+        guest: &mut Option<&mut InputHash>,
     ) -> Result<(), Failure> {
         for r in results {
-            for (grain, framed) in r.map_err(Failure::Input)? {
+            let (grains, piece) = r.map_err(Failure::Input)?;
+            input_hash::add(guest, piece)?;
+            for (grain, framed) in grains {
                 let gt = grain / GTES_PER_GT;
                 if self.current != Some(gt) {
                     self.close_table(out)?;
@@ -166,17 +175,20 @@ impl Tables {
     }
 }
 
-/// Reads the chunk at `start` and frames each non-zero grain, compressed.
+/// Reads the chunk at `start`, digests its guest blocks with `digester` and frames each
+/// non-zero grain, compressed.
 fn compress_chunk(
     reader: &dyn GuestReader,
     buffers: &BufferPool,
     start: u64,
     chunk: u64,
+    digester: Option<BlockDigester>,
 ) -> Result<ChunkGrains, ReadFailure> {
     let len = chunk.min(reader.virtual_size() - start) as usize;
     let mut buf = buffers.take(len.next_multiple_of(GRAIN_SIZE as usize));
     reader.read_at(start, &mut buf[..len])?;
     buf[len..].fill(0);
+    let piece = digester.map(|d| d.piece(start, &buf[..len]));
     let mut out = Vec::new();
     for (k, grain) in buf.chunks(GRAIN_SIZE as usize).enumerate() {
         if is_zero(grain) {
@@ -188,7 +200,7 @@ fn compress_chunk(
         vmdk::frame_grain(number * GRAIN_SECTORS, &data, &mut framed);
         out.push((number, framed));
     }
-    Ok(out)
+    Ok((out, piece))
 }
 
 /// One grain as a zlib stream (QEMU's `compress()`), with a fresh context per grain.

@@ -273,12 +273,14 @@ impl GuestHasher {
             let take = (b - self.pending.len()).min(usize::try_from(len).unwrap_or(usize::MAX));
             self.pending.resize(self.pending.len() + take, 0);
             len -= take as u64;
-            if self.pending.len() == b {
-                let block = std::mem::take(&mut self.pending);
-                self.full_block(&block);
-                self.pending = block;
-                self.pending.clear();
+            if self.pending.len() < b {
+                // The run ended inside the pending block.
+                return;
             }
+            let block = std::mem::take(&mut self.pending);
+            self.full_block(&block);
+            self.pending = block;
+            self.pending.clear();
         }
         self.fold.zero_blocks(len / BLOCK_SIZE);
         self.pending.resize((len % BLOCK_SIZE) as usize, 0);
@@ -300,6 +302,142 @@ impl GuestHasher {
             self.fold.block(&d, self.pending.len() as u64);
         }
         self.fold.finish()
+    }
+}
+
+impl GuestHasher {
+    /// Bytes of the message fed so far.
+    pub fn position(&self) -> u64 {
+        self.fold.length.saturating_add(self.pending.len() as u64)
+    }
+
+    /// Feeds a piece whose blocks a worker thread digested ([`BlockDigester::piece`]): zeros
+    /// from the current position up to the piece, then the piece. Pieces come in guest order
+    /// and never overlap.
+    pub fn add_piece(&mut self, piece: GuestPiece) -> Result<(), PieceOutOfOrder> {
+        let at = self.position();
+        if piece.start < at {
+            return Err(PieceOutOfOrder {
+                start: piece.start,
+                position: at,
+            });
+        }
+        self.zeros(piece.start - at);
+        self.update(&piece.head);
+        if !piece.blocks.is_empty() || piece.last.is_some() {
+            // The head ended on a block boundary (the piece's blocks start there).
+            if !self.pending.is_empty() {
+                return Err(PieceOutOfOrder {
+                    start: piece.start,
+                    position: self.position(),
+                });
+            }
+            for d in piece.blocks {
+                match d {
+                    None => self.fold.zero_blocks(1),
+                    Some(d) => self.fold.block(&d, BLOCK_SIZE),
+                }
+            }
+            if let Some((d, len)) = piece.last {
+                self.fold.block(&d, len);
+            }
+        }
+        self.update(&piece.tail);
+        Ok(())
+    }
+
+    /// The digest of everything fed, followed by zeros up to `length` bytes.
+    pub fn finish_at(mut self, length: u64) -> GuestHash {
+        let at = self.position();
+        self.zeros(length.saturating_sub(at));
+        self.finish()
+    }
+}
+
+/// A piece of the guest came to [`GuestHasher::add_piece`] before the message's position:
+/// the caller's pieces overlap or are out of order (a bug, never the input's fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a guest piece at {start:#x} came after the guest hash reached {position:#x}")]
+pub struct PieceOutOfOrder {
+    /// Where the piece starts in the guest.
+    pub start: u64,
+    /// Where the hash had got to.
+    pub position: u64,
+}
+
+/// Digests the blocks of guest pieces on any thread, for a [`GuestHasher`] that folds them in
+/// guest order: how a conversion hashes the guest it reads, without a read of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockDigester {
+    algorithm: Algorithm,
+    length: u64,
+}
+
+/// One piece of the guest, its whole blocks digested: the bytes before its first block
+/// boundary (`head`), the digests of the whole blocks (`None` for an all-zero block; `last` a
+/// short last block of the message) and the bytes after its last boundary (`tail`). The
+/// partial blocks are completed by the neighbouring pieces, or by zeros where none is given.
+#[derive(Debug, Clone, Default)]
+pub struct GuestPiece {
+    start: u64,
+    head: Vec<u8>,
+    blocks: ChunkDigests,
+    last: Option<(Vec<u8>, u64)>,
+    tail: Vec<u8>,
+}
+
+impl BlockDigester {
+    /// Blocks of a message of `length` bytes, digested with `algorithm`.
+    pub fn new(algorithm: Algorithm, length: u64) -> Self {
+        Self { algorithm, length }
+    }
+
+    /// The algorithm `H`.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The message length.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// A hash to fold this digester's pieces into.
+    pub fn hasher(&self) -> GuestHasher {
+        GuestHasher::new(self.algorithm)
+    }
+
+    /// The piece of guest bytes `data` at guest offset `start`; bytes past the message (a
+    /// buffer padded to a cluster) are left out.
+    pub fn piece(&self, start: u64, data: &[u8]) -> GuestPiece {
+        let in_message = self.length.saturating_sub(start);
+        let data = &data[..data
+            .len()
+            .min(usize::try_from(in_message).unwrap_or(usize::MAX))];
+        let b = BLOCK_SIZE as usize;
+        let to_boundary = ((BLOCK_SIZE - start % BLOCK_SIZE) % BLOCK_SIZE) as usize;
+        let (head, rest) = data.split_at(to_boundary.min(data.len()));
+        let mut piece = GuestPiece {
+            start,
+            head: head.to_vec(),
+            ..GuestPiece::default()
+        };
+        let mut blocks = rest.chunks_exact(b);
+        piece.blocks = blocks
+            .by_ref()
+            .map(|block| (!is_zero(block)).then(|| digest_of(self.algorithm, block)))
+            .collect();
+        let remainder = blocks.remainder();
+        if !remainder.is_empty() {
+            let remainder_start = start + (data.len() - remainder.len()) as u64;
+            if remainder_start + remainder.len() as u64 == self.length {
+                // The message's short last block: hashed as data, zeros or not.
+                piece.last = Some((digest_of(self.algorithm, remainder), remainder.len() as u64));
+            } else {
+                piece.tail = remainder.to_vec();
+            }
+        }
+        piece
     }
 }
 
@@ -405,6 +543,12 @@ fn zero_chunk_digests(algorithm: Algorithm, len: u64) -> ChunkDigests {
     out
 }
 
+thread_local! {
+    /// The chunk buffer of each worker thread, reused: a fresh one per chunk costs a `memset`
+    /// as large as the read that overwrites it (and page faults for a 2 MiB one).
+    static CHUNK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Reads guest bytes `[start, end)` and digests their blocks.
 fn chunk_digests(
     reader: &dyn GuestReader,
@@ -412,18 +556,23 @@ fn chunk_digests(
     start: u64,
     end: u64,
 ) -> Result<ChunkDigests, ReadFailure> {
-    let mut buf = vec![0u8; (end - start) as usize];
-    reader.read_at(start, &mut buf)?;
-    Ok(buf
-        .chunks(BLOCK_SIZE as usize)
-        .map(|block| {
-            if block.len() as u64 == BLOCK_SIZE && is_zero(block) {
-                None
-            } else {
-                Some(digest_of(algorithm, block))
-            }
-        })
-        .collect())
+    CHUNK_BUFFER.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        // `read_at` writes every byte of the buffer (zeros where nothing is stored), so what
+        // the last chunk left in it is never digested.
+        buf.resize((end - start) as usize, 0);
+        reader.read_at(start, &mut buf)?;
+        Ok(buf
+            .chunks(BLOCK_SIZE as usize)
+            .map(|block| {
+                if block.len() as u64 == BLOCK_SIZE && is_zero(block) {
+                    None
+                } else {
+                    Some(digest_of(algorithm, block))
+                }
+            })
+            .collect())
+    })
 }
 
 #[cfg(test)]
@@ -540,6 +689,70 @@ mod tests {
         }
     }
 
+    /// Pieces of any alignment, with gaps between them that hold zeros, give the digest of
+    /// the whole message: straddling blocks are assembled, gaps are zeros, the short last
+    /// block is data.
+    #[test]
+    fn pieces_in_order_with_gaps_give_the_whole_messages_digest() {
+        let b = BLOCK_SIZE as usize;
+        let mut data = vec![0u8; 6 * b + 777];
+        for (i, byte) in data.iter_mut().enumerate() {
+            if (i / 1000) % 3 != 0 {
+                *byte = (i % 251) as u8 + 1;
+            }
+        }
+        // (start, end) pieces fed; everything between them must read as zeros.
+        let layouts: &[&[(usize, usize)]] = &[
+            &[(0, 6 * b + 777)],
+            &[(0, b), (2 * b, 4 * b), (5 * b, 6 * b + 777)],
+            &[
+                (100, b - 7),
+                (b + 3, 3 * b + 1),
+                (3 * b + 1, 3 * b + 2),
+                (4 * b, 6 * b + 10),
+            ],
+            &[(b / 2, b + b / 2), (6 * b + 100, 6 * b + 777)],
+            &[(6 * b, 6 * b + 777)],
+            &[],
+        ];
+        for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
+            for length in [data.len(), 6 * b, 5 * b + 1] {
+                for &pieces in layouts {
+                    let mut message = vec![0u8; length];
+                    let digester = BlockDigester::new(algorithm, length as u64);
+                    let mut hasher = digester.hasher();
+                    for &(s, e) in pieces {
+                        if s >= length {
+                            continue;
+                        }
+                        let e2 = e.min(length);
+                        message[s..e2].copy_from_slice(&data[s..e2]);
+                        // Bytes past the message (a padded buffer) are left out.
+                        hasher
+                            .add_piece(digester.piece(s as u64, &data[s..e]))
+                            .unwrap();
+                    }
+                    assert_eq!(
+                        hasher.finish_at(length as u64).digest,
+                        reference(algorithm, &message),
+                        "{algorithm} {length} {pieces:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_piece_before_the_position_is_refused() {
+        let digester = BlockDigester::new(Algorithm::Sha256, 4 * BLOCK_SIZE);
+        let mut hasher = digester.hasher();
+        hasher
+            .add_piece(digester.piece(BLOCK_SIZE, &[1u8; 100]))
+            .unwrap();
+        let e = hasher.add_piece(digester.piece(0, &[1u8; 10])).unwrap_err();
+        assert_eq!(e.position, BLOCK_SIZE + 100);
+    }
+
     #[test]
     fn zeros_without_bytes_equal_zeros_as_bytes() {
         let mut a = GuestHasher::new(Algorithm::Sha256);
@@ -550,6 +763,16 @@ mod tests {
         message.resize(message.len() + 3 * BLOCK_SIZE as usize + 5, 0);
         message.push(b'd');
         assert_eq!(a.finish().digest, reference(Algorithm::Sha256, &message));
+        // A run that ends inside the pending block keeps the bytes before it.
+        let mut a = GuestHasher::new(Algorithm::Sha256);
+        a.update(b"abc");
+        a.zeros(5);
+        a.zeros(0);
+        a.update(b"d");
+        assert_eq!(
+            a.finish().digest,
+            reference(Algorithm::Sha256, b"abc\0\0\0\0\0d")
+        );
     }
 
     #[test]

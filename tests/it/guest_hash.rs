@@ -315,6 +315,91 @@ fn convert_verify_passes_prints_the_guest_hash_and_catches_a_corrupted_writer() 
     assert_ne!(guest_hash(&w, "unchecked.qcow2", "sha256"), want);
 }
 
+/// `convert --verify` hashes the input during the conversion's own reads: under the test fault
+/// `open-once`, opening the input a second time (as a separate hashing pass would) is an
+/// error. Every output arm gives the reference's guest hash, for a qcow2 input (read whole by
+/// the workers) and a raw one (probed by the qcow2 and block scans), and so does the sidecar.
+#[test]
+fn convert_verify_reads_the_input_once_in_every_output_arm() {
+    let w = Workdir::new();
+    w.qemu_img(&["create", "-f", "qcow2", "disk.qcow2", SIZE]);
+    write_guest(&w, "qcow2", "disk.qcow2");
+    let want = check_against_qemu(&w, "disk.qcow2", "qcow2");
+    w.qemu_img(&["convert", "-O", "raw", "disk.qcow2", "disk.raw"]);
+    let outputs: &[(&str, &[&str])] = &[
+        ("o.qcow2", &["-O", "qcow2"]),
+        ("c.qcow2", &["-O", "qcow2", "-c", "zlib"]),
+        ("small.qcow2", &["-O", "qcow2", "--cluster-size", "4096"]),
+        ("o.raw", &["-O", "raw"]),
+        ("dyn.vhd", &["-O", "vpc", "-o", "force_size=on"]),
+        (
+            "fixed.vhd",
+            &["-O", "vpc", "-o", "subformat=fixed,force_size=on"],
+        ),
+        ("stream.vmdk", &["-O", "vmdk"]),
+        (
+            "sparse.vmdk",
+            &["-O", "vmdk", "-o", "subformat=monolithicSparse"],
+        ),
+        ("o.vhdx", &["-O", "vhdx"]),
+    ];
+    for input in ["disk.qcow2", "disk.raw"] {
+        for (out, opts) in outputs {
+            let out = format!("{input}.{out}");
+            let mut args = vec!["convert", "--verify", "--json", input, &out];
+            args.extend_from_slice(opts);
+            let run = w.vmimage_with_fault(&args, Some("open-once"));
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert_eq!(run.status.code(), Some(0), "{out}: {stderr}");
+            let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+            assert_eq!(json["guest_hash"]["value"], want.as_str(), "{out}");
+            assert_eq!(guest_hash(&w, &out, "sha256"), want, "{out}");
+        }
+    }
+    // A VHD rounded up to a CHS geometry (or, for Azure, to a whole MiB) is a larger disk:
+    // the input's guest followed by zeros, which is what --verify compares.
+    for (out, opts) in [
+        ("chs.vhd", &["-O", "vpc"][..]),
+        ("azure.vhd", &["-O", "vpc", "--azure"][..]),
+    ] {
+        let mut args = vec!["convert", "--verify", "--json", "disk.qcow2", out];
+        args.extend_from_slice(opts);
+        let json = w.vmimage(&args).expect_code(0).json();
+        check_against_qemu(&w, out, "vpc");
+        assert_eq!(
+            json["guest_hash"]["value"],
+            guest_hash(&w, out, "sha256").as_str(),
+            "{out}"
+        );
+    }
+    // The sidecar's guest hash, without --verify, comes from the same reads.
+    let run = w.vmimage_with_fault(
+        &[
+            "convert",
+            "disk.qcow2",
+            "side.raw",
+            "-O",
+            "raw",
+            "--metadata",
+            "body.json",
+            "--target",
+            "glance",
+            "--sidecar",
+            "side.json",
+        ],
+        Some("open-once"),
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(w.join("side.json")).unwrap()).unwrap();
+    assert_eq!(side["guest_hash"]["value"], want.as_str(), "{side}");
+}
+
 #[test]
 fn a_glance_import_conversion_is_verified_through_the_sidecars_guest_hash() {
     let w = Workdir::new();
