@@ -11,9 +11,10 @@ use std::io;
 use super::buffers::PooledBuffer;
 use super::output::HashedOutput;
 use super::plan::Plan;
+use super::qcow2_writer::stored_zeros_are_data;
 use super::scan::{Progress, batch_chunks, chunk_pool, map_in_order};
 use super::{Failure, raw_writer};
-use crate::format::guest::{GuestReader, ReadFailure, is_zero};
+use crate::format::guest::{GuestReader, ReadFailure};
 use crate::format::vhdx::writer::{VhdxIds, VhdxLayout};
 use crate::format::vmdk::writer::{self as vmdk, SparseLayout, VmdkKind};
 use crate::format::vpc::writer::{self as vhd, DynamicLayout, VhdGeometry, VhdKind, VhdStamp};
@@ -21,7 +22,8 @@ use crate::format::vpc::writer::{self as vhd, DynamicLayout, VhdGeometry, VhdKin
 /// Writes every allocated block of `plan` (`block_size`-byte blocks, in guest order), each
 /// preceded by `prefix` and zero-padded past the end of the guest disk. Blocks are read again
 /// from the input a batch at a time (by the worker threads when reads are costly), and a
-/// block found all zeros now means the input changed since the scan.
+/// block found all zeros now means the input changed since the scan (unless the scan took it
+/// for data from the input's metadata: [`stored_zeros_are_data`]).
 pub fn write_blocks(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
@@ -46,11 +48,9 @@ pub fn write_blocks(
                 buf[len..].fill(0);
                 Ok(buf)
             });
-        for buf in read {
+        for (&block, buf) in batch.iter().zip(read) {
             let buf = buf.map_err(Failure::Input)?;
-            if is_zero(&buf) {
-                return Err(Failure::Changed);
-            }
+            stored_zeros_are_data(reader, block * block_size, &buf)?;
             out.write(prefix).map_err(Failure::Output)?;
             out.write_buffer(buf, Vec::new()).map_err(Failure::Output)?;
         }
