@@ -548,8 +548,8 @@ impl<S: ReadAt + Send + Sync> GuestReader for VmdkReader<S> {
         if !self.compressed
             || !self.has_marker
             || len == 0
-            || offset % gb != 0
-            || (end % gb != 0 && end != self.size)
+            || !offset.is_multiple_of(gb)
+            || (!end.is_multiple_of(gb) && end != self.size)
         {
             return Ok(false);
         }
