@@ -12,10 +12,11 @@ use super::buffers::PooledBuffer;
 use super::input_hash::{self, InputHash};
 use super::output::HashedOutput;
 use super::plan::Plan;
+use super::qcow2_writer::stored_zeros_are_data;
 use super::scan::{Progress, batch_chunks, chunk_pool, map_in_order};
 use super::{Failure, raw_writer};
 use crate::digest::guest::GuestPiece;
-use crate::format::guest::{GuestReader, ReadFailure, is_zero};
+use crate::format::guest::{GuestReader, ReadFailure};
 use crate::format::vhdx::writer::{VhdxIds, VhdxLayout};
 use crate::format::vmdk::writer::{self as vmdk, SparseLayout, VmdkKind};
 use crate::format::vpc::writer::{self as vhd, DynamicLayout, VhdGeometry, VhdKind, VhdStamp};
@@ -23,7 +24,8 @@ use crate::format::vpc::writer::{self as vhd, DynamicLayout, VhdGeometry, VhdKin
 /// Writes every allocated block of `plan` (`block_size`-byte blocks, in guest order), each
 /// preceded by `prefix` and zero-padded past the end of the guest disk. Blocks are read again
 /// from the input a batch at a time (by the worker threads when reads are costly), and a
-/// block found all zeros now means the input changed since the scan. With `guest`, the blocks
+/// block found all zeros now means the input changed since the scan (unless the scan took it
+/// for data from the input's metadata: [`stored_zeros_are_data`]). With `guest`, the blocks
 /// read are digested into it on the worker threads (this pass is the only one that reads them
 /// whole; blocks not stored are zeros).
 #[allow(clippy::too_many_arguments)]
@@ -55,12 +57,10 @@ pub fn write_blocks(
                 let piece = digester.map(|d| d.piece(start, &buf[..len]));
                 Ok((buf, piece))
             });
-        for read in read {
+        for (&block, read) in batch.iter().zip(read) {
             let (buf, piece) = read.map_err(Failure::Input)?;
             input_hash::add(&mut guest, piece)?;
-            if is_zero(&buf) {
-                return Err(Failure::Changed);
-            }
+            stored_zeros_are_data(reader, block * block_size, &buf)?;
             out.write(prefix).map_err(Failure::Output)?;
             out.write_buffer(buf, Vec::new()).map_err(Failure::Output)?;
         }

@@ -10,7 +10,10 @@
 //!    each output cluster is tested for zeros (by its first [`PROBE_BYTES`] first, when the
 //!    input's small reads are cheap and there is nothing to compress) and, with `-c`,
 //!    compressed (kept only when the result fits in `cluster_size - 1` bytes, as
-//!    `qemu-img convert -c` decides). Results are
+//!    `qemu-img convert -c` decides). Without `-c`, a cluster whose data the input's metadata
+//!    vouches for ([`GuestReader::data_by_metadata`]: a streamOptimized VMDK grain with a long
+//!    deflate stream) is stored without being read, so that such an input is decompressed
+//!    once, by the write pass, on every core. Results are
 //!    collected in chunk order, so the [`Plan`] and the compressed bytes in the [`Spill`] do not
 //!    depend on the thread count.
 //! 2. **Write** ([`write_image`]): the [`Layout`] follows from the plan (how many L2 tables,
@@ -177,6 +180,19 @@ fn analyse_chunk(
             None,
         ));
     }
+    if compression.is_none() {
+        let end = start.saturating_add(chunk).min(reader.virtual_size());
+        let mut known = Vec::new();
+        let mut at = start;
+        while at < end {
+            let len = cluster_size.min(end - at);
+            known.push(reader.data_by_metadata(at, len)?);
+            at += len;
+        }
+        if known.iter().any(|&k| k) {
+            return known_chunk(reader, buffers, start, end, cluster_size, &known);
+        }
+    }
     let buf = read_chunk(reader, buffers, start, chunk, cluster_size)?;
     let piece = digester.map(|d| d.piece(start, &buf));
     let mut out = Vec::new();
@@ -218,6 +234,36 @@ fn probe_chunk(
         let data = if !is_zero(head) {
             true
         } else {
+            let buf = whole.get_or_insert_with(|| buffers.take(cluster_size as usize));
+            reader.read_at(at, &mut buf[..len as usize])?;
+            !is_zero(&buf[..len as usize])
+        };
+        if data {
+            out.push((at / cluster_size, Decision::Raw));
+        }
+        at += len;
+    }
+    Ok(out)
+}
+
+/// The clusters of the chunk `start..end` that hold data, where `known[k]` says that the
+/// input's metadata shows cluster `k` holds data ([`GuestReader::data_by_metadata`]): only
+/// the others are read and tested for zeros, so a compressed input's cluster is decompressed
+/// once, by the write pass.
+fn known_chunk(
+    reader: &dyn GuestReader,
+    buffers: &BufferPool,
+    start: u64,
+    end: u64,
+    cluster_size: u64,
+    known: &[bool],
+) -> Result<Vec<(u64, Decision)>, ReadFailure> {
+    let mut whole: Option<PooledBuffer> = None;
+    let mut out = Vec::new();
+    let mut at = start;
+    for &data_known in known {
+        let len = cluster_size.min(end - at);
+        let data = data_known || {
             let buf = whole.get_or_insert_with(|| buffers.take(cluster_size as usize));
             reader.read_at(at, &mut buf[..len as usize])?;
             !is_zero(&buf[..len as usize])
@@ -600,8 +646,8 @@ fn write_data(
                     if cluster % per_chunk == 0
                         && whole_chunk_stored(&batch[i..], cluster, clusters)
                     {
-                        if buf.chunks(cs as usize).any(is_zero) {
-                            return Err(Failure::Changed);
+                        for (k, c) in buf.chunks(cs as usize).enumerate() {
+                            stored_zeros_are_data(reader, (cluster + k as u64) * cs, c)?;
                         }
                         for &(_, stored) in &batch[i + 1..i + clusters] {
                             packer.place(stored);
@@ -613,9 +659,7 @@ fn write_data(
                     } else {
                         let at = ((cluster % per_chunk) * cs) as usize;
                         let data = &buf[at..at + cs as usize];
-                        if is_zero(data) {
-                            return Err(Failure::Changed);
-                        }
+                        stored_zeros_are_data(reader, cluster * cs, data)?;
                         out.write_data(data).map_err(Failure::Output)?;
                         i += 1;
                     }
@@ -626,6 +670,26 @@ fn write_data(
     }
     debug_assert_eq!(packer.position() + layout.data_offset, out.position());
     Ok(())
+}
+
+/// Checks that the cluster read at guest offset `at` for the write pass is data, as the scan
+/// decided: all zeros is an error ([`Failure::Changed`]: the input changed between the
+/// passes) unless the scan stored the cluster on the input's metadata's word without
+/// reading it ([`GuestReader::data_by_metadata`]), which may be wrong about zeros.
+pub fn stored_zeros_are_data(
+    reader: &dyn GuestReader,
+    at: u64,
+    cluster: &[u8],
+) -> Result<(), Failure> {
+    if !is_zero(cluster) {
+        return Ok(());
+    }
+    let len = (cluster.len() as u64).min(reader.virtual_size().saturating_sub(at));
+    match reader.data_by_metadata(at, len) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::Changed),
+        Err(e) => Err(Failure::Input(e)),
+    }
 }
 
 /// Whether `records` starts with `clusters` uncompressed clusters numbered from `first` on: a
@@ -662,6 +726,102 @@ mod tests {
             buf[1536..].iter().all(|&b| b == 0),
             "stale bytes in the padding"
         );
+    }
+
+    /// Counts the guest bytes read through `inner` below `below`.
+    struct Counting<R> {
+        below: u64,
+        inner: R,
+        read: std::sync::atomic::AtomicU64,
+    }
+
+    impl<R: GuestReader> GuestReader for Counting<R> {
+        fn virtual_size(&self) -> u64 {
+            self.inner.virtual_size()
+        }
+        fn granularity(&self) -> u64 {
+            self.inner.granularity()
+        }
+        fn extent_at(&self, offset: u64) -> Result<crate::format::guest::Extent, ReadFailure> {
+            self.inner.extent_at(offset)
+        }
+        fn costly_reads(&self) -> bool {
+            self.inner.costly_reads()
+        }
+        fn data_by_metadata(&self, offset: u64, len: u64) -> Result<bool, ReadFailure> {
+            self.inner.data_by_metadata(offset, len)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure> {
+            let end = (offset + buf.len() as u64).min(self.below);
+            self.read.fetch_add(
+                end.saturating_sub(offset),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            self.inner.read_at(offset, buf)
+        }
+    }
+
+    /// A streamOptimized VMDK's grains are inflated once, by the write pass: the scan stores
+    /// the grains with long streams on their markers' word and inflates only the short
+    /// ones, which may be zeros.
+    #[test]
+    fn the_scan_of_a_stream_vmdk_inflates_only_short_streams() {
+        use crate::convert::output::HashedOutput;
+        use crate::format::vmdk::reader::VmdkReader;
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB of noise (16 grains with long streams), a grain of 7s (a short stream),
+        // then nothing up to 4 MiB.
+        let mut disk = vec![0u8; 4 << 20];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in &mut disk[..1 << 20] {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        disk[(1 << 20)..(1 << 20) + 65536].fill(7);
+        let raw = dir.path().join("disk.raw");
+        std::fs::write(&raw, &disk).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let source = RawReader::new(std::fs::File::open(&raw).unwrap(), disk.len() as u64);
+        let stream = dir.path().join("disk.vmdk");
+        let file = std::fs::File::create(&stream).unwrap();
+        let mut out = HashedOutput::new(&file, &[], false).unwrap();
+        let (len, grains) = crate::convert::vmdk_stream::write_stream(
+            &source,
+            &pool,
+            "disk.vmdk",
+            1,
+            &mut out,
+            &crate::convert::scan::NoProgress,
+        )
+        .unwrap();
+        out.finish(len).unwrap();
+        assert_eq!(grains, 17);
+
+        let vmdk = VmdkReader::open(std::fs::read(&stream).unwrap()).unwrap();
+        // The noise grains, in the first MiB, are never read by the scan.
+        let reader = Counting {
+            below: 1 << 20,
+            inner: vmdk,
+            read: 0.into(),
+        };
+        let target = dir.path().join("out.qcow2");
+        let mut spill = Spill::new(&target);
+        let plan = scan_pass(
+            &reader,
+            &pool,
+            65536,
+            None,
+            &mut spill,
+            &crate::convert::scan::NoProgress,
+        )
+        .unwrap();
+        assert_eq!(plan.allocated(), 17);
+        assert_eq!(reader.read.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     /// Every kind of cluster the probe meets: data from its first byte, data only past the

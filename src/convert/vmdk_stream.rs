@@ -6,9 +6,8 @@
 //! the file, so the output needs no second pass and no spill; the directory (4 bytes per
 //! 32 MiB of disk) is the only table kept.
 //!
-//! Each grain is compressed alone with a fresh zlib stream (RFC 1950, level 6, QEMU's
-//! `compress()` default), and results are written in chunk order: the bytes do not depend on
-//! the thread count.
+//! Each grain is compressed alone with a fresh zlib stream (RFC 1950, level 5), and results
+//! are written in chunk order: the bytes do not depend on the thread count.
 
 use std::cell::RefCell;
 use std::io;
@@ -27,8 +26,11 @@ use crate::format::vmdk::writer::{
     self as vmdk, GRAIN_SECTORS, GRAIN_SIZE, GTES_PER_GT, MAX_FILE_SECTORS, SECTOR, VmdkKind,
 };
 
-/// zlib's `Z_DEFAULT_COMPRESSION`, which QEMU's `compress()` call uses.
-pub const ZLIB_LEVEL: u32 = 6;
+/// The zlib level: 5, one below QEMU's (`compress()`, i.e. `Z_DEFAULT_COMPRESSION`, 6). On
+/// the 4 GiB ext4 disk of `benches/convert-side-by-side.sh` level 5 costs 30 % less CPU time
+/// for 0.8 % more compressed bytes; level 4 was 2.8 % larger (docs/benchmarks.md, "Speed:
+/// convert").
+pub const ZLIB_LEVEL: u32 = 5;
 
 thread_local! {
     static DEFLATER: RefCell<Option<Compress>> = const { RefCell::new(None) };

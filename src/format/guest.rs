@@ -73,6 +73,17 @@ pub trait GuestReader: Send + Sync {
         false
     }
 
+    /// Whether the format's metadata alone says that the `len` guest bytes at `offset`
+    /// (inside a data extent) hold data, so that a scan deciding which clusters to store
+    /// need not read them: for a compressed input, reading means decompressing, and the
+    /// writer decompresses everything it stores anyway. `false` means "read them to know".
+    /// A `true` can be wrong only for bytes that read as zeros (an unusually wasteful
+    /// compressed stream of zeros): the writer then stores those zeros, which is still the
+    /// guest's content.
+    fn data_by_metadata(&self, _offset: u64, _len: u64) -> Result<bool, ReadFailure> {
+        Ok(false)
+    }
+
     /// Fills `buf` with the guest bytes at `offset`; the range must lie within the virtual
     /// size.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure>;

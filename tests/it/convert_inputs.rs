@@ -215,6 +215,92 @@ fn vmdk_stream_optimized_converts_exactly() {
     converts_exactly(&w, "empty.vmdk", "vmdk");
 }
 
+/// Replaces the compressed stream of guest grain `grain` of the qemu-made streamOptimized VMDK
+/// `b` (grain directory at the header's offset, 512-entry grain tables, 64 KiB grains) with
+/// `stream`, which must fit where the old one was; its marker gets the new length.
+fn replace_grain_stream(b: &mut [u8], grain: usize, stream: &[u8]) {
+    let gd = le64_at(b, 56) as usize * 512;
+    let gt_at = gd + grain / 512 * 4;
+    let gt = u32::from_le_bytes(b[gt_at..gt_at + 4].try_into().unwrap()) as usize * 512;
+    let entry = gt + grain % 512 * 4;
+    let at = u32::from_le_bytes(b[entry..entry + 4].try_into().unwrap()) as usize * 512;
+    assert_eq!(le64_at(b, at), grain as u64 * 128, "the marker's LBA");
+    let old = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+    assert!(stream.len() <= old, "{} > {old}", stream.len());
+    b[at + 8..at + 12].copy_from_slice(&(stream.len() as u32).to_le_bytes());
+    b[at + 12..at + 12 + stream.len()].copy_from_slice(stream);
+}
+
+/// zlib (RFC 1950) of `data` at `level` (0: stored blocks).
+fn zlib(data: &[u8], level: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(level));
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// The guest offsets (64 KiB apart) that `qemu-img map` says hold data in `file`.
+fn data_offsets(w: &Workdir, file: &str) -> Vec<u64> {
+    let map = w.qemu_img(&["map", "--output=json", file]);
+    let map: serde_json::Value = serde_json::from_slice(&map.stdout).unwrap();
+    let mut at = Vec::new();
+    for e in map.as_array().unwrap() {
+        if e["data"] == true {
+            let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+            at.extend((start..start + len).step_by(65536));
+        }
+    }
+    at
+}
+
+/// The qcow2 writer decides which clusters of a streamOptimized VMDK to store from the grain
+/// markers' lengths and inflates only the grains with short streams (those that may be
+/// zeros), so that every other grain is inflated once, by the write pass. A grain of zeros
+/// in a short stream is then not stored, as qemu-img does not store it; one in a long stream
+/// (stored blocks, zlib level 0) is stored as zeros: the same guest content, deterministic.
+#[test]
+fn stream_vmdk_grains_of_zeros_convert_exactly_short_streams_unstored() {
+    let w = Workdir::new();
+    make_stream(&w, "in.vmdk");
+    let mut b = std::fs::read(w.join("in.vmdk")).unwrap();
+    let zeros = vec![0u8; 65536];
+    // Grain 0 (0x11 bytes) becomes zeros in a short stream; grain 32 (incompressible noise
+    // at 2 MiB) zeros in stored blocks, as long as the noise's.
+    replace_grain_stream(&mut b, 0, &zlib(&zeros, 6));
+    replace_grain_stream(&mut b, 32, &zlib(&zeros, 0));
+    w.write("zeros.vmdk", &b);
+    converts_exactly(&w, "zeros.vmdk", "vmdk");
+
+    let run = w.vmimage(&["convert", "zeros.vmdk", "out.qcow2", "-O", "qcow2"]);
+    run.expect_code(0);
+    let stored = data_offsets(&w, "out.qcow2");
+    assert!(
+        !stored.contains(&0),
+        "the short zero grain was stored: {stored:?}"
+    );
+    assert!(
+        stored.contains(&(2 << 20)),
+        "the long zero grain was not stored: {stored:?}"
+    );
+    assert!(stored.contains(&(33 << 16)), "{stored:?}");
+    // qemu-img stores neither; the guests are the same.
+    w.qemu_img(&["convert", "-O", "qcow2", "zeros.vmdk", "qemu.qcow2"]);
+    let theirs = data_offsets(&w, "qemu.qcow2");
+    assert!(
+        !theirs.contains(&0) && !theirs.contains(&(2 << 20)),
+        "{theirs:?}"
+    );
+    let cmp = w.qemu_img_any(&["compare", "out.qcow2", "qemu.qcow2"]);
+    assert!(cmp.status.success());
+    // Every other block output stores the long zero grain's block too, and reads the same.
+    for (fmt, name) in [("vpc", "out.vhd"), ("vhdx", "out.vhdx")] {
+        w.vmimage(&["convert", "zeros.vmdk", name, "-O", fmt])
+            .expect_code(0);
+        let cmp = w.qemu_img_any(&["compare", "-F", fmt, "zeros.vmdk", name]);
+        assert!(cmp.status.success(), "{fmt}");
+    }
+}
+
 #[test]
 fn vmdk_descriptor_files_are_refused_with_the_inspectors_finding() {
     let w = Workdir::new();

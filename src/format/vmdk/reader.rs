@@ -55,6 +55,11 @@ const FLAG_MARKER: u32 = 1 << 17;
 const GTE_ZEROED: u32 = 1;
 /// The grain marker: `u64` LBA, `u32` compressed length, then the data.
 const MARKER_LEN: u64 = 12;
+/// A compressed grain whose stream is longer than `1 / LONG_STREAM_DIVISOR` of the grain
+/// (2 KiB of a 64 KiB grain) is taken for data without inflating it: deflate stores a grain
+/// of zeros in about 100 bytes at every level but 0, so only such short streams can be worth
+/// inflating to find zeros (and they inflate quickly).
+const LONG_STREAM_DIVISOR: u64 = 32;
 
 thread_local! {
     static INFLATER: RefCell<Option<Decompress>> = const { RefCell::new(None) };
@@ -86,6 +91,8 @@ pub struct VmdkReader<S = ImageFile> {
     directory: Vec<u32>,
     /// The last grain table `extent_at` read: (directory index, entries).
     scan_cache: Mutex<Option<(u64, Vec<u32>)>>,
+    /// The last grain table `data_by_metadata` read: (directory index, entries).
+    hint_cache: Mutex<Option<(u64, Vec<u32>)>>,
     /// One bit per sector of the file: the sectors mapped so far by `extent_at`.
     mapped: Mutex<Vec<u64>>,
     /// Whether `extent_at` has seen a compressed grain.
@@ -201,6 +208,7 @@ impl<S: ReadAt> VmdkReader<S> {
             zero_grain: h.flags & FLAG_ZERO_GRAIN != 0,
             directory,
             scan_cache: Mutex::new(None),
+            hint_cache: Mutex::new(None),
             mapped: Mutex::new(mapped),
             saw_compressed: AtomicBool::new(false),
         })
@@ -283,6 +291,52 @@ impl<S: ReadAt> VmdkReader<S> {
         Ok(())
     }
 
+    /// The compressed length the grain marker at `at` gives, if it is a valid one (an
+    /// invalid one is reported by the read of the grain).
+    fn marker_length(&self, at: u64) -> Result<Option<u64>, ReadFailure> {
+        let mut marker = [0u8; MARKER_LEN as usize];
+        read_padded(&self.file, &mut marker, at)?;
+        let len = u64::from(le32(&marker, 8));
+        Ok((1..=2 * self.grain_bytes).contains(&len).then_some(len))
+    }
+
+    /// Whether any grain of the whole grains `first..end` is stored compressed with a long
+    /// stream (see [`LONG_STREAM_DIVISOR`]).
+    fn holds_long_stream(&self, first: u64, end: u64) -> Result<bool, ReadFailure> {
+        let per_table = self.gtes_per_gt;
+        let mut grain = first;
+        while grain < end {
+            let table = grain / per_table;
+            let run_end = end.min((table + 1) * per_table);
+            // The scan asks about each cluster of a table in turn: read the table once.
+            let entries = {
+                let mut cache = self.hint_cache.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.as_ref().is_none_or(|(i, _)| *i != table) {
+                    let entries = self.table_entries(table, 0, per_table)?;
+                    *cache = Some((table, entries.unwrap_or_default()));
+                }
+                let from = (grain % per_table) as usize;
+                let to = from + (run_end - grain) as usize;
+                cache
+                    .as_ref()
+                    .and_then(|(_, e)| e.get(from..to))
+                    .map(<[u32]>::to_vec)
+                    .unwrap_or_default()
+            };
+            for (g, &entry) in (grain..run_end).zip(&entries) {
+                if let Grain::At(at) = self.decode(g, entry)?
+                    && self
+                        .marker_length(at)?
+                        .is_some_and(|len| len > self.grain_bytes / LONG_STREAM_DIVISOR)
+                {
+                    return Ok(true);
+                }
+            }
+            grain = run_end;
+        }
+        Ok(false)
+    }
+
     /// Fills `out` with the bytes of guest grain `grain` stored at `at`, from `within` bytes
     /// into the grain.
     fn read_grain(
@@ -295,6 +349,7 @@ impl<S: ReadAt> VmdkReader<S> {
         if !self.compressed {
             return read_padded(&self.file, out, at + within);
         }
+        let out_len = out.len() as u64;
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let (input, inflated) = &mut *scratch;
@@ -314,19 +369,28 @@ impl<S: ReadAt> VmdkReader<S> {
             };
             input.resize(data_len as usize, 0);
             read_padded(&self.file, input, data_at)?;
-            inflated.resize(self.grain_bytes as usize, 0);
-            let produced = inflate(input, inflated).map_err(|why| {
+            // A whole grain is inflated straight into `out`, without a copy.
+            let whole = within == 0 && out.len() as u64 == self.grain_bytes;
+            let target: &mut [u8] = if whole {
+                &mut *out
+            } else {
+                inflated.resize(self.grain_bytes as usize, 0);
+                &mut inflated[..]
+            };
+            let produced = inflate(input, target).map_err(|why| {
                 ReadFailure::Invalid(format!(
                     "compressed VMDK grain {grain} at {at:#x}: {why}"
                 ))
             })?;
-            let end = within + out.len() as u64;
+            let end = within + out_len;
             if end > produced as u64 {
                 return Err(ReadFailure::Invalid(format!(
                     "compressed VMDK grain {grain} at {at:#x} inflates to {produced} bytes, but the disk reads {end} of it"
                 )));
             }
-            out.copy_from_slice(&inflated[within as usize..end as usize]);
+            if !whole {
+                out.copy_from_slice(&inflated[within as usize..end as usize]);
+            }
             Ok(())
         })
     }
@@ -471,6 +535,25 @@ impl<S: ReadAt + Send + Sync> GuestReader for VmdkReader<S> {
             len: end - offset,
             data,
         })
+    }
+
+    /// Compressed grains with markers: `true` when the range is whole grains and one of them
+    /// has a long stream. Anything else (uncompressed grains are cheap to read, a part of a
+    /// grain cannot be judged without inflating it) is read.
+    fn data_by_metadata(&self, offset: u64, len: u64) -> Result<bool, ReadFailure> {
+        let gb = self.grain_bytes;
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= self.size) else {
+            return Ok(false);
+        };
+        if !self.compressed
+            || !self.has_marker
+            || len == 0
+            || !offset.is_multiple_of(gb)
+            || (!end.is_multiple_of(gb) && end != self.size)
+        {
+            return Ok(false);
+        }
+        self.holds_long_stream(offset / gb, end.div_ceil(gb))
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure> {
