@@ -180,7 +180,9 @@ fn analyse_chunk(
             None,
         ));
     }
-    if compression.is_none() {
+    // With a digester the chunk is read whole below anyway (the guest hash needs every byte),
+    // so the metadata shortcut only pays when the scan does not hash.
+    if compression.is_none() && digester.is_none() {
         let end = start.saturating_add(chunk).min(reader.virtual_size());
         let mut known = Vec::new();
         let mut at = start;
@@ -190,7 +192,10 @@ fn analyse_chunk(
             at += len;
         }
         if known.iter().any(|&k| k) {
-            return known_chunk(reader, buffers, start, end, cluster_size, &known);
+            return Ok((
+                known_chunk(reader, buffers, start, end, cluster_size, &known)?,
+                None,
+            ));
         }
     }
     let buf = read_chunk(reader, buffers, start, chunk, cluster_size)?;
