@@ -35,7 +35,8 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 timed() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
 run() { for _ in $(seq "$RUNS"); do timed "$@"; done | median; }
 
-GET=$(run curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret -o /dev/null "$AWS_ENDPOINT_URL/bench/big.raw")
+curl -sSf --aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -r 0-0 -o /dev/null "$AWS_ENDPOINT_URL/bench/big.raw" || { echo "the curl baseline GET fails" >&2; exit 1; }
+GET=$(run curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o /dev/null "$AWS_ENDPOINT_URL/bench/big.raw")
 HASH_S3=$(run "$VMIMAGE" hash "s3://bench/big.raw")
 HASH_LOCAL=$(run "$VMIMAGE" hash "$WORK/local.raw")
 INFO=$(run "$VMIMAGE" info "s3://bench/big.qcow2")
