@@ -177,11 +177,28 @@ impl ItemResult {
 pub enum ItemSource {
     /// A local file.
     Local(PathBuf),
+    /// An object in S3-compatible storage or on a web server (`s3://`, `https://`, and
+    /// `http://` when [`crate::remote::options`] allow it), read in place as every command
+    /// reads one ([`crate::remote`]).
+    Remote(String),
+}
+
+impl ItemSource {
+    /// The path the library's entry points take: they read a URL-shaped path remotely.
+    fn as_path(&self) -> &std::path::Path {
+        match self {
+            ItemSource::Local(p) => p,
+            ItemSource::Remote(url) => std::path::Path::new(url),
+        }
+    }
 }
 
 /// The one place an item's `source` becomes something to read: every op goes through it, so
 /// that remote sources (`s3://`, `https://`) are added here and nowhere else.
 pub fn open_source(source: &str) -> Result<ItemSource, String> {
+    if crate::remote::is_remote(std::ffi::OsStr::new(source)) {
+        return Ok(ItemSource::Remote(source.to_string()));
+    }
     if let Some((scheme, _)) = source.split_once("://")
         && !scheme.is_empty()
         && scheme
@@ -189,7 +206,7 @@ pub fn open_source(source: &str) -> Result<ItemSource, String> {
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     {
         return Err(format!(
-            "{source}: remote sources ({scheme}://) are not supported by this build; give a local path"
+            "{source}: {scheme}:// sources are not supported; give a local path, s3://bucket/key or https://..."
         ));
     }
     if source.is_empty() {
@@ -215,13 +232,14 @@ fn run_job(job: &Job, options: &ItemOptions, result: &mut ItemResult) {
         result.error("the item has no source: give one, or --source-template / --source-dir");
         return;
     };
-    let local = match open_source(source) {
-        Ok(ItemSource::Local(p)) => p,
+    let item_source = match open_source(source) {
+        Ok(s) => s,
         Err(sentence) => {
             result.error(sentence);
             return;
         }
     };
+    let local = item_source.as_path().to_path_buf();
     match options.op {
         Op::Hash => hash_local(&local, options, result),
         Op::Verify | Op::Audit => verify_local(&local, job, options, result),
@@ -248,6 +266,7 @@ fn hash_local(path: &std::path::Path, options: &ItemOptions, result: &mut ItemRe
             ..EngineConfig::default()
         },
         progress: None,
+        remote: None,
     };
     match hash_path_with(path, &options.algorithms, &hash_options) {
         Ok(d) => {
@@ -398,10 +417,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remote_sources_are_refused_with_a_sentence() {
-        let e = open_source("s3://bucket/a.qcow2").unwrap_err();
-        assert!(e.contains("not supported by this build"), "{e}");
-        assert!(open_source("https://example.com/a.qcow2").is_err());
+    fn remote_sources_are_read_in_place_and_other_schemes_refused() {
+        assert_eq!(
+            open_source("s3://bucket/a.qcow2"),
+            Ok(ItemSource::Remote("s3://bucket/a.qcow2".into()))
+        );
+        assert_eq!(
+            open_source("https://example.com/a.qcow2"),
+            Ok(ItemSource::Remote("https://example.com/a.qcow2".into()))
+        );
+        let e = open_source("ftp://example.com/a.qcow2").unwrap_err();
+        assert!(e.contains("ftp:// sources are not supported"), "{e}");
         assert_eq!(
             open_source("/data/a:b.qcow2"),
             Ok(ItemSource::Local("/data/a:b.qcow2".into()))

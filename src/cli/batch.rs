@@ -45,6 +45,9 @@ pub struct BatchArgs {
     /// {"images": [...]}, a GNU/BSD checksum file, or a directory.
     #[arg(long, value_name = "MANIFEST")]
     pub manifest: PathBuf,
+    /// How to reach `s3://` and `https://` sources.
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
     /// What to do with each item.
     #[arg(long, value_enum, default_value = "hash")]
     pub op: OpArg,
@@ -90,6 +93,7 @@ fn parse_algorithms(s: &str) -> Result<AlgorithmList, String> {
 
 /// Runs `vmimage batch`; returns the exit status.
 pub fn run(args: &BatchArgs) -> u8 {
+    vmimage::remote::set_options(args.remote.options());
     let shard = match shard_of(args) {
         Ok(s) => s,
         Err(sentence) => {

@@ -12,6 +12,7 @@ pub mod info;
 pub mod merge;
 pub mod metadata;
 pub mod output;
+pub mod remote;
 pub mod render;
 pub mod sign;
 pub mod verify;

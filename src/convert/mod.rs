@@ -383,8 +383,10 @@ pub fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Id
     let io_err = |source| error::input_io(input, source);
     let invalid = |e| error::read_failure(input, e);
     let file = ImageFile::open(input).map_err(io_err)?;
-    let identity = Identity::of(&file.file().metadata().map_err(io_err)?);
-    fault::image_opened(identity.file_id()).map_err(io_err)?;
+    let identity = file.identity();
+    if file.file().is_some() {
+        fault::image_opened(identity.file_id()).map_err(io_err)?;
+    }
     let image = OpenedImage::open(file, &input.display().to_string()).map_err(io_err)?;
     let info = &image.info;
     if let Some(f) = info
@@ -663,8 +665,8 @@ pub fn convert_with_metadata(
         (Some(_), Some(want)) => Some(verify_output(tmp.path(), output, want, &pool)?),
         (_, input_guest) => input_guest,
     };
-    let now = std::fs::metadata(input).map_err(|source| error::input_io(input, source))?;
-    if Identity::of(&now) != identity {
+    let now = Identity::of_path(input).map_err(|source| error::input_io(input, source))?;
+    if now != identity {
         return Err(error::input_changed(input));
     }
     let size = digests.size;

@@ -33,7 +33,7 @@ fn by_id(lines: &[Value]) -> BTreeMap<String, Value> {
 }
 
 /// `hex` of `program FILE` (md5sum, sha512sum).
-fn coreutils(dir: &Path, program: &str, file: &str) -> String {
+pub fn coreutils(dir: &Path, program: &str, file: &str) -> String {
     let out = run_with_stdin(program, dir, &[file], None);
     assert!(out.status.success(), "{program} {file}");
     String::from_utf8_lossy(&out.stdout)
@@ -171,7 +171,7 @@ fn bad_lines_and_unreadable_sources_are_error_items_not_the_end_of_the_shard() {
     some_images(&w);
     w.write(
         "m.jsonl",
-        b"{\"id\": \"a\", \"source\": \"images/f1.raw\"}\n{\"id\": \nnot json at all\n{\"id\": \"gone\", \"source\": \"images/nope.raw\"}\n{\"id\": \"remote\", \"source\": \"s3://bucket/x.qcow2\"}\n{\"id\": \"b\", \"source\": \"images/f2.raw\"}\n",
+        b"{\"id\": \"a\", \"source\": \"images/f1.raw\"}\n{\"id\": \nnot json at all\n{\"id\": \"gone\", \"source\": \"images/nope.raw\"}\n{\"id\": \"remote\", \"source\": \"ftp://host/x.qcow2\"}\n{\"id\": \"b\", \"source\": \"images/f2.raw\"}\n",
     );
     w.vmimage(&[
         "batch",
@@ -215,7 +215,7 @@ fn bad_lines_and_unreadable_sources_are_error_items_not_the_end_of_the_shard() {
     assert!(err("gone").contains("images/nope.raw"), "{}", err("gone"));
     assert!(err("gone").contains("No such file"), "{}", err("gone"));
     assert!(
-        err("remote").contains("remote sources (s3://) are not supported by this build"),
+        err("remote").contains("ftp:// sources are not supported"),
         "{}",
         err("remote")
     );
