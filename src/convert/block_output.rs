@@ -28,7 +28,7 @@ pub fn write_blocks(
     plan: &Plan,
     block_size: u64,
     prefix: &[u8],
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
 ) -> Result<(), Failure> {
     let size = reader.virtual_size();
@@ -66,7 +66,7 @@ pub fn write_fixed_vhd(
     pool: &rayon::ThreadPool,
     geometry: &VhdGeometry,
     stamp: &VhdStamp,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
 ) -> Result<u64, Failure> {
     raw_writer::write_raw(reader, pool, out, progress)?;
@@ -85,7 +85,7 @@ pub fn write_dynamic_vhd(
     plan: &Plan,
     geometry: &VhdGeometry,
     stamp: &VhdStamp,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
 ) -> Result<u64, Failure> {
     let w = |e: io::Error| Failure::Output(e);
@@ -114,7 +114,7 @@ pub fn write_monolithic_sparse(
     plan: &Plan,
     extent_file: &str,
     cid: u32,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
 ) -> Result<u64, Failure> {
     let w = |e: io::Error| Failure::Output(e);
@@ -158,7 +158,7 @@ pub fn write_vhdx(
     layout: &VhdxLayout,
     ids: &VhdxIds,
     creator: &str,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
 ) -> Result<u64, Failure> {
     let w = |e: io::Error| Failure::Output(e);

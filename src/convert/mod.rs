@@ -85,7 +85,7 @@ pub use scan::{NoProgress, Progress};
 use crate::atomic::{self, TEMP_TAG, TempFile, fault};
 use crate::cloud::{MetadataDocument, MetadataOptions, Target};
 use crate::digest::guest::{GuestHash, hash_guest};
-use crate::digest::{Algorithm, Digests};
+use crate::digest::{Algorithm, Digest, Digests};
 use crate::error::Error;
 use crate::facts::ImageFacts;
 use crate::format::ImageFormat;
@@ -94,7 +94,7 @@ use crate::format::qcow2::header::{MAX_CLUSTER_SIZE, MIN_CLUSTER_BITS};
 use crate::inspect::OpenedImage;
 use crate::safety::{Check, Severity};
 use crate::source::{FileIdentity as Identity, ImageFile};
-use output::HashedOutput;
+use output::{FileSink, HashedOutput, OutputSink, StreamSink};
 use plan::Plan;
 
 /// The default qcow2 cluster size: 64 KiB, as `qemu-img create`.
@@ -222,6 +222,11 @@ pub struct ConvertOptions {
     /// the writer's own path) and compare its guest hash, with this algorithm, with the
     /// input's; a difference fails the conversion and nothing is put in place.
     pub verify: Option<Algorithm>,
+    /// `--expect ALGO:HEX`: digests the output must have. Each is compared with the digest
+    /// computed while writing before the output is put in place (or an upload completed); a
+    /// difference fails the conversion with [`crate::ErrorKind::Mismatch`]. Every algorithm
+    /// named must be among [`ConvertOptions::algorithms`].
+    pub expect: Vec<Digest>,
 }
 
 impl Default for ConvertOptions {
@@ -237,6 +242,7 @@ impl Default for ConvertOptions {
             force_size: false,
             azure: false,
             verify: None,
+            expect: Vec::new(),
         }
     }
 }
@@ -248,6 +254,68 @@ impl ConvertOptions {
             return Some(Subformat::Fixed);
         }
         self.subformat.or(self.format.default_subformat())
+    }
+}
+
+/// Where a conversion writes its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A file, written aside and renamed into place when complete.
+    File(PathBuf),
+    /// Standard output (`-`), a stream: every byte once, in order, holes as zeros. What was
+    /// written cannot be taken back, so a failure is told by the exit status alone.
+    Stdout,
+}
+
+impl Destination {
+    /// `-` means standard output; anything else is a file.
+    pub fn parse(arg: &Path) -> Self {
+        if arg.as_os_str() == "-" {
+            Destination::Stdout
+        } else {
+            Destination::File(arg.to_path_buf())
+        }
+    }
+
+    /// What error messages call it: the path, or `standard output`.
+    pub fn label(&self) -> PathBuf {
+        match self {
+            Destination::File(p) => p.clone(),
+            Destination::Stdout => PathBuf::from("standard output"),
+        }
+    }
+
+    /// What reports call it: the path, or `-`.
+    pub fn name(&self) -> PathBuf {
+        match self {
+            Destination::File(p) => p.clone(),
+            Destination::Stdout => PathBuf::from("-"),
+        }
+    }
+
+    /// The file it is, if it is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Destination::File(p) => Some(p),
+            Destination::Stdout => None,
+        }
+    }
+
+    /// Where temporary files of the conversion (the spill of compressed clusters) go: beside
+    /// a file output, in the temporary directory for a stream.
+    fn scratch_target(&self) -> PathBuf {
+        match self {
+            Destination::File(p) => p.clone(),
+            Destination::Stdout => std::env::temp_dir().join("vmimage-convert"),
+        }
+    }
+
+    /// The name a VMDK records for its own extent: the file's name; `None` when there is none.
+    fn extent_name(&self) -> Option<String> {
+        self.file()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
     }
 }
 
@@ -366,6 +434,57 @@ pub fn validate_options(options: &ConvertOptions) -> Result<(), Error> {
     if options.threads == Some(0) {
         return Err(error::usage("--threads must be at least 1".into()));
     }
+    if let Some(d) = options
+        .expect
+        .iter()
+        .find(|d| !options.algorithms.contains(&d.algorithm))
+    {
+        return Err(error::usage(format!(
+            "--expect {}:… needs the {} digest of the output, which --algo leaves out",
+            d.algorithm, d.algorithm
+        )));
+    }
+    if let Some(d) = options
+        .expect
+        .iter()
+        .find(|d| d.bytes.len() != d.algorithm.output_len())
+    {
+        return Err(error::usage(format!(
+            "--expect {}: a {} digest has {} hex digits",
+            d.algorithm,
+            d.algorithm,
+            d.algorithm.output_len() * 2
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `options` can be written to `destination`: a stream cannot be read back
+/// (`--verify`) nor synced (`--sync`), and a VMDK needs a file name for its descriptor.
+pub fn validate_destination(
+    options: &ConvertOptions,
+    destination: &Destination,
+) -> Result<(), Error> {
+    if destination.file().is_some() {
+        return Ok(());
+    }
+    let label = destination.label();
+    let label = label.display();
+    if options.verify.is_some() {
+        return Err(error::usage(format!(
+            "{label}: --verify reads the output back, which needs a file output"
+        )));
+    }
+    if options.sync {
+        return Err(error::usage(format!(
+            "{label}: --sync makes a file durable; it does not apply to this output"
+        )));
+    }
+    if options.format == OutputFormat::Vmdk && destination.extent_name().is_none() {
+        return Err(error::usage(format!(
+            "{label}: a VMDK names its own file in its descriptor, and this output has no file name; write it to a file"
+        )));
+    }
     Ok(())
 }
 
@@ -424,7 +543,52 @@ pub fn convert_with_metadata(
     progress: &dyn Progress,
     metadata: Option<&MetadataRequest>,
 ) -> Result<ConvertReport, Error> {
+    convert_to(
+        input,
+        &Destination::File(output.to_path_buf()),
+        options,
+        progress,
+        metadata,
+    )
+}
+
+/// Where the output is being written.
+enum Written {
+    /// The temporary file beside the output.
+    File(TempFile),
+    /// Standard output.
+    Stdout,
+}
+
+impl Written {
+    /// The sink the output's bytes go to.
+    fn sink(&self, sync: bool) -> io::Result<Box<dyn OutputSink>> {
+        Ok(match self {
+            Written::File(tmp) => Box::new(FileSink::new(tmp.file()?.try_clone()?, sync)),
+            Written::Stdout => {
+                use std::os::fd::AsFd;
+                let fd = io::stdout().as_fd().try_clone_to_owned()?;
+                Box::new(StreamSink::new(std::fs::File::from(fd)))
+            }
+        })
+    }
+}
+
+/// [`convert_with_metadata`] to any [`Destination`]. A file output and its metadata appear
+/// together; a stream is written as it is produced, and its metadata written once it ended.
+/// `options.expect` is checked before anything is put in place.
+pub fn convert_to(
+    input: &Path,
+    destination: &Destination,
+    options: &ConvertOptions,
+    progress: &dyn Progress,
+    metadata: Option<&MetadataRequest>,
+) -> Result<ConvertReport, Error> {
     validate_options(options)?;
+    validate_destination(options, destination)?;
+    let label = destination.label();
+    let output = label.as_path();
+    let scratch = destination.scratch_target();
     let (input_format, reader, identity) = open_input(input)?;
     let reader = reader.as_ref();
     let output_format = options.format.image_format();
@@ -433,7 +597,7 @@ pub fn convert_with_metadata(
     let mut metadata_files = Vec::new();
     if let Some(request) = metadata {
         let paths: Vec<&Path> = [
-            Some(output),
+            destination.file(),
             Some(request.body.as_path()),
             request.sidecar.as_deref(),
         ]
@@ -478,16 +642,17 @@ pub fn convert_with_metadata(
             f.into_error(input, output)
         }
     };
-    let tmp = TempFile::create_beside(output, TEMP_TAG).map_err(out_err)?;
+    let written = match destination {
+        Destination::File(path) => {
+            Written::File(TempFile::create_beside(path, TEMP_TAG).map_err(out_err)?)
+        }
+        Destination::Stdout => Written::Stdout,
+    };
     let virtual_size = output_virtual_size;
-    // The output file, digested as it is written; every format writes through one.
+    // The output, digested as it is written; every format writes through one.
     let hashed_output = || -> Result<HashedOutput, Error> {
-        HashedOutput::new(
-            tmp.file().map_err(out_err)?,
-            &options.algorithms,
-            options.sync,
-        )
-        .map_err(out_err)
+        let sink = written.sink(options.sync).map_err(out_err)?;
+        HashedOutput::new(sink, &options.algorithms).map_err(out_err)
     };
     // The block formats' (VHD, VMDK, VHDX) scan: which blocks of `block_size` hold data.
     // Nothing is compressed, so the spill stays empty.
@@ -497,7 +662,7 @@ pub fn convert_with_metadata(
             &pool,
             block_size,
             None,
-            &mut spill::Spill::new(output),
+            &mut spill::Spill::new(&scratch),
             progress,
         )
         .map_err(fail)
@@ -529,9 +694,9 @@ pub fn convert_with_metadata(
             (digests, plan.as_ref().map(Plan::allocated), None)
         }
         OutputFormat::Vmdk => {
-            let extent_file = output
-                .file_name()
-                .and_then(|n| n.to_str())
+            let extent_name = destination.extent_name();
+            let extent_file = extent_name
+                .as_deref()
                 .filter(|n| crate::format::vmdk::writer::extent_name_ok(n))
                 .ok_or_else(|| {
                     error::usage(format!(
@@ -591,7 +756,7 @@ pub fn convert_with_metadata(
         }
         OutputFormat::Qcow2 => {
             let cs = options.cluster_size;
-            let mut spill = spill::Spill::new(output);
+            let mut spill = spill::Spill::new(&scratch);
             let plan = qcow2_writer::scan_pass(
                 reader,
                 &pool,
@@ -627,8 +792,8 @@ pub fn convert_with_metadata(
     // The sidecar records the output's guest hash: the input's guest, which the output
     // holds (`--verify` proves it).
     let wants_guest_hash = metadata.is_some_and(|m| m.sidecar.is_some());
-    let guest_hash = match options.verify {
-        Some(algorithm) => Some(verify_output(
+    let guest_hash = match (options.verify, &written) {
+        (Some(algorithm), Written::File(tmp)) => Some(verify_output(
             input,
             tmp.path(),
             output,
@@ -636,13 +801,22 @@ pub fn convert_with_metadata(
             &pool,
             &fail,
         )?),
-        None if wants_guest_hash => Some(input_guest_hash(input, Algorithm::Sha256, &pool, &fail)?),
-        None => None,
+        (Some(_), _) => {
+            return Err(error::usage(format!(
+                "{}: --verify needs a file output",
+                output.display()
+            )));
+        }
+        (None, _) if wants_guest_hash => {
+            Some(input_guest_hash(input, Algorithm::Sha256, &pool, &fail)?)
+        }
+        (None, _) => None,
     };
     let now = std::fs::metadata(input).map_err(|source| error::input_io(input, source))?;
     if Identity::of(&now) != identity {
         return Err(error::input_changed(input));
     }
+    check_expected(output, &options.expect, &digests)?;
     let size = digests.size;
     let mut signature = None;
     if let Some(request) = metadata {
@@ -676,16 +850,19 @@ pub fn convert_with_metadata(
             })?;
         }
     }
-    if options.sync {
-        tmp.sync().map_err(out_err)?;
+    let mut files = Vec::new();
+    if let (Written::File(tmp), Destination::File(path)) = (written, destination) {
+        if options.sync {
+            tmp.sync().map_err(out_err)?;
+        }
+        files.push((tmp, path.as_path()));
     }
-    let mut files = vec![(tmp, output)];
     files.append(&mut metadata_files);
     atomic::persist_all(files).map_err(out_err)?;
     Ok(ConvertReport {
         input: input.to_path_buf(),
         input_format,
-        output: output.to_path_buf(),
+        output: destination.name(),
         format: options.format,
         subformat: options.effective_subformat(),
         size,
@@ -698,6 +875,18 @@ pub fn convert_with_metadata(
         signature,
         guest_hash,
     })
+}
+
+/// `--expect`: every expected digest equals the one computed while writing, or the
+/// conversion fails before anything is put in place.
+fn check_expected(output: &Path, expect: &[Digest], digests: &Digests) -> Result<(), Error> {
+    for want in expect {
+        match digests.get(want.algorithm) {
+            Some(got) if got.bytes == want.bytes => {}
+            got => return Err(error::expect_mismatch(output, want, got)),
+        }
+    }
+    Ok(())
 }
 
 /// The guest-visible size of the output for an input of `input_size` bytes: the same, except

@@ -8,6 +8,7 @@ mod convert;
 mod convert_inputs;
 mod convert_metadata;
 mod convert_outputs;
+mod convert_stream;
 mod damaged;
 mod data_safety;
 mod formats;
