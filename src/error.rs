@@ -125,7 +125,14 @@ impl Error {
     }
 
     /// The file `path` could not be opened or read: "cannot read PATH: REASON".
+    ///
+    /// A remote read's failure (`source` made by [`crate::remote`]) is returned as it was
+    /// made, with its own kind and sentence.
     pub fn io(path: &Path, source: io::Error) -> Self {
+        let source = match crate::remote::take_failure(source) {
+            Ok(remote) => return remote,
+            Err(source) => source,
+        };
         let sentence = format!("cannot read {}: {}", path.display(), describe_io(&source));
         Self::new(ErrorKind::Io, Some(path), sentence)
             .with_operation(Operation::Read)

@@ -108,7 +108,7 @@ pub fn inspect_path(path: &Path) -> Result<ImageInfo, Error> {
 #[cfg(unix)]
 fn allocated_bytes(file: &ImageFile) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    file.file().metadata().ok().map(|m| m.blocks() * 512)
+    file.file()?.metadata().ok().map(|m| m.blocks() * 512)
 }
 
 /// An image file, inspected once: what `info` reports about it, and the structures its format

@@ -32,6 +32,7 @@ pub mod facts;
 pub mod format;
 pub mod guest_hash;
 pub mod inspect;
+pub mod remote;
 pub mod safety;
 pub mod signing;
 pub mod source;

@@ -111,6 +111,8 @@ pub fn read_vec_at<S: ReadAt + ?Sized>(
 /// modification and status-change times. Two equal identities taken before and after a read
 /// mean nothing replaced, truncated, extended or wrote to the file in between (a write changes
 /// the change time, which no user can set back), so what was read is what the file holds.
+///
+/// A remote object's identity is its length, ETag and Last-Modified, from a HEAD.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileIdentity {
     dev: u64,
@@ -118,6 +120,7 @@ pub struct FileIdentity {
     len: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+    remote: Option<(Option<String>, String)>,
 }
 
 impl FileIdentity {
@@ -130,11 +133,29 @@ impl FileIdentity {
             len: meta.len(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
+            remote: None,
         }
     }
 
-    /// The identity of the file at `path` now.
+    /// The identity of a remote object's `version`.
+    pub fn of_remote(version: &crate::remote::ObjectVersion) -> Self {
+        Self {
+            dev: 0,
+            ino: 0,
+            len: version.len(),
+            mtime: (0, 0),
+            ctime: (0, 0),
+            remote: Some((version.etag().map(str::to_string), version.last_modified())),
+        }
+    }
+
+    /// The identity of the file at `path` now (of the object, by a HEAD, when `path` is an
+    /// `s3://` or `https://` URL).
     pub fn of_path(path: &std::path::Path) -> io::Result<Self> {
+        if crate::remote::is_remote(path.as_os_str()) {
+            let file = ImageFile::open(path)?;
+            return Ok(file.identity());
+        }
         Ok(Self::of(&std::fs::metadata(path)?))
     }
 
@@ -144,16 +165,33 @@ impl FileIdentity {
     }
 }
 
-/// An open image file whose length was fixed when it was opened.
+/// Where an [`ImageFile`]'s bytes are.
+#[derive(Debug)]
+enum Backing {
+    Local(File),
+    Remote(Box<crate::remote::RemoteFile>),
+}
+
+/// An open image whose length was fixed when it was opened: a local file, or a remote object
+/// (`s3://bucket/key`, `https://...`) read in place by ranged GETs (see [`crate::remote`]).
 #[derive(Debug)]
 pub struct ImageFile {
-    file: File,
+    backing: Backing,
     len: u64,
 }
 
 impl ImageFile {
-    /// Opens `path` read-only.
+    /// Opens `path` read-only; an `s3://`, `https://` or (when allowed) `http://` URL opens
+    /// the remote object with the options of [`crate::remote::options`]. A remote failure is
+    /// an `io::Error` that [`crate::Error::io`] turns back into the remote error.
     pub fn open(path: &std::path::Path) -> io::Result<Self> {
+        if crate::remote::is_remote(path.as_os_str())
+            && let Some(url) = path.to_str()
+        {
+            return crate::remote::RemoteFile::open_url(url)
+                .map(Self::remote)
+                .map_err(crate::remote::failure);
+        }
         let file = File::open(path)?;
         let meta = file.metadata()?;
         if meta.is_dir() {
@@ -164,13 +202,50 @@ impl ImageFile {
         }
         Ok(Self {
             len: meta.len(),
-            file,
+            backing: Backing::Local(file),
         })
     }
 
-    /// The underlying file.
-    pub fn file(&self) -> &File {
-        &self.file
+    /// A remote object, already opened.
+    pub fn remote(file: crate::remote::RemoteFile) -> Self {
+        Self {
+            len: file.len(),
+            backing: Backing::Remote(Box::new(file)),
+        }
+    }
+
+    /// The underlying file; `None` for a remote object.
+    pub fn file(&self) -> Option<&File> {
+        match &self.backing {
+            Backing::Local(file) => Some(file),
+            Backing::Remote(_) => None,
+        }
+    }
+
+    /// The remote object; `None` for a local file.
+    pub fn remote_file(&self) -> Option<&crate::remote::RemoteFile> {
+        match &self.backing {
+            Backing::Local(_) => None,
+            Backing::Remote(remote) => Some(remote),
+        }
+    }
+
+    /// The identity the file had when it was opened (a local file's as it is now).
+    pub fn identity(&self) -> FileIdentity {
+        match &self.backing {
+            Backing::Local(file) => file.metadata().map_or_else(
+                |_| FileIdentity {
+                    dev: 0,
+                    ino: 0,
+                    len: self.len,
+                    mtime: (0, 0),
+                    ctime: (0, 0),
+                    remote: None,
+                },
+                |m| FileIdentity::of(&m),
+            ),
+            Backing::Remote(remote) => FileIdentity::of_remote(remote.version()),
+        }
     }
 }
 
@@ -184,11 +259,15 @@ impl ReadAt for ImageFile {
         if offset >= self.len {
             return None;
         }
+        // An object store cannot tell holes from data.
+        let Backing::Local(file) = &self.backing else {
+            return None;
+        };
         let seek = |whence| {
             let off = libc::off_t::try_from(offset).ok()?;
             // SAFETY: lseek on a descriptor this struct owns touches no memory; every read
             // here is positional, so moving the descriptor's offset affects nothing else.
-            let r = unsafe { libc::lseek(self.file.as_raw_fd(), off, whence) };
+            let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
             u64::try_from(r).ok()
         };
         match seek(libc::SEEK_DATA) {
@@ -208,7 +287,10 @@ impl ReadAt for ImageFile {
         if n == 0 {
             return Ok(0);
         }
-        self.file.read_at(&mut buf[..n], offset)
+        match &self.backing {
+            Backing::Local(file) => file.read_at(&mut buf[..n], offset),
+            Backing::Remote(remote) => remote.read_at(&mut buf[..n], offset),
+        }
     }
 }
 

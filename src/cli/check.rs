@@ -33,10 +33,13 @@ pub struct CheckArgs {
     /// Print `qemu-img check --output=json`'s object, plus a `findings` list.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// Runs `vmimage check`; returns `qemu-img check`'s exit status.
 pub fn run(args: &CheckArgs) -> u8 {
+    vmimage::remote::set_options(args.remote.options());
     let name = args.file.display().to_string();
     let src = match ImageFile::open(&args.file) {
         Ok(f) => f,

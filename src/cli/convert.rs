@@ -158,6 +158,8 @@ pub struct ConvertArgs {
     /// The image's properties, for `--metadata` (as in `vmimage metadata`).
     #[command(flatten)]
     pub properties: MetadataFlags,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// A parsed `--algo` value: possibly empty (`none`).
@@ -248,6 +250,7 @@ impl Bar {
 
 /// Runs `vmimage convert`; returns the exit status.
 pub fn run(args: &ConvertArgs) -> u8 {
+    vmimage::remote::set_options(args.remote.options());
     let signer = match load_convert_signing(args) {
         Ok(s) => s,
         Err(code) => return code,

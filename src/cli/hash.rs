@@ -29,7 +29,8 @@ use super::{EXIT_ERROR, EXIT_FAILED, EXIT_OK, print_error};
 /// Arguments of `vmimage hash`.
 #[derive(Debug, Args)]
 pub struct HashArgs {
-    /// Files to digest (`-` or none: standard input). With --check: the manifests to verify.
+    /// Files to digest (`-` or none: standard input; s3://bucket/key and https:// URLs: remote
+    /// objects, one streaming GET each). With --check: the manifests to verify.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Algorithms, comma-separated: md5, sha1, sha224, sha256, sha384, sha512
@@ -66,6 +67,8 @@ pub struct HashArgs {
     /// algorithm [default: sha256].
     #[arg(long, conflicts_with = "check")]
     pub guest: bool,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// A parsed `--algo` value.
@@ -78,6 +81,7 @@ fn parse_algorithms(s: &str) -> Result<AlgorithmList, String> {
 
 /// Runs `vmimage hash`; returns the exit status.
 pub fn run(args: &HashArgs) -> u8 {
+    vmimage::remote::set_options(args.remote.options());
     let inputs: Vec<Input> = if args.files.is_empty() {
         vec![Input::Stdin]
     } else {
@@ -98,8 +102,10 @@ pub fn run(args: &HashArgs) -> u8 {
         .map_or_else(|| Algorithm::DEFAULT.to_vec(), |l| l.0.clone());
     let progress = Progress::new(args.progress, &inputs);
     let tick = |n: u64| progress.inc(n);
+    let remote = args.remote.options();
     let options = HashOptions {
         progress: progress.enabled().then_some(&tick as &(dyn Fn(u64) + Sync)),
+        remote: Some(&remote),
         ..HashOptions::default()
     };
 
@@ -227,6 +233,7 @@ fn display_bytes(input: &Input) -> Vec<u8> {
     match input {
         Input::Stdin => b"-".to_vec(),
         Input::Path(p) => p.as_os_str().as_bytes().to_vec(),
+        Input::Remote(url) => url.as_bytes().to_vec(),
     }
 }
 
@@ -301,6 +308,7 @@ fn check_one(
     let label = match input {
         Input::Stdin => "standard input".to_string(),
         Input::Path(p) => p.display().to_string(),
+        Input::Remote(url) => url.clone(),
     };
     let text = match read_manifest(input) {
         Ok(t) => t,
@@ -320,8 +328,10 @@ fn check_one(
     // The listed files' total is not known before they are opened: bytes and rate only.
     let progress = Progress::new(args.progress, &[Input::Stdin]);
     let tick = |n: u64| progress.inc(n);
+    let remote = args.remote.options();
     let hash_options = HashOptions {
         progress: progress.enabled().then_some(&tick as &(dyn Fn(u64) + Sync)),
+        remote: Some(&remote),
         ..HashOptions::default()
     };
     let mut report = |outcome: &Outcome<'_>| {
@@ -458,6 +468,11 @@ fn read_manifest(input: &Input) -> io::Result<Vec<u8>> {
             }
             file.take(MAX_MANIFEST_LEN + 1).read_to_end(&mut text)
         }
+        // Manifests may name URLs; a manifest itself is read from a file or standard input.
+        Input::Remote(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a manifest is read from a file or standard input, not a URL",
+        )),
     };
     read?;
     if text.len() as u64 > MAX_MANIFEST_LEN {

@@ -19,6 +19,8 @@ pub struct InfoArgs {
     /// Print a JSON report (an object for one file, an array for several) instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// One file's outcome in a JSON array: the report, or the reason it could not be read.
@@ -31,6 +33,7 @@ enum JsonEntry {
 
 /// Runs `vmimage info`; returns the exit status.
 pub fn run(args: &InfoArgs) -> u8 {
+    vmimage::remote::set_options(args.remote.options());
     let mut status = EXIT_OK;
     let mut entries = Vec::new();
     for path in &args.files {

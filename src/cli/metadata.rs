@@ -110,10 +110,13 @@ pub struct MetadataArgs {
     /// With broken rules, also print them as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// Runs `vmimage metadata`; returns the exit status.
 pub fn run(args: &MetadataArgs) -> u8 {
+    vmimage::remote::set_options(args.remote.options());
     if args.openstack_command && args.target != Target::Glance {
         print_error("metadata: --openstack-command needs --target glance");
         return EXIT_ERROR;

@@ -10,6 +10,7 @@ pub mod hash;
 pub mod info;
 pub mod metadata;
 pub mod output;
+pub mod remote;
 pub mod render;
 pub mod sign;
 pub mod verify;

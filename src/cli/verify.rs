@@ -72,6 +72,8 @@ pub struct VerifyArgs {
     /// Also check the signing certificate's chain to these trusted certificates (PEM bundle).
     #[arg(long, value_name = "BUNDLE.pem", requires = "signing_cert")]
     pub trusted_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: super::remote::RemoteArgs,
 }
 
 /// Reads `--signing-cert` and `--trusted-ca`, or says why not.
@@ -118,6 +120,7 @@ impl VerifyArgs {
 
 /// Runs `vmimage verify`; returns the exit status.
 pub fn run(args: &VerifyArgs) -> u8 {
+    vmimage::remote::set_options(args.remote.options());
     let expectations = args.expectations();
     let mut record = match &args.against {
         Some(path) => match read_record(path, args) {

@@ -64,6 +64,11 @@ pub(crate) fn usage(sentence: String) -> Error {
 
 /// The input could not be opened or read.
 pub(crate) fn input_io(input: &Path, source: io::Error) -> Error {
+    // A remote read's failure is already one sentence naming the URL, with its own kind.
+    let source = match crate::remote::take_failure(source) {
+        Ok(remote) => return remote,
+        Err(source) => source,
+    };
     let sentence = format!("{}: {}", input.display(), describe_io(&source));
     Error::new(ErrorKind::Io, Some(input), sentence)
         .with_operation(Operation::Read)

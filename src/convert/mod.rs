@@ -495,7 +495,7 @@ pub fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Id
     let io_err = |source| error::input_io(input, source);
     let invalid = |e| error::read_failure(input, e);
     let file = ImageFile::open(input).map_err(io_err)?;
-    let identity = Identity::of(&file.file().metadata().map_err(io_err)?);
+    let identity = file.identity();
     let image = OpenedImage::open(file, &input.display().to_string()).map_err(io_err)?;
     let info = &image.info;
     if let Some(f) = info
@@ -812,8 +812,8 @@ pub fn convert_to(
         }
         (None, _) => None,
     };
-    let now = std::fs::metadata(input).map_err(|source| error::input_io(input, source))?;
-    if Identity::of(&now) != identity {
+    let now = Identity::of_path(input).map_err(|source| error::input_io(input, source))?;
+    if now != identity {
         return Err(error::input_changed(input));
     }
     check_expected(output, &options.expect, &digests)?;

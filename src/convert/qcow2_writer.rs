@@ -609,7 +609,7 @@ mod tests {
         let path = dir.path().join("disk.raw");
         // 1.5 clusters of 0xab: the last cluster is half guest data, half padding.
         std::fs::write(&path, vec![0xabu8; 3 * 512]).unwrap();
-        let file = std::fs::File::open(&path).unwrap();
+        let file = crate::source::ImageFile::open(&path).unwrap();
         let reader = RawReader::new(file, 3 * 512);
         let buffers = BufferPool::new(1);
         let mut stale = buffers.take(8192);
@@ -638,7 +638,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.raw");
         std::fs::write(&path, &disk).unwrap();
-        let reader = RawReader::new(std::fs::File::open(&path).unwrap(), size);
+        let reader = RawReader::new(crate::source::ImageFile::open(&path).unwrap(), size);
         assert!(reader.small_reads_are_cheap());
         let buffers = BufferPool::new(1);
         let found: Vec<u64> = analyse_chunk(&reader, &buffers, 0, 1 << 20, cs, None)

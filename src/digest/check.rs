@@ -90,13 +90,13 @@ impl Tally {
     }
 }
 
-/// The path a manifest name refers to (`-` is standard input). Names are bytes; on Unix any
-/// byte string is a path.
+/// The path a manifest name refers to (`-` is standard input, an `s3://` or `https://` URL a
+/// remote object). Names are bytes; on Unix any byte string is a path.
 pub fn input_for(name: &[u8]) -> Input {
     if name == b"-" {
         Input::Stdin
     } else {
-        Input::Path(PathBuf::from(OsStr::from_bytes(name)))
+        Input::from_arg(PathBuf::from(OsStr::from_bytes(name)))
     }
 }
 

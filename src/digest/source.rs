@@ -26,40 +26,51 @@ use super::algorithm::Algorithm;
 use super::digests::Digests;
 use super::engine::{DigestSet, EngineConfig};
 use crate::error::Error;
+use crate::remote::{RemoteLocation, RemoteOptions, RemoteStore};
 use crate::source::FileIdentity;
 
-/// What to digest: a named file or the process's standard input (`-` on the command line).
+/// What to digest: a named file, a remote object or the process's standard input (`-` on the
+/// command line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Standard input, read to its end.
     Stdin,
     /// A file (or device, or named pipe) by path.
     Path(PathBuf),
+    /// An `s3://`, `https://` or `http://` URL, as given (parsed when it is read, with the
+    /// [`HashOptions::remote`] options), read by one streaming GET.
+    Remote(String),
 }
 
 impl Input {
-    /// `-` is standard input, as in coreutils; anything else is a path.
+    /// `-` is standard input, as in coreutils; `s3://`, `https://` and `http://` URLs are
+    /// remote objects; anything else is a path.
     pub fn from_arg(arg: impl Into<PathBuf>) -> Self {
         let path = arg.into();
         if path.as_os_str() == "-" {
             Input::Stdin
+        } else if crate::remote::is_remote(path.as_os_str())
+            && let Some(url) = path.to_str()
+        {
+            Input::Remote(url.to_string())
         } else {
             Input::Path(path)
         }
     }
 
-    /// The name to show: the path as given, or `-`.
+    /// The name to show: the path or URL as given, or `-`.
     pub fn display_name(&self) -> String {
         match self {
             Input::Stdin => "-".to_string(),
             Input::Path(p) => p.display().to_string(),
+            Input::Remote(url) => url.clone(),
         }
     }
 
     /// The length of a regular file, for a progress total; `None` for anything else.
     pub fn regular_len(&self) -> Option<u64> {
         match self {
-            Input::Stdin => None,
+            Input::Stdin | Input::Remote(_) => None,
             Input::Path(p) => std::fs::metadata(p)
                 .ok()
                 .filter(|m| m.is_file())
@@ -75,6 +86,8 @@ pub struct HashOptions<'a> {
     pub engine: EngineConfig,
     /// Called with the size of every read, from the reading thread (for a progress bar).
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// How to reach [`Input::Remote`] objects; `None`: [`crate::remote::options`].
+    pub remote: Option<&'a RemoteOptions>,
 }
 
 /// Digests everything `reader` yields.
@@ -84,7 +97,8 @@ pub fn hash_reader<R: Read>(mut reader: R, algorithms: &[Algorithm]) -> io::Resu
     Ok(set.finish())
 }
 
-/// Digests the file at `path` in one read; an error if it changed while it was read.
+/// Digests the file at `path` in one read; an error if it changed while it was read. An
+/// `s3://` or `https://` URL is digested by [`hash_remote`].
 pub fn hash_path(path: &Path, algorithms: &[Algorithm]) -> Result<Digests, Error> {
     hash_path_with(path, algorithms, &HashOptions::default())
 }
@@ -95,6 +109,11 @@ pub fn hash_path_with(
     algorithms: &[Algorithm],
     options: &HashOptions<'_>,
 ) -> Result<Digests, Error> {
+    if crate::remote::is_remote(path.as_os_str())
+        && let Some(url) = path.to_str()
+    {
+        return hash_remote(url, algorithms, options);
+    }
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let before = file.metadata().map_err(|e| Error::io(path, e))?;
     if before.is_dir() {
@@ -124,6 +143,32 @@ pub fn hash_stdin(algorithms: &[Algorithm], options: &HashOptions<'_>) -> Result
     Ok(set.finish())
 }
 
+/// Digests the remote object at `url` (`s3://`, `https://`, or `http://` when allowed) in one
+/// streaming GET; an error of kind [`crate::ErrorKind::Changed`] if the object changed while it
+/// was read (its ETag, Last-Modified or length differs from the HEAD the read started from).
+pub fn hash_remote(
+    url: &str,
+    algorithms: &[Algorithm],
+    options: &HashOptions<'_>,
+) -> Result<Digests, Error> {
+    let global;
+    let remote = match options.remote {
+        Some(remote) => remote,
+        None => {
+            global = crate::remote::options();
+            &global
+        }
+    };
+    let location = RemoteLocation::parse(url, remote)?;
+    let store = RemoteStore::open(&location, remote)?;
+    let version = store.head()?;
+    let mut reader = store.stream(&version)?;
+    let mut set = DigestSet::with_config(algorithms, options.engine);
+    set.read_from(&mut reader, options.progress)
+        .map_err(|e| crate::remote::into_error(url, e))?;
+    Ok(set.finish())
+}
+
 /// Digests one input.
 pub fn hash_input(
     input: &Input,
@@ -133,6 +178,7 @@ pub fn hash_input(
     match input {
         Input::Stdin => hash_stdin(algorithms, options),
         Input::Path(p) => hash_path_with(p, algorithms, options),
+        Input::Remote(url) => hash_remote(url, algorithms, options),
     }
 }
 

@@ -36,7 +36,7 @@ pub fn guest_reader(
     let reader: Box<dyn GuestReader> = match format {
         ImageFormat::Raw | ImageFormat::Iso => {
             let len = file.len();
-            Box::new(RawReader::new(file.file().try_clone()?, len))
+            Box::new(RawReader::new(file, len))
         }
         ImageFormat::Qcow2 => {
             let header = match decoded {

@@ -1,21 +1,19 @@
 //! Raw input: the file is the guest disk (also the data part of a fixed VHD).
 //!
-//! Holes come from the file system (`lseek` with `SEEK_DATA`/`SEEK_HOLE`), so a 1 TB sparse
-//! file costs a few system calls, not a terabyte of reads; the converter still checks the
-//! data ranges for all-zero clusters.
-
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
+//! Holes come from the file system (`lseek` with `SEEK_DATA`/`SEEK_HOLE`, through
+//! [`ReadAt::allocation_at`]), so a 1 TB sparse file costs a few system calls, not a terabyte
+//! of reads; the converter still checks the data ranges for all-zero clusters. A remote object
+//! has no holes to tell: it is all data.
 
 use crate::format::guest::{Extent, GuestReader, ReadFailure};
 use crate::format::raw_virtual_size;
+use crate::source::{ImageFile, ReadAt};
 
 /// Reads of a raw guest disk stored in `file[0..len)`, which QEMU exposes as
 /// [`raw_virtual_size`]`(len)` bytes: the part of the last sector past `len` reads as zeros.
 #[derive(Debug)]
 pub struct RawReader {
-    file: File,
+    file: ImageFile,
     len: u64,
     size: u64,
 }
@@ -26,7 +24,7 @@ const RAW_GRANULARITY: u64 = 512;
 impl RawReader {
     /// A reader of the first `len` bytes of `file` (the caller checked `len` against the
     /// file's length).
-    pub fn new(file: File, len: u64) -> Self {
+    pub fn new(file: ImageFile, len: u64) -> Self {
         Self {
             file,
             len,
@@ -44,16 +42,6 @@ impl RawReader {
             data,
         }
     }
-
-    /// `lseek(fd, offset, whence)`: the new position, or the errno (`ENXIO`: no data after
-    /// `offset`; anything else: the file system cannot tell).
-    fn seek(&self, offset: u64, whence: libc::c_int) -> Result<u64, Option<i32>> {
-        let off = libc::off_t::try_from(offset).map_err(|_| None)?;
-        // SAFETY: lseek on a file descriptor we own has no memory-safety preconditions; it only
-        // moves this descriptor's position, which no other code uses (reads are positional).
-        let r = unsafe { libc::lseek(self.file.as_raw_fd(), off, whence) };
-        u64::try_from(r).map_err(|_| std::io::Error::last_os_error().raw_os_error())
-    }
 }
 
 impl GuestReader for RawReader {
@@ -66,7 +54,8 @@ impl GuestReader for RawReader {
     }
 
     fn small_reads_are_cheap(&self) -> bool {
-        true
+        // A remote object's small reads are ranged GETs.
+        self.file.file().is_some()
     }
 
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
@@ -75,15 +64,11 @@ impl GuestReader for RawReader {
             // Inside the last sector, past the end of the file: zeros.
             return Ok(self.extent(offset, end, false));
         }
-        match self.seek(offset, libc::SEEK_DATA) {
-            // No data after offset: the rest is a hole.
-            Err(Some(libc::ENXIO)) => Ok(self.extent(offset, end, false)),
-            Err(_) => Ok(self.extent(offset, end, true)),
-            Ok(d) if d > offset => Ok(self.extent(offset, d.min(end), false)),
-            Ok(_) => {
-                let hole = self.seek(offset, libc::SEEK_HOLE).unwrap_or(end);
-                Ok(self.extent(offset, hole.clamp(offset + 1, end), true))
-            }
+        match self.file.allocation_at(offset) {
+            Some((false, data)) => Ok(self.extent(offset, data.clamp(offset + 1, end), false)),
+            Some((true, hole)) => Ok(self.extent(offset, hole.clamp(offset + 1, end), true)),
+            // The file system (or the object store) cannot tell: data.
+            None => Ok(self.extent(offset, end, true)),
         }
     }
 

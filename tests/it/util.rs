@@ -116,6 +116,22 @@ impl Workdir {
         let out = run_with_stdin(env!("CARGO_BIN_EXE_vmimage"), self.path(), args, input);
         Run::from(out, args)
     }
+
+    /// Runs `vmimage ARGS` in the directory with the variables `env` set (an S3 server's
+    /// `AWS_*`, for example) and every other `AWS_*` variable of the test's environment removed.
+    pub fn vmimage_env(&self, args: &[&str], env: &[(String, String)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmimage"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .stdin(std::process::Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| k.starts_with("AWS_")) {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        Run::from(cmd.output().expect("run vmimage"), args)
+    }
 }
 
 /// The names of the files in `dir`, sorted.

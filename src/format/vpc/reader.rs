@@ -104,7 +104,7 @@ pub fn open(
                     "the fixed VHD declares {size} bytes but holds only {data_len} before its footer"
                 )));
             }
-            Ok(Box::new(RawReader::new(file.file().try_clone()?, size)))
+            Ok(Box::new(RawReader::new(file, size)))
         }
         DISK_TYPE_DYNAMIC if at_start => Ok(Box::new(DynamicVhd::open(file, &footer)?)),
         other => Err(ReadFailure::Invalid(format!(
