@@ -95,7 +95,9 @@ pub struct ConvertArgs {
     #[arg(value_name = "IN")]
     pub input: PathBuf,
     /// The file to write. It appears only when complete (written aside, then renamed). `-`
-    /// streams the output to standard output (the digest lines then go to standard error).
+    /// streams the output to standard output (the digest lines then go to standard error);
+    /// `s3://bucket/key` uploads it (multipart, completed only when the whole output was sent
+    /// and checked).
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
     /// Output format.
@@ -288,7 +290,13 @@ pub fn run(args: &ConvertArgs) -> u8 {
             options.algorithms.push(d.algorithm);
         }
     }
-    let destination = Destination::parse(&args.output);
+    let destination = match Destination::parse(&args.output) {
+        Ok(d) => d,
+        Err(e) => {
+            print_error(&e);
+            return EXIT_ERROR;
+        }
+    };
     if let Err(e) = vmimage::convert::validate_options(&options)
         .and_then(|()| vmimage::convert::validate_destination(&options, &destination))
     {

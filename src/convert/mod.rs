@@ -265,31 +265,46 @@ pub enum Destination {
     /// Standard output (`-`), a stream: every byte once, in order, holes as zeros. What was
     /// written cannot be taken back, so a failure is told by the exit status alone.
     Stdout,
+    /// An object in an S3-compatible store (`s3://bucket/key`), written by a multipart upload
+    /// that is completed only when the whole output was sent and checked
+    /// ([`crate::remote::upload`]).
+    S3(crate::remote::RemoteLocation),
 }
 
 impl Destination {
-    /// `-` means standard output; anything else is a file.
-    pub fn parse(arg: &Path) -> Self {
+    /// `-` means standard output, `s3://bucket/key` an object; anything else is a file.
+    /// Another URL (`https://`) is refused: uploads go to S3 only.
+    pub fn parse(arg: &Path) -> Result<Self, Error> {
         if arg.as_os_str() == "-" {
-            Destination::Stdout
-        } else {
-            Destination::File(arg.to_path_buf())
+            return Ok(Destination::Stdout);
+        }
+        if !crate::remote::is_remote(arg.as_os_str()) {
+            return Ok(Destination::File(arg.to_path_buf()));
+        }
+        let text = arg.to_string_lossy();
+        let location = crate::remote::RemoteLocation::parse(&text, &crate::remote::options())?;
+        match location {
+            crate::remote::RemoteLocation::S3 { .. } => Ok(Destination::S3(location)),
+            crate::remote::RemoteLocation::Http { .. } => Err(error::usage(format!(
+                "{text}: convert uploads to s3://bucket/key only, not to a web server"
+            ))),
         }
     }
 
-    /// What error messages call it: the path, or `standard output`.
+    /// What error messages call it: the path, `standard output` or the URL.
     pub fn label(&self) -> PathBuf {
         match self {
             Destination::File(p) => p.clone(),
             Destination::Stdout => PathBuf::from("standard output"),
+            Destination::S3(location) => PathBuf::from(location.url()),
         }
     }
 
-    /// What reports call it: the path, or `-`.
+    /// What reports call it: the path, `-` or the URL.
     pub fn name(&self) -> PathBuf {
         match self {
-            Destination::File(p) => p.clone(),
             Destination::Stdout => PathBuf::from("-"),
+            _ => self.label(),
         }
     }
 
@@ -297,25 +312,32 @@ impl Destination {
     pub fn file(&self) -> Option<&Path> {
         match self {
             Destination::File(p) => Some(p),
-            Destination::Stdout => None,
+            Destination::Stdout | Destination::S3(_) => None,
         }
     }
 
     /// Where temporary files of the conversion (the spill of compressed clusters) go: beside
-    /// a file output, in the temporary directory for a stream.
+    /// a file output, in the temporary directory for a stream or an upload.
     fn scratch_target(&self) -> PathBuf {
         match self {
             Destination::File(p) => p.clone(),
-            Destination::Stdout => std::env::temp_dir().join("vmimage-convert"),
+            Destination::Stdout | Destination::S3(_) => {
+                std::env::temp_dir().join("vmimage-convert")
+            }
         }
     }
 
-    /// The name a VMDK records for its own extent: the file's name; `None` when there is none.
+    /// The name a VMDK records for its own extent: the file's name or the key's last
+    /// segment; `None` for standard output.
     fn extent_name(&self) -> Option<String> {
-        self.file()
-            .and_then(Path::file_name)
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
+        match self {
+            Destination::File(p) => p.file_name().and_then(|n| n.to_str()).map(str::to_string),
+            Destination::Stdout => None,
+            Destination::S3(crate::remote::RemoteLocation::S3 { key, .. }) => {
+                key.rsplit('/').next().map(str::to_string)
+            }
+            Destination::S3(_) => None,
+        }
     }
 }
 
@@ -558,12 +580,15 @@ enum Written {
     File(TempFile),
     /// Standard output.
     Stdout,
+    /// A multipart upload.
+    Upload(crate::remote::upload::S3Upload),
 }
 
 impl Written {
     /// The sink the output's bytes go to.
     fn sink(&self, sync: bool) -> io::Result<Box<dyn OutputSink>> {
         Ok(match self {
+            Written::Upload(upload) => Box::new(StreamSink::new(upload.writer()?)),
             Written::File(tmp) => Box::new(FileSink::new(tmp.file()?.try_clone()?, sync)),
             Written::Stdout => {
                 use std::os::fd::AsFd;
@@ -647,6 +672,11 @@ pub fn convert_to(
             Written::File(TempFile::create_beside(path, TEMP_TAG).map_err(out_err)?)
         }
         Destination::Stdout => Written::Stdout,
+        Destination::S3(location) => Written::Upload(crate::remote::upload::S3Upload::start(
+            location,
+            &crate::remote::options(),
+            crate::remote::upload::output_bound(output_virtual_size),
+        )?),
     };
     let virtual_size = output_virtual_size;
     // The output, digested as it is written; every format writes through one.
@@ -667,35 +697,36 @@ pub fn convert_to(
         )
         .map_err(fail)
     };
-    let (digests, allocated, compressed) = match options.format {
-        OutputFormat::Vpc => {
-            let geometry = vhd_geometry(options, reader.virtual_size())
-                .map_err(|reason| error::output_too_large(output, reason))?;
-            let stamp = crate::format::vpc::writer::VhdStamp {
-                unix_time: unix_now(),
-                uuid: fresh_id().map_err(out_err)?,
-            };
-            let plan = if options.effective_subformat() == Some(Subformat::Dynamic) {
-                Some(scan_blocks(crate::format::vpc::writer::BLOCK_SIZE)?)
-            } else {
-                None
-            };
-            let mut out = hashed_output()?;
-            let len = match &plan {
-                Some(plan) => block_output::write_dynamic_vhd(
-                    reader, &pool, plan, &geometry, &stamp, &mut out, progress,
-                ),
-                None => block_output::write_fixed_vhd(
-                    reader, &pool, &geometry, &stamp, &mut out, progress,
-                ),
+    let produced = (|| -> Result<(Digests, Option<u64>, Option<u64>), Error> {
+        Ok(match options.format {
+            OutputFormat::Vpc => {
+                let geometry = vhd_geometry(options, reader.virtual_size())
+                    .map_err(|reason| error::output_too_large(output, reason))?;
+                let stamp = crate::format::vpc::writer::VhdStamp {
+                    unix_time: unix_now(),
+                    uuid: fresh_id().map_err(out_err)?,
+                };
+                let plan = if options.effective_subformat() == Some(Subformat::Dynamic) {
+                    Some(scan_blocks(crate::format::vpc::writer::BLOCK_SIZE)?)
+                } else {
+                    None
+                };
+                let mut out = hashed_output()?;
+                let len = match &plan {
+                    Some(plan) => block_output::write_dynamic_vhd(
+                        reader, &pool, plan, &geometry, &stamp, &mut out, progress,
+                    ),
+                    None => block_output::write_fixed_vhd(
+                        reader, &pool, &geometry, &stamp, &mut out, progress,
+                    ),
+                }
+                .map_err(fail)?;
+                let digests = out.finish(len).map_err(out_err)?;
+                (digests, plan.as_ref().map(Plan::allocated), None)
             }
-            .map_err(fail)?;
-            let digests = out.finish(len).map_err(out_err)?;
-            (digests, plan.as_ref().map(Plan::allocated), None)
-        }
-        OutputFormat::Vmdk => {
-            let extent_name = destination.extent_name();
-            let extent_file = extent_name
+            OutputFormat::Vmdk => {
+                let extent_name = destination.extent_name();
+                let extent_file = extent_name
                 .as_deref()
                 .filter(|n| crate::format::vmdk::writer::extent_name_ok(n))
                 .ok_or_else(|| {
@@ -704,90 +735,102 @@ pub fn convert_to(
                         output.display()
                     ))
                 })?;
-            let id = fresh_id().map_err(out_err)?;
-            let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-            let plan = if options.effective_subformat() == Some(Subformat::MonolithicSparse) {
-                Some(scan_blocks(crate::format::vmdk::writer::GRAIN_SIZE)?)
-            } else {
-                None
-            };
-            let mut out = hashed_output()?;
-            let (len, allocated) = match &plan {
-                Some(plan) => block_output::write_monolithic_sparse(
+                let id = fresh_id().map_err(out_err)?;
+                let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+                let plan = if options.effective_subformat() == Some(Subformat::MonolithicSparse) {
+                    Some(scan_blocks(crate::format::vmdk::writer::GRAIN_SIZE)?)
+                } else {
+                    None
+                };
+                let mut out = hashed_output()?;
+                let (len, allocated) = match &plan {
+                    Some(plan) => block_output::write_monolithic_sparse(
+                        reader,
+                        &pool,
+                        plan,
+                        extent_file,
+                        cid,
+                        &mut out,
+                        progress,
+                    )
+                    .map(|len| (len, plan.allocated())),
+                    None => vmdk_stream::write_stream(
+                        reader,
+                        &pool,
+                        extent_file,
+                        cid,
+                        &mut out,
+                        progress,
+                    ),
+                }
+                .map_err(fail)?;
+                let digests = out.finish(len).map_err(out_err)?;
+                (digests, Some(allocated), None)
+            }
+            OutputFormat::Vhdx => {
+                let layout = crate::format::vhdx::writer::VhdxLayout::new(reader.virtual_size())
+                    .map_err(|reason| error::output_too_large(output, reason))?;
+                let ids = crate::format::vhdx::writer::VhdxIds {
+                    file_write: fresh_id().map_err(out_err)?,
+                    data_write: fresh_id().map_err(out_err)?,
+                    page83: fresh_id().map_err(out_err)?,
+                };
+                let plan = scan_blocks(layout.block_size)?;
+                let mut out = hashed_output()?;
+                let creator = concat!("vmimage v", env!("CARGO_PKG_VERSION"));
+                let len = block_output::write_vhdx(
+                    reader, &pool, &plan, &layout, &ids, creator, &mut out, progress,
+                )
+                .map_err(fail)?;
+                let digests = out.finish(len).map_err(out_err)?;
+                (digests, Some(plan.allocated()), None)
+            }
+            OutputFormat::Raw => {
+                let mut out = hashed_output()?;
+                raw_writer::write_raw(reader, &pool, &mut out, progress).map_err(fail)?;
+                (out.finish(virtual_size).map_err(out_err)?, None, None)
+            }
+            OutputFormat::Qcow2 => {
+                let cs = options.cluster_size;
+                let mut spill = spill::Spill::new(&scratch);
+                let plan = qcow2_writer::scan_pass(
                     reader,
                     &pool,
-                    plan,
-                    extent_file,
-                    cid,
+                    cs,
+                    options.compression,
+                    &mut spill,
+                    progress,
+                )
+                .map_err(fail)?;
+                let layout = qcow2_writer::Layout::compute(virtual_size, cs, &plan)
+                    .map_err(|reason| error::output_too_large(output, reason))?;
+                let spilled = spill.into_reader().map_err(out_err)?;
+                let mut out = hashed_output()?;
+                qcow2_writer::write_image(
+                    reader,
+                    &pool,
+                    &layout,
+                    &plan,
+                    options.compression,
+                    spilled,
                     &mut out,
                     progress,
                 )
-                .map(|len| (len, plan.allocated())),
-                None => {
-                    vmdk_stream::write_stream(reader, &pool, extent_file, cid, &mut out, progress)
-                }
+                .map_err(fail)?;
+                let digests = out.finish(layout.file_len()).map_err(out_err)?;
+                (
+                    digests,
+                    Some(plan.allocated()),
+                    options.compression.map(|_| plan.compressed()),
+                )
             }
-            .map_err(fail)?;
-            let digests = out.finish(len).map_err(out_err)?;
-            (digests, Some(allocated), None)
-        }
-        OutputFormat::Vhdx => {
-            let layout = crate::format::vhdx::writer::VhdxLayout::new(reader.virtual_size())
-                .map_err(|reason| error::output_too_large(output, reason))?;
-            let ids = crate::format::vhdx::writer::VhdxIds {
-                file_write: fresh_id().map_err(out_err)?,
-                data_write: fresh_id().map_err(out_err)?,
-                page83: fresh_id().map_err(out_err)?,
-            };
-            let plan = scan_blocks(layout.block_size)?;
-            let mut out = hashed_output()?;
-            let creator = concat!("vmimage v", env!("CARGO_PKG_VERSION"));
-            let len = block_output::write_vhdx(
-                reader, &pool, &plan, &layout, &ids, creator, &mut out, progress,
-            )
-            .map_err(fail)?;
-            let digests = out.finish(len).map_err(out_err)?;
-            (digests, Some(plan.allocated()), None)
-        }
-        OutputFormat::Raw => {
-            let mut out = hashed_output()?;
-            raw_writer::write_raw(reader, &pool, &mut out, progress).map_err(fail)?;
-            (out.finish(virtual_size).map_err(out_err)?, None, None)
-        }
-        OutputFormat::Qcow2 => {
-            let cs = options.cluster_size;
-            let mut spill = spill::Spill::new(&scratch);
-            let plan = qcow2_writer::scan_pass(
-                reader,
-                &pool,
-                cs,
-                options.compression,
-                &mut spill,
-                progress,
-            )
-            .map_err(fail)?;
-            let layout = qcow2_writer::Layout::compute(virtual_size, cs, &plan)
-                .map_err(|reason| error::output_too_large(output, reason))?;
-            let spilled = spill.into_reader().map_err(out_err)?;
-            let mut out = hashed_output()?;
-            qcow2_writer::write_image(
-                reader,
-                &pool,
-                &layout,
-                &plan,
-                options.compression,
-                spilled,
-                &mut out,
-                progress,
-            )
-            .map_err(fail)?;
-            let digests = out.finish(layout.file_len()).map_err(out_err)?;
-            (
-                digests,
-                Some(plan.allocated()),
-                options.compression.map(|_| plan.compressed()),
-            )
-        }
+        })
+    })();
+    // An upload that failed reports why (the server's answer), not the writer's "stopped".
+    let (digests, allocated, compressed) = match (produced, &written) {
+        (Ok(produced), _) => produced,
+        (Err(e), Written::Upload(upload)) => return Err(upload.failure().unwrap_or(e)),
+        (Err(e), _) => return Err(e),
     };
     // The sidecar records the output's guest hash: the input's guest, which the output
     // holds (`--verify` proves it).
@@ -851,11 +894,17 @@ pub fn convert_to(
         }
     }
     let mut files = Vec::new();
-    if let (Written::File(tmp), Destination::File(path)) = (written, destination) {
-        if options.sync {
-            tmp.sync().map_err(out_err)?;
+    match (written, destination) {
+        (Written::File(tmp), Destination::File(path)) => {
+            if options.sync {
+                tmp.sync().map_err(out_err)?;
+            }
+            files.push((tmp, path.as_path()));
         }
-        files.push((tmp, path.as_path()));
+        // The object appears now, whole; its metadata only after it (a sidecar never names
+        // an object that is not there yet).
+        (Written::Upload(upload), _) => upload.complete()?,
+        _ => {}
     }
     files.append(&mut metadata_files);
     atomic::persist_all(files).map_err(out_err)?;

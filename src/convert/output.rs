@@ -128,14 +128,32 @@ impl OutputSink for FileSink {
     }
 }
 
+/// Where a stream's bytes go, in order: a pipe, or the parts of an upload.
+pub trait StreamOut: Send {
+    /// Writes all of `data`.
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Everything is written: flush, send what is pending, and wait until it is stored.
+    fn end(&mut self) -> io::Result<()>;
+}
+
+impl StreamOut for File {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        io::Write::write_all(self, data)
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        io::Write::flush(self)
+    }
+}
+
 /// A stream that takes every byte in order (a pipe, an upload): holes are written as zeros.
-pub struct StreamSink<W: io::Write + Send> {
+pub struct StreamSink<W: StreamOut> {
     out: W,
     /// Bytes written so far.
     position: u64,
 }
 
-impl<W: io::Write + Send> StreamSink<W> {
+impl<W: StreamOut> StreamSink<W> {
     /// Writes to `out` from its current position, taken as offset 0.
     pub fn new(out: W) -> Self {
         Self { out, position: 0 }
@@ -153,7 +171,7 @@ impl<W: io::Write + Send> StreamSink<W> {
     }
 }
 
-impl<W: io::Write + Send> OutputSink for StreamSink<W> {
+impl<W: StreamOut> OutputSink for StreamSink<W> {
     fn write_at(&mut self, at: u64, buf: &[u8], _holes: &[(usize, usize)]) -> io::Result<()> {
         if at < self.position {
             return Err(io::Error::other(format!(
@@ -171,7 +189,7 @@ impl<W: io::Write + Send> OutputSink for StreamSink<W> {
     fn finish(&mut self, len: u64) -> io::Result<()> {
         self.zeros_to(len)?;
         io_point()?;
-        self.out.flush()
+        self.out.end()
     }
 }
 

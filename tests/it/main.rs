@@ -23,6 +23,7 @@ mod producers;
 mod remote;
 mod rules;
 mod s3;
+mod s3_upload;
 mod signing;
 mod util;
 mod verify;
