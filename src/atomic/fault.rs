@@ -16,6 +16,9 @@
 //!   break otherwise, since the virtual size the rules read is known before converting;
 //! - `corrupt-data` flips one bit of the first non-zero byte of the first data buffer a
 //!   converted output is given, as a writer bug would (`convert --verify` must catch it);
+//! - `corrupt-part` flips one byte of the body of every request that uploads part 1 of an
+//!   `s3://` output, after the client computed the part's checksums (the server must refuse
+//!   it, and the upload must be aborted);
 //! - `spill-limit=N` keeps at most N bytes of compressed clusters in memory instead of the
 //!   default, so that small tests exercise the spill file;
 //! - `open-once` makes opening an image file that the process opened already an error, so
@@ -40,6 +43,7 @@ struct Fault {
     metadata_rule: bool,
     corrupt_data: bool,
     open_once: bool,
+    corrupt_part: bool,
 }
 
 /// Write-side operations so far, for `fail-io=N` and `stall-io=N`.
@@ -72,6 +76,8 @@ impl Fault {
                     f.corrupt_data = true;
                 } else if part == "open-once" {
                     f.open_once = true;
+                } else if part == "corrupt-part" {
+                    f.corrupt_part = true;
                 }
             }
         }
@@ -159,4 +165,10 @@ pub(crate) fn image_opened(file: (u64, u64)) -> io::Result<()> {
     }
     opened.push(file);
     Ok(())
+}
+
+/// Whether `corrupt-part` asks the upload's transport to corrupt part 1 after its checksums
+/// were computed.
+pub(crate) fn corrupts_parts() -> bool {
+    fault().corrupt_part
 }

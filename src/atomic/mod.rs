@@ -24,14 +24,21 @@ use std::sync::{Mutex, MutexGuard};
 
 use fault::io_point;
 
-/// Temporary files that must not survive the process, and whether an interrupt is being handled.
+/// Undoes one output that is not a local file (aborts an upload in progress), from the signal
+/// handler's thread.
+pub type Undo = Box<dyn FnOnce() + Send>;
+
+/// Temporary files that must not survive the process, outputs to undo, and whether an
+/// interrupt is being handled.
 struct Registry {
     paths: Vec<PathBuf>,
+    undos: Vec<(u64, Undo)>,
     aborted: bool,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     paths: Vec::new(),
+    undos: Vec::new(),
     aborted: false,
 });
 
@@ -47,11 +54,49 @@ fn registry() -> MutexGuard<'static, Registry> {
 pub fn remove_temporary_files() -> usize {
     let mut reg = registry();
     reg.aborted = true;
-    let removed = reg.paths.len();
+    let removed = reg.paths.len() + reg.undos.len();
     for p in reg.paths.drain(..) {
         let _ = std::fs::remove_file(&p);
     }
+    for (_, undo) in reg.undos.drain(..) {
+        undo();
+    }
     removed
+}
+
+/// Registers `undo`, which [`remove_temporary_files`] runs (an upload in progress is aborted
+/// as a temporary file is removed); returns its id for [`forget_undo`], or an error when an
+/// interrupt came first.
+pub fn register_undo(undo: Undo) -> io::Result<u64> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut reg = registry();
+    if reg.aborted {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+    }
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    reg.undos.push((id, undo));
+    Ok(id)
+}
+
+/// Drops the undo registered as `id` without running it (the output was undone already).
+pub fn forget_undo(id: u64) {
+    registry().undos.retain(|(i, _)| *i != id);
+}
+
+/// Runs `commit`, which puts an output that is not a local file in place (completes an
+/// upload), unless an interrupt came first; then forgets the undo `id`. The interrupt handler
+/// waits meanwhile, as it waits for a rename: the output is then complete, never undone half
+/// way.
+pub fn commit_undoable<T>(id: u64, commit: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let mut reg = registry();
+    if reg.aborted {
+        return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
+    }
+    let result = commit();
+    if result.is_ok() {
+        reg.undos.retain(|(i, _)| *i != id);
+    }
+    result
 }
 
 /// A file beside the output that is removed unless [`TempFile::persist`] renames it.

@@ -9,16 +9,16 @@ use std::sync::Mutex;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use vmimage::convert::{
-    Compression, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE, MetadataRequest,
-    MetadataRulesBroken, OutputFormat, Progress, Subformat, convert_with_metadata,
+    Compression, ConvertOptions, ConvertReport, DEFAULT_CLUSTER_SIZE, Destination, MetadataRequest,
+    MetadataRulesBroken, OutputFormat, Progress, Subformat, convert_to,
 };
-use vmimage::digest::Algorithm;
+use vmimage::digest::{Algorithm, Digest};
 
 use vmimage::cloud::Target;
 
 use super::metadata::{MetadataFlags, parse_target, report_violations};
 use super::output::install_interrupt_handler;
-use super::render::print_json;
+use super::render::write_json;
 use super::sign::{Signer, load_signing, warn_if_long};
 use super::{EXIT_ERROR, EXIT_OK, exit_status, print_error};
 
@@ -94,7 +94,10 @@ pub struct ConvertArgs {
     /// content.
     #[arg(value_name = "IN")]
     pub input: PathBuf,
-    /// The file to write. It appears only when complete (written aside, then renamed).
+    /// The file to write. It appears only when complete (written aside, then renamed). `-`
+    /// streams the output to standard output (the digest lines then go to standard error);
+    /// `s3://bucket/key` uploads it (multipart, completed only when the whole output was sent
+    /// and checked).
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
     /// Output format.
@@ -135,6 +138,11 @@ pub struct ConvertArgs {
     /// Print a JSON report instead of the digest lines.
     #[arg(long)]
     pub json: bool,
+    /// A digest OUT must have, as ALGO:HEX (md5:…, sha512:…; repeatable): checked against the
+    /// digest computed while writing, before OUT is put in place. A difference is exit 1 and
+    /// nothing is put in place.
+    #[arg(long, value_name = "ALGO:HEX", value_parser = parse_expect)]
+    pub expect: Vec<Digest>,
     /// Digests of OUT to compute while writing, comma-separated (md5, sha1, sha224, sha256,
     /// sha384, sha512), or `none` [default: md5,sha512].
     #[arg(long, value_name = "LIST", value_parser = parse_algorithms)]
@@ -165,6 +173,29 @@ fn parse_algorithms(s: &str) -> Result<AlgorithmList, String> {
         return Ok(AlgorithmList(Vec::new()));
     }
     vmimage::digest::algorithm::parse_list(s).map(AlgorithmList)
+}
+
+/// Parses `--expect`'s `ALGO:HEX` (`sha512:…`, as `verify --guest-hash` spells digests).
+fn parse_expect(s: &str) -> Result<Digest, String> {
+    let (name, hex_text) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not ALGO:HEX (for example md5:… or sha512:…)"))?;
+    let algorithm = Algorithm::from_name(name).ok_or_else(|| {
+        format!(
+            "unknown digest algorithm '{name}' (known: {})",
+            Algorithm::ALL.map(Algorithm::name).join(", ")
+        )
+    })?;
+    let bytes = hex::decode(hex_text.trim())
+        .ok()
+        .filter(|b| b.len() == algorithm.output_len())
+        .ok_or_else(|| {
+            format!(
+                "'{hex_text}' is not a {algorithm} digest ({} hex digits)",
+                algorithm.output_len() * 2
+            )
+        })?;
+    Ok(Digest { algorithm, bytes })
 }
 
 /// Parses `65536`, `64k`, `64K`, `2M`.
@@ -249,13 +280,42 @@ pub fn run(args: &ConvertArgs) -> u8 {
         force_size: args.create_options.as_ref().is_some_and(|o| o.force_size),
         azure: args.azure,
         verify: args.verify.then_some(Algorithm::Sha256),
+        expect: args.expect.clone(),
     };
     if let Some(s) = &signer {
         s.add_algorithm_to(&mut options.algorithms);
     }
-    if let Err(e) = vmimage::convert::validate_options(&options) {
+    for d in &args.expect {
+        if !options.algorithms.contains(&d.algorithm) {
+            options.algorithms.push(d.algorithm);
+        }
+    }
+    let destination = match Destination::parse(&args.output) {
+        Ok(d) => d,
+        Err(e) => {
+            print_error(&e);
+            return EXIT_ERROR;
+        }
+    };
+    if let Err(e) = vmimage::convert::validate_options(&options)
+        .and_then(|()| vmimage::convert::validate_destination(&options, &destination))
+    {
         print_error(&e);
         return EXIT_ERROR;
+    }
+    if destination == Destination::Stdout {
+        if std::io::stdout().is_terminal() {
+            print_error(
+                "standard output: refusing to write a disk image to a terminal; redirect it to a pipe or a file",
+            );
+            return EXIT_ERROR;
+        }
+        // A reader that goes away is a write error (EPIPE), so that the conversion stops
+        // and removes its temporary files, instead of a silent death by SIGPIPE.
+        // SAFETY: changing a signal's disposition has no memory-safety preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
     }
     let metadata = match (&args.metadata, args.target) {
         (Some(body), Some(target)) => Some(MetadataRequest {
@@ -267,7 +327,7 @@ pub fn run(args: &ConvertArgs) -> u8 {
         }),
         _ => None,
     };
-    if let Err(e) = install_interrupt_handler(args.output.clone()) {
+    if let Err(e) = install_interrupt_handler(destination.label()) {
         print_error(format!("cannot install the interrupt handler: {e}"));
         return EXIT_ERROR;
     }
@@ -280,9 +340,9 @@ pub fn run(args: &ConvertArgs) -> u8 {
     } else {
         &vmimage::convert::NoProgress
     };
-    let result = convert_with_metadata(
+    let result = convert_to(
         &args.input,
-        &args.output,
+        &destination,
         &options,
         progress,
         metadata.as_ref(),
@@ -293,7 +353,13 @@ pub fn run(args: &ConvertArgs) -> u8 {
             if let Some(properties) = &report.signature {
                 warn_if_long(properties);
             }
-            match render(&report, args.json) {
+            // Standard output carries the image: the report goes to standard error.
+            let rendered = if destination == Destination::Stdout {
+                render(&report, args.json, &mut std::io::stderr().lock())
+            } else {
+                render(&report, args.json, &mut std::io::stdout().lock())
+            };
+            match rendered {
                 Ok(()) => EXIT_OK,
                 Err(_) => EXIT_ERROR,
             }
@@ -328,7 +394,7 @@ fn load_convert_signing(args: &ConvertArgs) -> Result<Option<Signer>, u8> {
     )
 }
 
-fn render(report: &ConvertReport, json: bool) -> std::io::Result<()> {
+fn render(report: &ConvertReport, json: bool, out: &mut dyn Write) -> std::io::Result<()> {
     if json {
         let mut value = serde_json::to_value(report).map_err(std::io::Error::other)?;
         let digests: serde_json::Map<String, serde_json::Value> = report
@@ -340,9 +406,8 @@ fn render(report: &ConvertReport, json: bool) -> std::io::Result<()> {
         if let Some(obj) = value.as_object_mut() {
             obj.insert("digests".into(), digests.into());
         }
-        return print_json(&value);
+        return write_json(out, &value);
     }
-    let mut out = std::io::stdout().lock();
     for d in &report.digests.digests {
         writeln!(
             out,

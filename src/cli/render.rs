@@ -7,8 +7,12 @@ use serde::Serialize;
 
 /// Writes `value` as pretty JSON plus a newline on stdout.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::other)?;
+    write_json(&mut io::stdout().lock(), value)
+}
+
+/// Writes `value` as pretty JSON and a newline to `out`.
+pub fn write_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::other)?;
     writeln!(out)
 }
 

@@ -35,7 +35,7 @@ pub fn write_blocks(
     plan: &Plan,
     block_size: u64,
     prefix: &[u8],
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     mut guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {
@@ -76,7 +76,7 @@ pub fn write_fixed_vhd(
     pool: &rayon::ThreadPool,
     geometry: &VhdGeometry,
     stamp: &VhdStamp,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     guest: Option<&mut InputHash>,
 ) -> Result<u64, Failure> {
@@ -97,7 +97,7 @@ pub fn write_dynamic_vhd(
     plan: &Plan,
     geometry: &VhdGeometry,
     stamp: &VhdStamp,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     guest: Option<&mut InputHash>,
 ) -> Result<u64, Failure> {
@@ -137,7 +137,7 @@ pub fn write_monolithic_sparse(
     plan: &Plan,
     extent_file: &str,
     cid: u32,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     guest: Option<&mut InputHash>,
 ) -> Result<u64, Failure> {
@@ -191,7 +191,7 @@ pub fn write_vhdx(
     layout: &VhdxLayout,
     ids: &VhdxIds,
     creator: &str,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     guest: Option<&mut InputHash>,
 ) -> Result<u64, Failure> {

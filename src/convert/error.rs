@@ -13,6 +13,7 @@ use std::io;
 use std::path::Path;
 
 use crate::cloud::{RuleViolations, Target};
+use crate::digest::Digest;
 use crate::digest::guest::GuestHash;
 use crate::error::{Error, ErrorKind, Operation, describe_io, io_kind};
 use crate::format::ImageFormat;
@@ -173,6 +174,19 @@ pub(crate) fn verify_mismatch(output: &Path, input: &GuestHash, written: &GuestH
         output.display()
     );
     Error::new(ErrorKind::Mismatch, Some(output), sentence).with_operation(Operation::Read)
+}
+
+/// `--expect`: the output's digest is not the expected one (`got` is `None` when it was not
+/// computed, which [`super::validate_options`] prevents).
+pub(crate) fn expect_mismatch(output: &Path, want: &Digest, got: Option<&Digest>) -> Error {
+    let got = got.map_or_else(|| "not computed".to_string(), Digest::hex);
+    let sentence = format!(
+        "{}: the output's {} is {got}, not the expected {}",
+        output.display(),
+        want.algorithm,
+        want.hex()
+    );
+    Error::new(ErrorKind::Mismatch, Some(output), sentence).with_operation(Operation::Write)
 }
 
 /// `--verify`: the written output cannot be read back as an image of its format.

@@ -91,7 +91,7 @@ pub use scan::{NoProgress, Progress};
 use crate::atomic::{self, TEMP_TAG, TempFile, fault};
 use crate::cloud::{MetadataDocument, MetadataOptions, Target};
 use crate::digest::guest::{GuestHash, hash_guest};
-use crate::digest::{Algorithm, Digests};
+use crate::digest::{Algorithm, Digest, Digests};
 use crate::error::Error;
 use crate::facts::ImageFacts;
 use crate::format::ImageFormat;
@@ -101,7 +101,7 @@ use crate::inspect::OpenedImage;
 use crate::safety::{Check, Severity};
 use crate::source::{FileIdentity as Identity, ImageFile};
 use input_hash::InputHash;
-use output::HashedOutput;
+use output::{FileSink, HashedOutput, OutputSink, StreamSink};
 use plan::Plan;
 
 /// The default qcow2 cluster size: 64 KiB, as `qemu-img create`.
@@ -229,6 +229,11 @@ pub struct ConvertOptions {
     /// the writer's own path) and compare its guest hash, with this algorithm, with the
     /// input's; a difference fails the conversion and nothing is put in place.
     pub verify: Option<Algorithm>,
+    /// `--expect ALGO:HEX`: digests the output must have. Each is compared with the digest
+    /// computed while writing before the output is put in place (or an upload completed); a
+    /// difference fails the conversion with [`crate::ErrorKind::Mismatch`]. Every algorithm
+    /// named must be among [`ConvertOptions::algorithms`].
+    pub expect: Vec<Digest>,
 }
 
 impl Default for ConvertOptions {
@@ -244,6 +249,7 @@ impl Default for ConvertOptions {
             force_size: false,
             azure: false,
             verify: None,
+            expect: Vec::new(),
         }
     }
 }
@@ -255,6 +261,90 @@ impl ConvertOptions {
             return Some(Subformat::Fixed);
         }
         self.subformat.or(self.format.default_subformat())
+    }
+}
+
+/// Where a conversion writes its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A file, written aside and renamed into place when complete.
+    File(PathBuf),
+    /// Standard output (`-`), a stream: every byte once, in order, holes as zeros. What was
+    /// written cannot be taken back, so a failure is told by the exit status alone.
+    Stdout,
+    /// An object in an S3-compatible store (`s3://bucket/key`), written by a multipart upload
+    /// that is completed only when the whole output was sent and checked
+    /// ([`crate::remote::upload`]).
+    S3(crate::remote::RemoteLocation),
+}
+
+impl Destination {
+    /// `-` means standard output, `s3://bucket/key` an object; anything else is a file.
+    /// Another URL (`https://`) is refused: uploads go to S3 only.
+    pub fn parse(arg: &Path) -> Result<Self, Error> {
+        if arg.as_os_str() == "-" {
+            return Ok(Destination::Stdout);
+        }
+        if !crate::remote::is_remote(arg.as_os_str()) {
+            return Ok(Destination::File(arg.to_path_buf()));
+        }
+        let text = arg.to_string_lossy();
+        let location = crate::remote::RemoteLocation::parse(&text, &crate::remote::options())?;
+        match location {
+            crate::remote::RemoteLocation::S3 { .. } => Ok(Destination::S3(location)),
+            crate::remote::RemoteLocation::Http { .. } => Err(error::usage(format!(
+                "{text}: convert uploads to s3://bucket/key only, not to a web server"
+            ))),
+        }
+    }
+
+    /// What error messages call it: the path, `standard output` or the URL.
+    pub fn label(&self) -> PathBuf {
+        match self {
+            Destination::File(p) => p.clone(),
+            Destination::Stdout => PathBuf::from("standard output"),
+            Destination::S3(location) => PathBuf::from(location.url()),
+        }
+    }
+
+    /// What reports call it: the path, `-` or the URL.
+    pub fn name(&self) -> PathBuf {
+        match self {
+            Destination::Stdout => PathBuf::from("-"),
+            _ => self.label(),
+        }
+    }
+
+    /// The file it is, if it is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Destination::File(p) => Some(p),
+            Destination::Stdout | Destination::S3(_) => None,
+        }
+    }
+
+    /// Where temporary files of the conversion (the spill of compressed clusters) go: beside
+    /// a file output, in the temporary directory for a stream or an upload.
+    fn scratch_target(&self) -> PathBuf {
+        match self {
+            Destination::File(p) => p.clone(),
+            Destination::Stdout | Destination::S3(_) => {
+                std::env::temp_dir().join("vmimage-convert")
+            }
+        }
+    }
+
+    /// The name a VMDK records for its own extent: the file's name or the key's last
+    /// segment; `None` for standard output.
+    fn extent_name(&self) -> Option<String> {
+        match self {
+            Destination::File(p) => p.file_name().and_then(|n| n.to_str()).map(str::to_string),
+            Destination::Stdout => None,
+            Destination::S3(crate::remote::RemoteLocation::S3 { key, .. }) => {
+                key.rsplit('/').next().map(str::to_string)
+            }
+            Destination::S3(_) => None,
+        }
     }
 }
 
@@ -373,6 +463,57 @@ pub fn validate_options(options: &ConvertOptions) -> Result<(), Error> {
     if options.threads == Some(0) {
         return Err(error::usage("--threads must be at least 1".into()));
     }
+    if let Some(d) = options
+        .expect
+        .iter()
+        .find(|d| !options.algorithms.contains(&d.algorithm))
+    {
+        return Err(error::usage(format!(
+            "--expect {}:… needs the {} digest of the output, which --algo leaves out",
+            d.algorithm, d.algorithm
+        )));
+    }
+    if let Some(d) = options
+        .expect
+        .iter()
+        .find(|d| d.bytes.len() != d.algorithm.output_len())
+    {
+        return Err(error::usage(format!(
+            "--expect {}: a {} digest has {} hex digits",
+            d.algorithm,
+            d.algorithm,
+            d.algorithm.output_len() * 2
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `options` can be written to `destination`: a stream cannot be read back
+/// (`--verify`) nor synced (`--sync`), and a VMDK needs a file name for its descriptor.
+pub fn validate_destination(
+    options: &ConvertOptions,
+    destination: &Destination,
+) -> Result<(), Error> {
+    if destination.file().is_some() {
+        return Ok(());
+    }
+    let label = destination.label();
+    let label = label.display();
+    if options.verify.is_some() {
+        return Err(error::usage(format!(
+            "{label}: --verify reads the output back, which needs a file output"
+        )));
+    }
+    if options.sync {
+        return Err(error::usage(format!(
+            "{label}: --sync makes a file durable; it does not apply to this output"
+        )));
+    }
+    if options.format == OutputFormat::Vmdk && destination.extent_name().is_none() {
+        return Err(error::usage(format!(
+            "{label}: a VMDK names its own file in its descriptor, and this output has no file name; write it to a file"
+        )));
+    }
     Ok(())
 }
 
@@ -434,7 +575,55 @@ pub fn convert_with_metadata(
     progress: &dyn Progress,
     metadata: Option<&MetadataRequest>,
 ) -> Result<ConvertReport, Error> {
+    convert_to(
+        input,
+        &Destination::File(output.to_path_buf()),
+        options,
+        progress,
+        metadata,
+    )
+}
+
+/// Where the output is being written.
+enum Written {
+    /// The temporary file beside the output.
+    File(TempFile),
+    /// Standard output.
+    Stdout,
+    /// A multipart upload.
+    Upload(crate::remote::upload::S3Upload),
+}
+
+impl Written {
+    /// The sink the output's bytes go to.
+    fn sink(&self, sync: bool) -> io::Result<Box<dyn OutputSink>> {
+        Ok(match self {
+            Written::Upload(upload) => Box::new(StreamSink::new(upload.writer()?)),
+            Written::File(tmp) => Box::new(FileSink::new(tmp.file()?.try_clone()?, sync)),
+            Written::Stdout => {
+                use std::os::fd::AsFd;
+                let fd = io::stdout().as_fd().try_clone_to_owned()?;
+                Box::new(StreamSink::new(std::fs::File::from(fd)))
+            }
+        })
+    }
+}
+
+/// [`convert_with_metadata`] to any [`Destination`]. A file output and its metadata appear
+/// together; a stream is written as it is produced, and its metadata written once it ended.
+/// `options.expect` is checked before anything is put in place.
+pub fn convert_to(
+    input: &Path,
+    destination: &Destination,
+    options: &ConvertOptions,
+    progress: &dyn Progress,
+    metadata: Option<&MetadataRequest>,
+) -> Result<ConvertReport, Error> {
     validate_options(options)?;
+    validate_destination(options, destination)?;
+    let label = destination.label();
+    let output = label.as_path();
+    let scratch = destination.scratch_target();
     let (input_format, reader, identity) = open_input(input)?;
     let reader = reader.as_ref();
     let output_format = options.format.image_format();
@@ -443,7 +632,7 @@ pub fn convert_with_metadata(
     let mut metadata_files = Vec::new();
     if let Some(request) = metadata {
         let paths: Vec<&Path> = [
-            Some(output),
+            destination.file(),
             Some(request.body.as_path()),
             request.sidecar.as_deref(),
         ]
@@ -488,16 +677,22 @@ pub fn convert_with_metadata(
             f.into_error(input, output)
         }
     };
-    let tmp = TempFile::create_beside(output, TEMP_TAG).map_err(out_err)?;
+    let written = match destination {
+        Destination::File(path) => {
+            Written::File(TempFile::create_beside(path, TEMP_TAG).map_err(out_err)?)
+        }
+        Destination::Stdout => Written::Stdout,
+        Destination::S3(location) => Written::Upload(crate::remote::upload::S3Upload::start(
+            location,
+            &crate::remote::options(),
+            crate::remote::upload::output_bound(output_virtual_size),
+        )?),
+    };
     let virtual_size = output_virtual_size;
-    // The output file, digested as it is written; every format writes through one.
+    // The output, digested as it is written; every format writes through one.
     let hashed_output = || -> Result<HashedOutput, Error> {
-        HashedOutput::new(
-            tmp.file().map_err(out_err)?,
-            &options.algorithms,
-            options.sync,
-        )
-        .map_err(out_err)
+        let sink = written.sink(options.sync).map_err(out_err)?;
+        HashedOutput::new(sink, &options.algorithms).map_err(out_err)
     };
     // The guest hash of what OUT holds (`--verify`, and the sidecar's record), from the
     // conversion's own reads: the arm that reads the data whole digests its blocks. OUT's
@@ -516,42 +711,43 @@ pub fn convert_with_metadata(
             &pool,
             block_size,
             None,
-            &mut spill::Spill::new(output),
+            &mut spill::Spill::new(&scratch),
             progress,
             None,
         )
         .map_err(fail)
     };
-    let (digests, allocated, compressed) = match options.format {
-        OutputFormat::Vpc => {
-            let geometry = vhd_geometry(options, reader.virtual_size())
-                .map_err(|reason| error::output_too_large(output, reason))?;
-            let stamp = crate::format::vpc::writer::VhdStamp {
-                unix_time: unix_now(),
-                uuid: fresh_id().map_err(out_err)?,
-            };
-            let plan = if options.effective_subformat() == Some(Subformat::Dynamic) {
-                Some(scan_blocks(crate::format::vpc::writer::BLOCK_SIZE)?)
-            } else {
-                None
-            };
-            let mut out = hashed_output()?;
-            let len = match &plan {
-                Some(plan) => block_output::write_dynamic_vhd(
-                    reader, &pool, plan, &geometry, &stamp, &mut out, progress, guest,
-                ),
-                None => block_output::write_fixed_vhd(
-                    reader, &pool, &geometry, &stamp, &mut out, progress, guest,
-                ),
+    let produced = (|| -> Result<(Digests, Option<u64>, Option<u64>), Error> {
+        Ok(match options.format {
+            OutputFormat::Vpc => {
+                let geometry = vhd_geometry(options, reader.virtual_size())
+                    .map_err(|reason| error::output_too_large(output, reason))?;
+                let stamp = crate::format::vpc::writer::VhdStamp {
+                    unix_time: unix_now(),
+                    uuid: fresh_id().map_err(out_err)?,
+                };
+                let plan = if options.effective_subformat() == Some(Subformat::Dynamic) {
+                    Some(scan_blocks(crate::format::vpc::writer::BLOCK_SIZE)?)
+                } else {
+                    None
+                };
+                let mut out = hashed_output()?;
+                let len = match &plan {
+                    Some(plan) => block_output::write_dynamic_vhd(
+                        reader, &pool, plan, &geometry, &stamp, &mut out, progress, guest,
+                    ),
+                    None => block_output::write_fixed_vhd(
+                        reader, &pool, &geometry, &stamp, &mut out, progress, guest,
+                    ),
+                }
+                .map_err(fail)?;
+                let digests = out.finish(len).map_err(out_err)?;
+                (digests, plan.as_ref().map(Plan::allocated), None)
             }
-            .map_err(fail)?;
-            let digests = out.finish(len).map_err(out_err)?;
-            (digests, plan.as_ref().map(Plan::allocated), None)
-        }
-        OutputFormat::Vmdk => {
-            let extent_file = output
-                .file_name()
-                .and_then(|n| n.to_str())
+            OutputFormat::Vmdk => {
+                let extent_name = destination.extent_name();
+                let extent_file = extent_name
+                .as_deref()
                 .filter(|n| crate::format::vmdk::writer::extent_name_ok(n))
                 .ok_or_else(|| {
                     error::usage(format!(
@@ -559,116 +755,132 @@ pub fn convert_with_metadata(
                         output.display()
                     ))
                 })?;
-            let id = fresh_id().map_err(out_err)?;
-            let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-            let plan = if options.effective_subformat() == Some(Subformat::MonolithicSparse) {
-                Some(scan_blocks(crate::format::vmdk::writer::GRAIN_SIZE)?)
-            } else {
-                None
-            };
-            let mut out = hashed_output()?;
-            let (len, allocated) = match &plan {
-                Some(plan) => block_output::write_monolithic_sparse(
-                    reader,
-                    &pool,
-                    plan,
-                    extent_file,
-                    cid,
-                    &mut out,
-                    progress,
-                    guest,
-                )
-                .map(|len| (len, plan.allocated())),
-                None => vmdk_stream::write_stream(
-                    reader,
-                    &pool,
-                    extent_file,
-                    cid,
-                    &mut out,
-                    progress,
-                    guest,
-                ),
+                let id = fresh_id().map_err(out_err)?;
+                let cid = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+                let plan = if options.effective_subformat() == Some(Subformat::MonolithicSparse) {
+                    Some(scan_blocks(crate::format::vmdk::writer::GRAIN_SIZE)?)
+                } else {
+                    None
+                };
+                let mut out = hashed_output()?;
+                let (len, allocated) = match &plan {
+                    Some(plan) => block_output::write_monolithic_sparse(
+                        reader,
+                        &pool,
+                        plan,
+                        extent_file,
+                        cid,
+                        &mut out,
+                        progress,
+                        guest,
+                    )
+                    .map(|len| (len, plan.allocated())),
+                    None => vmdk_stream::write_stream(
+                        reader,
+                        &pool,
+                        extent_file,
+                        cid,
+                        &mut out,
+                        progress,
+                        guest,
+                    ),
+                }
+                .map_err(fail)?;
+                let digests = out.finish(len).map_err(out_err)?;
+                (digests, Some(allocated), None)
             }
-            .map_err(fail)?;
-            let digests = out.finish(len).map_err(out_err)?;
-            (digests, Some(allocated), None)
-        }
-        OutputFormat::Vhdx => {
-            let layout = crate::format::vhdx::writer::VhdxLayout::new(reader.virtual_size())
-                .map_err(|reason| error::output_too_large(output, reason))?;
-            let ids = crate::format::vhdx::writer::VhdxIds {
-                file_write: fresh_id().map_err(out_err)?,
-                data_write: fresh_id().map_err(out_err)?,
-                page83: fresh_id().map_err(out_err)?,
-            };
-            let plan = scan_blocks(layout.block_size)?;
-            let mut out = hashed_output()?;
-            let creator = concat!("vmimage v", env!("CARGO_PKG_VERSION"));
-            let len = block_output::write_vhdx(
-                reader, &pool, &plan, &layout, &ids, creator, &mut out, progress, guest,
-            )
-            .map_err(fail)?;
-            let digests = out.finish(len).map_err(out_err)?;
-            (digests, Some(plan.allocated()), None)
-        }
-        OutputFormat::Raw => {
-            let mut out = hashed_output()?;
-            raw_writer::write_raw(reader, &pool, &mut out, progress, guest).map_err(fail)?;
-            (out.finish(virtual_size).map_err(out_err)?, None, None)
-        }
-        OutputFormat::Qcow2 => {
-            let cs = options.cluster_size;
-            let mut spill = spill::Spill::new(output);
-            // Compressed clusters are read whole only by the scan, the others by the write.
-            let (scan_guest, write_guest) = match options.compression {
-                Some(_) => (guest, None),
-                None => (None, guest),
-            };
-            let plan = qcow2_writer::scan_pass(
-                reader,
-                &pool,
-                cs,
-                options.compression,
-                &mut spill,
-                progress,
-                scan_guest,
-            )
-            .map_err(fail)?;
-            let layout = qcow2_writer::Layout::compute(virtual_size, cs, &plan)
-                .map_err(|reason| error::output_too_large(output, reason))?;
-            let spilled = spill.into_reader().map_err(out_err)?;
-            let mut out = hashed_output()?;
-            qcow2_writer::write_image(
-                reader,
-                &pool,
-                &layout,
-                &plan,
-                options.compression,
-                spilled,
-                &mut out,
-                progress,
-                write_guest,
-            )
-            .map_err(fail)?;
-            let digests = out.finish(layout.file_len()).map_err(out_err)?;
-            (
-                digests,
-                Some(plan.allocated()),
-                options.compression.map(|_| plan.compressed()),
-            )
-        }
+            OutputFormat::Vhdx => {
+                let layout = crate::format::vhdx::writer::VhdxLayout::new(reader.virtual_size())
+                    .map_err(|reason| error::output_too_large(output, reason))?;
+                let ids = crate::format::vhdx::writer::VhdxIds {
+                    file_write: fresh_id().map_err(out_err)?,
+                    data_write: fresh_id().map_err(out_err)?,
+                    page83: fresh_id().map_err(out_err)?,
+                };
+                let plan = scan_blocks(layout.block_size)?;
+                let mut out = hashed_output()?;
+                let creator = concat!("vmimage v", env!("CARGO_PKG_VERSION"));
+                let len = block_output::write_vhdx(
+                    reader, &pool, &plan, &layout, &ids, creator, &mut out, progress, guest,
+                )
+                .map_err(fail)?;
+                let digests = out.finish(len).map_err(out_err)?;
+                (digests, Some(plan.allocated()), None)
+            }
+            OutputFormat::Raw => {
+                let mut out = hashed_output()?;
+                raw_writer::write_raw(reader, &pool, &mut out, progress, guest).map_err(fail)?;
+                (out.finish(virtual_size).map_err(out_err)?, None, None)
+            }
+            OutputFormat::Qcow2 => {
+                let cs = options.cluster_size;
+                let mut spill = spill::Spill::new(&scratch);
+                // Compressed clusters are read whole only by the scan, the others by the write.
+                let (scan_guest, write_guest) = match options.compression {
+                    Some(_) => (guest, None),
+                    None => (None, guest),
+                };
+                let plan = qcow2_writer::scan_pass(
+                    reader,
+                    &pool,
+                    cs,
+                    options.compression,
+                    &mut spill,
+                    progress,
+                    scan_guest,
+                )
+                .map_err(fail)?;
+                let layout = qcow2_writer::Layout::compute(virtual_size, cs, &plan)
+                    .map_err(|reason| error::output_too_large(output, reason))?;
+                let spilled = spill.into_reader().map_err(out_err)?;
+                let mut out = hashed_output()?;
+                qcow2_writer::write_image(
+                    reader,
+                    &pool,
+                    &layout,
+                    &plan,
+                    options.compression,
+                    spilled,
+                    &mut out,
+                    progress,
+                    write_guest,
+                )
+                .map_err(fail)?;
+                let digests = out.finish(layout.file_len()).map_err(out_err)?;
+                (
+                    digests,
+                    Some(plan.allocated()),
+                    options.compression.map(|_| plan.compressed()),
+                )
+            }
+        })
+    })();
+    // An upload that failed reports why (the server's answer), not the writer's "stopped".
+    let (digests, allocated, compressed) = match (produced, &written) {
+        (Ok(produced), _) => produced,
+        (Err(e), Written::Upload(upload)) => return Err(upload.failure().unwrap_or(e)),
+        (Err(e), _) => return Err(e),
     };
     // The sidecar records the output's guest hash: the input's guest, which the output
     // holds (`--verify` proves it).
     let input_guest = input_hash.map(InputHash::finish);
-    let guest_hash = match (options.verify, input_guest) {
-        (Some(_), Some(want)) => Some(verify_output(tmp.path(), output, want, &pool)?),
-        (_, input_guest) => input_guest,
+    let guest_hash = match (options.verify, input_guest, &written) {
+        (Some(_), Some(want), Written::File(tmp)) => {
+            Some(verify_output(tmp.path(), output, want, &pool)?)
+        }
+        (Some(_), _, _) => {
+            return Err(error::usage(format!(
+                "{}: --verify needs a file output",
+                output.display()
+            )));
+        }
+        (None, input_guest, _) => input_guest,
     };
     let now = Identity::of_path(input).map_err(|source| error::input_io(input, source))?;
     if now != identity {
         return Err(error::input_changed(input));
     }
+    check_expected(output, &options.expect, &digests)?;
     let size = digests.size;
     let mut signature = None;
     if let Some(request) = metadata {
@@ -702,16 +914,25 @@ pub fn convert_with_metadata(
             })?;
         }
     }
-    if options.sync {
-        tmp.sync().map_err(out_err)?;
+    let mut files = Vec::new();
+    match (written, destination) {
+        (Written::File(tmp), Destination::File(path)) => {
+            if options.sync {
+                tmp.sync().map_err(out_err)?;
+            }
+            files.push((tmp, path.as_path()));
+        }
+        // The object appears now, whole; its metadata only after it (a sidecar never names
+        // an object that is not there yet).
+        (Written::Upload(upload), _) => upload.complete()?,
+        _ => {}
     }
-    let mut files = vec![(tmp, output)];
     files.append(&mut metadata_files);
     atomic::persist_all(files).map_err(out_err)?;
     Ok(ConvertReport {
         input: input.to_path_buf(),
         input_format,
-        output: output.to_path_buf(),
+        output: destination.name(),
         format: options.format,
         subformat: options.effective_subformat(),
         size,
@@ -724,6 +945,18 @@ pub fn convert_with_metadata(
         signature,
         guest_hash,
     })
+}
+
+/// `--expect`: every expected digest equals the one computed while writing, or the
+/// conversion fails before anything is put in place.
+fn check_expected(output: &Path, expect: &[Digest], digests: &Digests) -> Result<(), Error> {
+    for want in expect {
+        match digests.get(want.algorithm) {
+            Some(got) if got.bytes == want.bytes => {}
+            got => return Err(error::expect_mismatch(output, want, got)),
+        }
+    }
+    Ok(())
 }
 
 /// The guest-visible size of the output for an input of `input_size` bytes: the same, except

@@ -9,7 +9,12 @@
 //! write-back every [`WRITE_BACK_BYTES`] as it writes, so the final `fsync` before the rename
 //! has little left to wait for.
 //!
-//! The file written is a [`crate::atomic::TempFile`]: where it lives, its clean-up and its
+//! Where the bytes go is an [`OutputSink`]: a file ([`FileSink`], positional writes that leave
+//! holes unwritten), or a stream that takes every byte in order, holes as zeros
+//! ([`StreamSink`]: standard output, or an upload's parts). Every writer produces its output
+//! front to back, so any of them can be streamed.
+//!
+//! A file written is a [`crate::atomic::TempFile`]: where it lives, its clean-up and its
 //! rename into place are [`crate::atomic`]'s, as are the fault hook's `enospc-after`,
 //! `stall-after` and `fail-io` points consulted here.
 
@@ -43,16 +48,153 @@ enum DigestMsg {
 }
 
 /// One buffer for the writer thread: `buf` goes at file offset `at`, except the `holes`
-/// (start, len) ranges of it, which are left unwritten.
+/// (start, len) ranges of it, which hold zeros and may be left unwritten.
 struct WriteJob {
     at: u64,
     buf: Arc<PooledBuffer>,
     holes: Vec<(usize, usize)>,
 }
 
-/// An output file written front to back, with the digests of its bytes computed on the way.
-pub struct HashedOutput<'f> {
-    file: &'f File,
+/// What the writer thread is told.
+enum WriterMsg {
+    Write(WriteJob),
+    /// The output is complete and `len` bytes long.
+    End(u64),
+}
+
+/// Where a converted output's bytes go, front to back: every `write_at` starts at or after
+/// the end of the one before, and the bytes between (holes) read as zeros.
+pub trait OutputSink: Send {
+    /// Writes `buf` at offset `at`. Its `holes` (start, len) ranges, in order, hold zeros
+    /// that a sink able to leave holes need not write.
+    fn write_at(&mut self, at: u64, buf: &[u8], holes: &[(usize, usize)]) -> io::Result<()>;
+    /// The output ends at `len`: zeros from the last byte written to there.
+    fn finish(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// A regular file written in place: holes left unwritten, the length set at the end. With
+/// `write_back`, the kernel is asked to start writing the output to the disk every
+/// [`WRITE_BACK_BYTES`], for a final `fsync` with little left to do.
+pub struct FileSink {
+    file: File,
+    write_back: bool,
+    /// Written bytes whose write-back is not started yet: kicked WRITE_BACK_BYTES at a time,
+    /// since a call per buffer makes the file system allocate and submit in small pieces.
+    unflushed: Option<(u64, u64)>,
+}
+
+impl FileSink {
+    /// Writes into `file` (a clone of the temporary file's handle).
+    pub fn new(file: File, write_back: bool) -> Self {
+        Self {
+            file,
+            write_back,
+            unflushed: None,
+        }
+    }
+}
+
+impl OutputSink for FileSink {
+    fn write_at(&mut self, at: u64, buf: &[u8], holes: &[(usize, usize)]) -> io::Result<()> {
+        let tail = (buf.len(), 0);
+        let mut from = 0usize;
+        for &(start, len) in holes.iter().chain(std::iter::once(&tail)) {
+            if start > from {
+                io_point()?;
+                let at = at + from as u64;
+                let end = at + (start - from) as u64;
+                self.file.write_all_at(&buf[from..start], at)?;
+                if self.write_back {
+                    let (first, _) = *self.unflushed.get_or_insert((at, end));
+                    if end - first >= WRITE_BACK_BYTES {
+                        start_write_back(&self.file, first, end - first);
+                        self.unflushed = None;
+                    } else {
+                        self.unflushed = Some((first, end));
+                    }
+                }
+            }
+            from = start + len;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, len: u64) -> io::Result<()> {
+        if let Some((first, end)) = self.unflushed.take() {
+            start_write_back(&self.file, first, end - first);
+        }
+        io_point()?;
+        self.file.set_len(len)
+    }
+}
+
+/// Where a stream's bytes go, in order: a pipe, or the parts of an upload.
+pub trait StreamOut: Send {
+    /// Writes all of `data`.
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Everything is written: flush, send what is pending, and wait until it is stored.
+    fn end(&mut self) -> io::Result<()>;
+}
+
+impl StreamOut for File {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        io::Write::write_all(self, data)
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        io::Write::flush(self)
+    }
+}
+
+/// A stream that takes every byte in order (a pipe, an upload): holes are written as zeros.
+pub struct StreamSink<W: StreamOut> {
+    out: W,
+    /// Bytes written so far.
+    position: u64,
+}
+
+impl<W: StreamOut> StreamSink<W> {
+    /// Writes to `out` from its current position, taken as offset 0.
+    pub fn new(out: W) -> Self {
+        Self { out, position: 0 }
+    }
+
+    /// Writes zeros up to offset `to`.
+    fn zeros_to(&mut self, to: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        while self.position < to {
+            let n = (to - self.position).min(ZEROS.len() as u64) as usize;
+            self.out.write_all(&ZEROS[..n])?;
+            self.position += n as u64;
+        }
+        Ok(())
+    }
+}
+
+impl<W: StreamOut> OutputSink for StreamSink<W> {
+    fn write_at(&mut self, at: u64, buf: &[u8], _holes: &[(usize, usize)]) -> io::Result<()> {
+        if at < self.position {
+            return Err(io::Error::other(format!(
+                "a stream cannot go back from offset {} to {at}",
+                self.position
+            )));
+        }
+        self.zeros_to(at)?;
+        io_point()?;
+        self.out.write_all(buf)?;
+        self.position += buf.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self, len: u64) -> io::Result<()> {
+        self.zeros_to(len)?;
+        io_point()?;
+        self.out.end()
+    }
+}
+
+/// An output written front to back, with the digests of its bytes computed on the way.
+pub struct HashedOutput {
     /// Where `pending` starts in the file.
     pending_at: u64,
     pending: PooledBuffer,
@@ -62,15 +204,13 @@ pub struct HashedOutput<'f> {
     holes: Vec<(usize, usize)>,
     senders: Vec<SyncSender<DigestMsg>>,
     threads: Vec<JoinHandle<Digest>>,
-    writer: Option<(SyncSender<WriteJob>, JoinHandle<io::Result<()>>)>,
+    writer: Option<(SyncSender<WriterMsg>, JoinHandle<io::Result<()>>)>,
 }
 
-impl<'f> HashedOutput<'f> {
-    /// Starts writing `file` at offset 0, digesting with `algorithms` (one thread each: MD5
-    /// and SHA-512 are sequential, so two algorithms run on two cores at once). With
-    /// `write_back`, the kernel is asked to start writing the output to the disk every
-    /// [`WRITE_BACK_BYTES`], for a final `fsync` with little left to do.
-    pub fn new(file: &'f File, algorithms: &[Algorithm], write_back: bool) -> io::Result<Self> {
+impl HashedOutput {
+    /// Starts writing to `sink` at offset 0, digesting with `algorithms` (one thread each:
+    /// MD5 and SHA-512 are sequential, so two algorithms run on two cores at once).
+    pub fn new(sink: Box<dyn OutputSink>, algorithms: &[Algorithm]) -> io::Result<Self> {
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         let mut seen = Vec::new();
@@ -87,17 +227,15 @@ impl<'f> HashedOutput<'f> {
             threads.push(handle);
         }
         let (tx, rx) = sync_channel(OUTPUT_QUEUE);
-        let owned = file.try_clone()?;
         let handle = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || writer_thread(owned, rx, write_back))?;
+            .spawn(move || writer_thread(sink, rx))?;
         // Buffers in flight: one pending, and a queue's worth each for the writer and the
         // digest threads (which share them).
         let pool = BufferPool::new(2 * OUTPUT_QUEUE + 2);
         let mut pending = pool.take(0);
         pending.reserve(WRITE_BUFFER);
         Ok(Self {
-            file,
             pending_at: 0,
             pending,
             pool,
@@ -224,7 +362,7 @@ impl<'f> HashedOutput<'f> {
             holes,
         };
         let sent = match &self.writer {
-            Some((tx, _)) => tx.send(job).is_ok(),
+            Some((tx, _)) => tx.send(WriterMsg::Write(job)).is_ok(),
             None => false,
         };
         if !sent {
@@ -267,8 +405,8 @@ impl<'f> HashedOutput<'f> {
         Ok(())
     }
 
-    /// Writes what is pending, sets the file length to `len` (extending with a hole, which
-    /// is digested as zeros), and returns the digests of the whole file.
+    /// Writes what is pending, ends the output at `len` (extending it with zeros, a hole in
+    /// a file), and returns the digests of the whole output.
     pub fn finish(mut self, len: u64) -> io::Result<Digests> {
         self.flush()?;
         let pos = self.position();
@@ -280,14 +418,19 @@ impl<'f> HashedOutput<'f> {
         self.skip_zeros(len - pos)?;
         // A short tail hole rides in the buffer: flush it to the digests too.
         self.flush()?;
+        if self
+            .writer
+            .as_ref()
+            .is_some_and(|(tx, _)| tx.send(WriterMsg::End(len)).is_err())
+        {
+            return Err(self.writer_error());
+        }
         if let Some((tx, handle)) = self.writer.take() {
             drop(tx);
             handle
                 .join()
                 .map_err(|_| io::Error::other("the writer thread panicked"))??;
         }
-        io_point()?;
-        self.file.set_len(len)?;
         self.senders.clear();
         let mut digests = Vec::new();
         for t in self.threads.drain(..) {
@@ -300,36 +443,15 @@ impl<'f> HashedOutput<'f> {
     }
 }
 
-/// Writes the jobs in order; the first error ends the thread (the producer then sees its
-/// channel closed and collects the error).
-fn writer_thread(file: File, rx: Receiver<WriteJob>, write_back: bool) -> io::Result<()> {
-    // Written bytes whose write-back is not started yet: kicked WRITE_BACK_BYTES at a time,
-    // since a call per buffer makes the file system allocate and submit in small pieces.
-    let mut unflushed: Option<(u64, u64)> = None;
-    for job in rx {
-        let tail = (job.buf.len(), 0);
-        let mut from = 0usize;
-        for &(start, len) in job.holes.iter().chain(std::iter::once(&tail)) {
-            if start > from {
-                io_point()?;
-                let at = job.at + from as u64;
-                let end = at + (start - from) as u64;
-                file.write_all_at(&job.buf[from..start], at)?;
-                if write_back {
-                    let (first, _) = *unflushed.get_or_insert((at, end));
-                    if end - first >= WRITE_BACK_BYTES {
-                        start_write_back(&file, first, end - first);
-                        unflushed = None;
-                    } else {
-                        unflushed = Some((first, end));
-                    }
-                }
-            }
-            from = start + len;
+/// Writes the jobs in order, then ends the output; the first error ends the thread (the
+/// producer then sees its channel closed and collects the error). Closed without an end (the
+/// conversion failed), the sink is dropped unfinished.
+fn writer_thread(mut sink: Box<dyn OutputSink>, rx: Receiver<WriterMsg>) -> io::Result<()> {
+    for msg in rx {
+        match msg {
+            WriterMsg::Write(job) => sink.write_at(job.at, &job.buf, &job.holes)?,
+            WriterMsg::End(len) => return sink.finish(len),
         }
-    }
-    if let Some((first, end)) = unflushed {
-        start_write_back(&file, first, end - first);
     }
     Ok(())
 }

@@ -404,7 +404,7 @@ pub fn write_image(
     plan: &Plan,
     compression: Option<Compression>,
     spill: SpillReader,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {
@@ -452,7 +452,7 @@ fn header_cluster(layout: &Layout, compression: Option<Compression>) -> Vec<u8> 
     h
 }
 
-fn write_l1(layout: &Layout, plan: &Plan, out: &mut HashedOutput<'_>) -> io::Result<()> {
+fn write_l1(layout: &Layout, plan: &Plan, out: &mut HashedOutput) -> io::Result<()> {
     let cs = layout.cluster_size;
     let l2_entries = cs / 8;
     let mut table = vec![0u8; (layout.l1_clusters * cs) as usize];
@@ -470,7 +470,7 @@ fn write_l1(layout: &Layout, plan: &Plan, out: &mut HashedOutput<'_>) -> io::Res
     out.write(&table)
 }
 
-fn write_refcounts(layout: &Layout, plan: &Plan, out: &mut HashedOutput<'_>) -> io::Result<()> {
+fn write_refcounts(layout: &Layout, plan: &Plan, out: &mut HashedOutput) -> io::Result<()> {
     let cs = layout.cluster_size;
     let per_block = cs * 8 / (1 << REFCOUNT_ORDER);
     let mut table = vec![0u8; (layout.reftable_clusters * cs) as usize];
@@ -510,7 +510,7 @@ struct RefcountBlocks {
 
 impl RefcountBlocks {
     /// Adds one reference to host cluster `c` (never lower than earlier ones).
-    fn add(&mut self, c: u64, out: &mut HashedOutput<'_>) -> io::Result<()> {
+    fn add(&mut self, c: u64, out: &mut HashedOutput) -> io::Result<()> {
         while c >= (self.index + 1) * self.per_block {
             self.emit(out)?;
         }
@@ -520,7 +520,7 @@ impl RefcountBlocks {
         Ok(())
     }
 
-    fn emit(&mut self, out: &mut HashedOutput<'_>) -> io::Result<()> {
+    fn emit(&mut self, out: &mut HashedOutput) -> io::Result<()> {
         out.write(&self.block)?;
         self.block.fill(0);
         self.index += 1;
@@ -528,7 +528,7 @@ impl RefcountBlocks {
         Ok(())
     }
 
-    fn finish(mut self, total: u64, out: &mut HashedOutput<'_>) -> io::Result<()> {
+    fn finish(mut self, total: u64, out: &mut HashedOutput) -> io::Result<()> {
         while self.written < total {
             self.emit(out)?;
         }
@@ -536,7 +536,7 @@ impl RefcountBlocks {
     }
 }
 
-fn write_l2_tables(layout: &Layout, plan: &Plan, out: &mut HashedOutput<'_>) -> io::Result<()> {
+fn write_l2_tables(layout: &Layout, plan: &Plan, out: &mut HashedOutput) -> io::Result<()> {
     let cs = layout.cluster_size;
     let l2_entries = cs / 8;
     let shift = 62 - (cs.trailing_zeros() - 8);
@@ -580,7 +580,7 @@ fn write_data(
     layout: &Layout,
     plan: &Plan,
     mut spill: SpillReader,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     mut guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {

@@ -24,7 +24,7 @@ pub const HOLE_GRANULARITY: usize = 4096;
 pub fn write_raw(
     reader: &dyn GuestReader,
     pool: &rayon::ThreadPool,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     mut guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {

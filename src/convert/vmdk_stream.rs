@@ -47,7 +47,7 @@ pub fn write_stream(
     pool: &rayon::ThreadPool,
     extent_file: &str,
     cid: u32,
-    out: &mut HashedOutput<'_>,
+    out: &mut HashedOutput,
     progress: &dyn Progress,
     mut guest: Option<&mut InputHash>,
 ) -> Result<(u64, u64), Failure> {
@@ -131,7 +131,7 @@ impl Tables {
     fn write_batch(
         &mut self,
         results: Vec<Result<ChunkGrains, ReadFailure>>,
-        out: &mut HashedOutput<'_>,
+        out: &mut HashedOutput,
         guest: &mut Option<&mut InputHash>,
     ) -> Result<(), Failure> {
         for r in results {
@@ -156,7 +156,7 @@ impl Tables {
     }
 
     /// Writes the current table (its marker, then the table) and records it in the directory.
-    fn close_table(&mut self, out: &mut HashedOutput<'_>) -> Result<(), Failure> {
+    fn close_table(&mut self, out: &mut HashedOutput) -> Result<(), Failure> {
         let Some(gt) = self.current.take() else {
             return Ok(());
         };

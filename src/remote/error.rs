@@ -60,7 +60,7 @@ fn chain_text(e: &(dyn StdError + 'static)) -> String {
 }
 
 /// The problem `e` describes, as the end of "cannot read URL: ...".
-fn problem(e: &object_store::Error) -> String {
+pub(super) fn problem(e: &object_store::Error) -> String {
     let text = chain_text(e);
     let code = s3_code(&text);
     let status = status(&text);

@@ -20,6 +20,7 @@
 mod error;
 mod file;
 mod reader;
+pub mod upload;
 
 use std::fmt;
 use std::ops::Range;
