@@ -138,7 +138,7 @@ pub struct ConvertArgs {
     /// Print a JSON report instead of the digest lines.
     #[arg(long)]
     pub json: bool,
-    /// A digest OUT must have, as ALGO:HEX (md5:…, sha512:…; repeatable): checked against the
+    /// A digest OUT must have, as ALGO:HEX (md5:HEX, sha512:HEX; repeatable): checked against the
     /// digest computed while writing, before OUT is put in place. A difference is exit 1 and
     /// nothing is put in place.
     #[arg(long, value_name = "ALGO:HEX", value_parser = parse_expect)]

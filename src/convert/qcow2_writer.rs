@@ -791,10 +791,14 @@ mod tests {
             .num_threads(2)
             .build()
             .unwrap();
-        let source = RawReader::new(std::fs::File::open(&raw).unwrap(), disk.len() as u64);
+        let source = RawReader::new(
+            crate::source::ImageFile::open(&raw).unwrap(),
+            disk.len() as u64,
+        );
         let stream = dir.path().join("disk.vmdk");
         let file = std::fs::File::create(&stream).unwrap();
-        let mut out = HashedOutput::new(&file, &[], false).unwrap();
+        let sink = Box::new(crate::convert::output::FileSink::new(file, false));
+        let mut out = HashedOutput::new(sink, &[]).unwrap();
         let (len, grains) = crate::convert::vmdk_stream::write_stream(
             &source,
             &pool,
@@ -802,6 +806,7 @@ mod tests {
             1,
             &mut out,
             &crate::convert::scan::NoProgress,
+            None,
         )
         .unwrap();
         out.finish(len).unwrap();
@@ -823,6 +828,7 @@ mod tests {
             None,
             &mut spill,
             &crate::convert::scan::NoProgress,
+            None,
         )
         .unwrap();
         assert_eq!(plan.allocated(), 17);

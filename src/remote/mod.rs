@@ -15,7 +15,7 @@
 //!
 //! Change detection (SPEC "Honest"): a read starts from one [`ObjectVersion`] (length, ETag,
 //! Last-Modified, from a HEAD); every later response must describe that same version, or the
-//! read fails with [`ErrorKind::Changed`](crate::ErrorKind::Changed).
+//! read fails with [`ErrorKind::Changed`].
 
 mod error;
 mod file;

@@ -48,12 +48,22 @@ fn batch_hashes_s3_items_in_place() {
     let gone = s3.url("images/gone.raw");
     dir.write(
         "m.jsonl",
-        format!("{{\"id\": \"a\", \"source\": \"{url}\"}}\n{{\"id\": \"b\", \"source\": \"{gone}\"}}\n")
-            .as_bytes(),
+        format!(
+            "{{\"id\": \"a\", \"source\": \"{url}\"}}\n{{\"id\": \"b\", \"source\": \"{gone}\"}}\n"
+        )
+        .as_bytes(),
     );
     let run = s3.vmimage(
         &dir,
-        &["batch", "--manifest", "m.jsonl", "--algo", "md5,sha512", "--out", "r.jsonl"],
+        &[
+            "batch",
+            "--manifest",
+            "m.jsonl",
+            "--algo",
+            "md5,sha512",
+            "--out",
+            "r.jsonl",
+        ],
     );
     run.expect_code(2);
     let results = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
@@ -64,12 +74,19 @@ fn batch_hashes_s3_items_in_place() {
     assert_eq!(lines.len(), 2, "{results}");
     for (algo, program) in [("md5", "md5sum"), ("sha512", "sha512sum")] {
         let want = crate::batch::coreutils(dir.path(), program, "disk.raw");
-        assert_eq!(lines[0]["digests"][algo].as_str(), Some(want.as_str()), "{results}");
+        assert_eq!(
+            lines[0]["digests"][algo].as_str(),
+            Some(want.as_str()),
+            "{results}"
+        );
     }
     assert_eq!(lines[0]["status"], "ok", "{results}");
     assert_eq!(lines[1]["status"], "error", "{results}");
     let sentence = lines[1]["errors"][0].as_str().unwrap_or_default();
-    assert!(sentence.contains("gone.raw") && sentence.contains("404"), "{sentence}");
+    assert!(
+        sentence.contains("gone.raw") && sentence.contains("404"),
+        "{sentence}"
+    );
 }
 
 /// The web server of `tests/remote_server.py`, serving one directory (HTTPS when given a
