@@ -368,39 +368,17 @@ impl RemoteStore {
                 client = client.with_root_certificate(cert);
             }
         }
-        let retry = RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: options.max_retries,
-            retry_timeout: Duration::from_secs(300),
-        };
         let store: Arc<dyn ObjectStore> = match location {
-            RemoteLocation::S3 { bucket, .. } => {
-                let mut builder = object_store::aws::AmazonS3Builder::new()
-                    .with_client_options(client)
-                    .with_retry(retry);
-                // As `AmazonS3Builder::from_env`, but after the options above, so that the
-                // variables (`AWS_ALLOW_HTTP`, `AWS_READ_TIMEOUT`, ...) can still override them.
-                for (key, value) in std::env::vars_os() {
-                    if let (Some(key), Some(value)) = (key.to_str(), value.to_str())
-                        && key.starts_with("AWS_")
-                        && let Ok(config) = key.to_ascii_lowercase().parse()
-                    {
-                        builder = builder.with_config(config, value);
-                    }
-                }
-                let builder = builder.with_bucket_name(bucket);
-                Arc::new(builder.build().map_err(|e| {
-                    failed(format!(
-                        "the AWS_* settings are unusable ({})",
-                        error::one_line(&e.to_string())
-                    ))
-                })?)
-            }
+            RemoteLocation::S3 { bucket, .. } => Arc::new(
+                s3_builder(bucket, client, options)
+                    .build()
+                    .map_err(|e| failed(settings_unusable(&e)))?,
+            ),
             RemoteLocation::Http { origin, .. } => Arc::new(
                 object_store::http::HttpBuilder::new()
                     .with_url(origin.as_str())
                     .with_client_options(client)
-                    .with_retry(retry)
+                    .with_retry(retry_config(options))
                     .build()
                     .map_err(|e| failed(error::one_line(&e.to_string())))?,
             ),
@@ -557,4 +535,43 @@ impl RemoteStore {
 /// the change or network failure it carries, or a plain read error naming `url`.
 pub fn into_error(url: &str, e: std::io::Error) -> Error {
     reader::into_error(url, e)
+}
+
+/// Retries of one request, as [`RemoteOptions::max_retries`] says, with exponential backoff.
+fn retry_config(options: &RemoteOptions) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: options.max_retries,
+        retry_timeout: Duration::from_secs(300),
+    }
+}
+
+/// The S3 client of `bucket`, for reads and uploads alike: `client` and the retries first,
+/// then every `AWS_*` variable (as `AmazonS3Builder::from_env`, but after the options above,
+/// so that the variables (`AWS_ALLOW_HTTP`, `AWS_READ_TIMEOUT`, ...) can still override them).
+pub(crate) fn s3_builder(
+    bucket: &str,
+    client: ClientOptions,
+    options: &RemoteOptions,
+) -> object_store::aws::AmazonS3Builder {
+    let mut builder = object_store::aws::AmazonS3Builder::new()
+        .with_client_options(client)
+        .with_retry(retry_config(options));
+    for (key, value) in std::env::vars_os() {
+        if let (Some(key), Some(value)) = (key.to_str(), value.to_str())
+            && key.starts_with("AWS_")
+            && let Ok(config) = key.to_ascii_lowercase().parse()
+        {
+            builder = builder.with_config(config, value);
+        }
+    }
+    builder.with_bucket_name(bucket)
+}
+
+/// The sentence for an S3 client the `AWS_*` settings could not build.
+pub(crate) fn settings_unusable(e: &object_store::Error) -> String {
+    format!(
+        "the AWS_* settings are unusable ({})",
+        error::one_line(&e.to_string())
+    )
 }

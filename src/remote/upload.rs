@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
+use object_store::aws::{AmazonS3, Checksum};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientOptions, MultipartId, RetryConfig};
+use object_store::{ClientOptions, MultipartId};
 
 use super::{RemoteLocation, RemoteOptions, error};
 use crate::convert::output::StreamOut;
@@ -99,34 +99,12 @@ fn s3_client(bucket: &str, options: &RemoteOptions) -> Result<AmazonS3, String> 
         .with_connect_timeout(options.connect_timeout)
         .with_read_timeout(options.idle_timeout)
         .with_timeout_disabled();
-    let retry = RetryConfig {
-        backoff: BackoffConfig::default(),
-        max_retries: options.max_retries,
-        retry_timeout: Duration::from_secs(300),
-    };
-    let mut builder = AmazonS3Builder::new()
-        .with_client_options(client)
-        .with_retry(retry);
-    for (key, value) in std::env::vars_os() {
-        if let (Some(key), Some(value)) = (key.to_str(), value.to_str())
-            && key.starts_with("AWS_")
-            && let Ok(config) = key.to_ascii_lowercase().parse()
-        {
-            builder = builder.with_config(config, value);
-        }
-    }
-    builder = builder
-        .with_bucket_name(bucket)
-        .with_checksum_algorithm(Checksum::SHA256);
+    let mut builder =
+        super::s3_builder(bucket, client, options).with_checksum_algorithm(Checksum::SHA256);
     if crate::atomic::fault::corrupts_parts() {
         builder = builder.with_http_connector(fault_connector::CorruptingConnector);
     }
-    builder.build().map_err(|e| {
-        format!(
-            "the AWS_* settings are unusable ({})",
-            error::one_line(&e.to_string())
-        )
-    })
+    builder.build().map_err(|e| super::settings_unusable(&e))
 }
 
 impl S3Upload {
