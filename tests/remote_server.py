@@ -10,6 +10,10 @@ HTTPS when given a certificate and key. Misbehaves on request, to test the clien
   --fault error500  answer every GET with 500 Internal Server Error
   --fault etag-changes  give every answer a new ETag (the object changes between requests)
 
+With --forward PORT it serves no files: it terminates TLS (--cert, --key) and forwards each
+connection's bytes, untouched, to 127.0.0.1:PORT (an HTTPS front for s3s-fs, which serves plain
+HTTP only; SigV4 signatures cover the Host header the client sent, which passes through).
+
 Writes the port it listens on to --port-file (bind to port 0, no race) and one line per
 request ("METHOD PATH RANGE") to --log.
 """
@@ -18,9 +22,54 @@ import argparse
 import email.utils
 import http.server
 import os
+import socket
 import ssl
 import sys
+import threading
 import time
+
+
+def forward(args):
+    """TLS in, plain TCP out to 127.0.0.1:args.forward, one thread per direction."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.cert, args.key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(listener.getsockname()[1]))
+    os.rename(tmp, args.port_file)
+
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def serve(client):
+        try:
+            tls = context.wrap_socket(client, server_side=True)
+        except (OSError, ssl.SSLError):
+            # A client that does not trust the certificate hangs up in the handshake.
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", args.forward))
+        threading.Thread(target=pump, args=(upstream, tls), daemon=True).start()
+        pump(tls, upstream)
+
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=serve, args=(client,), daemon=True).start()
 
 
 def main():
@@ -30,8 +79,12 @@ def main():
     parser.add_argument("--log")
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--forward", type=int)
     parser.add_argument("--fault", choices=["stall", "truncate", "error500", "etag-changes"])
     args = parser.parse_args()
+    if args.forward:
+        forward(args)
+        return
     root = os.path.abspath(args.dir)
     answers = [0]
 

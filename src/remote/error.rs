@@ -59,6 +59,11 @@ fn chain_text(e: &(dyn StdError + 'static)) -> String {
     text
 }
 
+/// Whether `e` is the server's answer that the bucket does not exist.
+pub(super) fn is_no_such_bucket(e: &object_store::Error) -> bool {
+    s3_code(&chain_text(e)) == Some("NoSuchBucket")
+}
+
 /// The problem `e` describes, as the end of "cannot read URL: ...".
 pub(super) fn problem(e: &object_store::Error) -> String {
     let text = chain_text(e);
@@ -70,10 +75,21 @@ pub(super) fn problem(e: &object_store::Error) -> String {
         (None, Some(c)) => format!("{phrase} ({c})"),
         (None, None) => phrase.to_string(),
     };
+    // Whatever the request (a list and a CreateMultipartUpload answer it too, which the
+    // client reports as a generic error), the code says what is missing.
+    if code == Some("NoSuchBucket") {
+        return with_code("the bucket does not exist");
+    }
+    // The server computed other digests of the bytes it received than the request carried:
+    // S3 answers BadDigest (Content-MD5, x-amz-checksum-*) or XAmzContentSHA256Mismatch (the
+    // signed payload hash).
+    if matches!(
+        code,
+        Some("BadDigest" | "XAmzContentSHA256Mismatch" | "InvalidDigest")
+    ) {
+        return with_code("the server received other bytes than were sent (corrupted on the way)");
+    }
     match e {
-        object_store::Error::NotFound { .. } if code == Some("NoSuchBucket") => {
-            with_code("the bucket does not exist")
-        }
         object_store::Error::NotFound { .. } if code == Some("NoSuchKey") => {
             with_code("no such object")
         }

@@ -327,47 +327,7 @@ impl RemoteStore {
                 format!("cannot read {url}: {problem}"),
             )
         };
-        let mut client = ClientOptions::new()
-            .with_allow_http(options.allow_http)
-            .with_connect_timeout(options.connect_timeout)
-            .with_read_timeout(options.idle_timeout)
-            // A whole-request limit would cut off every transfer longer than it; stalls are
-            // caught by the idle (read) timeout instead.
-            .with_timeout_disabled();
-        if let Some(ca) = &options.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| {
-                Error::new(
-                    crate::error::io_kind(&e),
-                    Some(ca),
-                    format!(
-                        "cannot read the CA certificate file {}: {}",
-                        ca.display(),
-                        crate::error::describe_io(&e)
-                    ),
-                )
-            })?;
-            let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    Some(ca),
-                    format!(
-                        "{}: not a PEM file of CA certificates ({})",
-                        ca.display(),
-                        error::one_line(&e.to_string())
-                    ),
-                )
-            })?;
-            if certs.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::InvalidArgument,
-                    Some(ca),
-                    format!("{}: holds no PEM certificate", ca.display()),
-                ));
-            }
-            for cert in certs {
-                client = client.with_root_certificate(cert);
-            }
-        }
+        let client = client_options(options)?;
         let store: Arc<dyn ObjectStore> = match location {
             RemoteLocation::S3 { bucket, .. } => Arc::new(
                 s3_builder(bucket, client, options)
@@ -535,6 +495,53 @@ impl RemoteStore {
 /// the change or network failure it carries, or a plain read error naming `url`.
 pub fn into_error(url: &str, e: std::io::Error) -> Error {
     reader::into_error(url, e)
+}
+
+/// The HTTP client settings of every request, reads and uploads alike: the timeouts, plain
+/// HTTP when allowed, and the certificate authorities of `--ca-cert` besides the system's.
+pub(crate) fn client_options(options: &RemoteOptions) -> Result<ClientOptions, Error> {
+    let mut client = ClientOptions::new()
+        .with_allow_http(options.allow_http)
+        .with_connect_timeout(options.connect_timeout)
+        .with_read_timeout(options.idle_timeout)
+        // A whole-request limit would cut off every transfer longer than it; stalls are
+        // caught by the idle (read) timeout instead.
+        .with_timeout_disabled();
+    if let Some(ca) = &options.ca_cert {
+        let pem = std::fs::read(ca).map_err(|e| {
+            Error::new(
+                crate::error::io_kind(&e),
+                Some(ca),
+                format!(
+                    "cannot read the CA certificate file {}: {}",
+                    ca.display(),
+                    crate::error::describe_io(&e)
+                ),
+            )
+        })?;
+        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                Some(ca),
+                format!(
+                    "{}: not a PEM file of CA certificates ({})",
+                    ca.display(),
+                    error::one_line(&e.to_string())
+                ),
+            )
+        })?;
+        if certs.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                Some(ca),
+                format!("{}: holds no PEM certificate", ca.display()),
+            ));
+        }
+        for cert in certs {
+            client = client.with_root_certificate(cert);
+        }
+    }
+    Ok(client)
 }
 
 /// Retries of one request, as [`RemoteOptions::max_retries`] says, with exponential backoff.

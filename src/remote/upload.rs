@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use object_store::MultipartId;
 use object_store::aws::{AmazonS3, Checksum};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, MultipartId};
 
 use super::{RemoteLocation, RemoteOptions, error};
 use crate::convert::output::StreamOut;
@@ -66,6 +66,10 @@ pub fn output_bound(virtual_size: u64) -> u64 {
 /// What the upload thread reports.
 type PartResult = Result<PartId, object_store::Error>;
 
+/// Why the parts stopped: the part (0-based) whose request failed, when it was one, and the
+/// error.
+type PartFailure = (Option<usize>, object_store::Error);
+
 /// A multipart upload in progress.
 pub struct S3Upload {
     url: String,
@@ -78,7 +82,7 @@ pub struct S3Upload {
     runtime: Arc<tokio::runtime::Runtime>,
     /// The first error of a part, kept for the caller (the writer thread sees only that the
     /// upload stopped).
-    failure: Arc<Mutex<Option<object_store::Error>>>,
+    failure: Arc<Mutex<Option<PartFailure>>>,
     parts: Arc<Mutex<Vec<PartId>>>,
     done: bool,
 }
@@ -92,19 +96,18 @@ impl std::fmt::Debug for S3Upload {
     }
 }
 
-/// A client for `bucket` from the `AWS_*` variables, with per-part SHA-256 checksums.
-fn s3_client(bucket: &str, options: &RemoteOptions) -> Result<AmazonS3, String> {
-    let client = ClientOptions::new()
-        .with_allow_http(options.allow_http)
-        .with_connect_timeout(options.connect_timeout)
-        .with_read_timeout(options.idle_timeout)
-        .with_timeout_disabled();
+/// A client for `bucket` from the `AWS_*` variables, with per-part SHA-256 checksums and the
+/// same HTTP settings as reads (`--ca-cert`, timeouts: [`super::client_options`]).
+fn s3_client(bucket: &str, options: &RemoteOptions) -> Result<AmazonS3, Result<Error, String>> {
+    let client = super::client_options(options).map_err(Ok)?;
     let mut builder =
         super::s3_builder(bucket, client, options).with_checksum_algorithm(Checksum::SHA256);
     if crate::atomic::fault::corrupts_parts() {
         builder = builder.with_http_connector(fault_connector::CorruptingConnector);
     }
-    builder.build().map_err(|e| super::settings_unusable(&e))
+    builder
+        .build()
+        .map_err(|e| Err(super::settings_unusable(&e)))
 }
 
 impl S3Upload {
@@ -130,21 +133,35 @@ impl S3Upload {
                 format!("cannot upload to {url}: {problem}"),
             )
         };
-        let store = Arc::new(s3_client(bucket, options).map_err(unusable)?);
+        let store = Arc::new(s3_client(bucket, options).map_err(|e| match e {
+            Ok(error) => error,
+            Err(problem) => unusable(problem),
+        })?);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| unusable(format!("cannot start the I/O runtime: {e}")))?;
         let path = location.object_path();
-        // A missing bucket is refused now, not at completion (some servers, s3s-fs among
-        // them, accept parts for a bucket that does not exist). Only that answer counts: an
-        // upload-only key may not be allowed to list.
+        // A missing bucket is refused now, before any part: some servers (s3s-fs 0.14.1)
+        // accept a multipart upload to a bucket that does not exist and create it at
+        // completion. A list of the key's prefix answers NoSuchBucket there (the client
+        // reports it as a generic error, so the code is read from its text). Only that answer
+        // counts: an upload-only key may not be allowed to list.
         let listed = runtime.block_on(async {
             use object_store::ObjectStore;
             store.list_with_delimiter(Some(&path)).await
         });
-        if let Err(e @ object_store::Error::NotFound { .. }) = &listed {
-            return Err(upload_error(&url, e));
+        if let Err(e) = &listed
+            && error::is_no_such_bucket(e)
+        {
+            return Err(Error::new(
+                ErrorKind::Io,
+                Some(Path::new(&url)),
+                format!(
+                    "cannot upload to {url}: the bucket {bucket} does not exist (NoSuchBucket)"
+                ),
+            )
+            .with_operation(Operation::Write));
         }
         let id = runtime
             .block_on(store.create_multipart(&path))
@@ -230,7 +247,7 @@ impl S3Upload {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|e| upload_error(&self.url, e))
+            .map(|(part, e)| part_error(&self.url, *part, e))
     }
 
     /// Completes the upload: the object appears, whole. Runs under
@@ -319,6 +336,23 @@ fn upload_error(url: &str, e: &object_store::Error) -> Error {
     .with_operation(Operation::Write)
 }
 
+/// `e`, which the request for part `part` (0-based; `None`: no part's) failed with.
+fn part_error(url: &str, part: Option<usize>, e: &object_store::Error) -> Error {
+    match part {
+        Some(index) => Error::new(
+            ErrorKind::Io,
+            Some(Path::new(url)),
+            format!(
+                "cannot upload to {url}: part {} was not stored: {}",
+                index + 1,
+                error::problem(e)
+            ),
+        )
+        .with_operation(Operation::Write),
+        None => upload_error(url, e),
+    }
+}
+
 /// Sends the parts received on `rx`, [`PARTS_IN_FLIGHT`] at a time, until the channel closes;
 /// returns their ids in part order, or the first error (which drops `rx`, so that the writer
 /// stops at its next part).
@@ -327,7 +361,7 @@ async fn send_parts(
     path: ObjectPath,
     id: MultipartId,
     mut rx: tokio::sync::mpsc::Receiver<(usize, Bytes)>,
-) -> Result<Vec<PartId>, object_store::Error> {
+) -> Result<Vec<PartId>, PartFailure> {
     use futures_util::future::{Either, select};
     let mut in_flight = tokio::task::JoinSet::new();
     let mut done: Vec<Option<PartId>> = Vec::new();
@@ -340,11 +374,14 @@ async fn send_parts(
                 done[index] = Some(part);
                 Ok(())
             }
-            Some(Ok((_, Err(e)))) => Err(e),
-            Some(Err(e)) => Err(object_store::Error::Generic {
-                store: "S3",
-                source: Box::new(e),
-            }),
+            Some(Ok((index, Err(e)))) => Err((Some(index), e)),
+            Some(Err(e)) => Err((
+                None,
+                object_store::Error::Generic {
+                    store: "S3",
+                    source: Box::new(e),
+                },
+            )),
             None => Ok(()),
         };
     loop {
@@ -377,9 +414,14 @@ async fn send_parts(
     done.into_iter()
         .enumerate()
         .map(|(i, p)| {
-            p.ok_or_else(|| object_store::Error::Generic {
-                store: "S3",
-                source: format!("part {} was never sent", i + 1).into(),
+            p.ok_or_else(|| {
+                (
+                    None,
+                    object_store::Error::Generic {
+                        store: "S3",
+                        source: format!("part {} was never sent", i + 1).into(),
+                    },
+                )
             })
         })
         .collect()
@@ -392,7 +434,7 @@ pub struct PartWriter {
     next_part: usize,
     tx: Option<tokio::sync::mpsc::Sender<(usize, Bytes)>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    failure: Arc<Mutex<Option<object_store::Error>>>,
+    failure: Arc<Mutex<Option<PartFailure>>>,
 }
 
 impl PartWriter {
@@ -429,7 +471,7 @@ impl PartWriter {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|e| error::one_line(&e.to_string()));
+            .map(|(_, e)| error::one_line(&e.to_string()));
         io::Error::other(format!(
             "the upload stopped: {}",
             cause.unwrap_or_else(|| "the upload thread ended".into())

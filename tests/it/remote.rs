@@ -113,6 +113,22 @@ impl WebServer {
         tls: Option<(&std::path::Path, &std::path::Path)>,
         fault: Option<&str>,
     ) -> Option<Self> {
+        Self::spawn(root, tls, fault, None)
+    }
+
+    /// An HTTPS front for a plain-HTTP server on loopback port `upstream`: TLS with `cert`
+    /// and `key`, each connection's bytes forwarded untouched.
+    pub fn tls_front(upstream: u16, cert: &std::path::Path, key: &std::path::Path) -> Option<Self> {
+        let root = tempfile::tempdir().expect("temp dir");
+        Self::spawn(root.path(), Some((cert, key)), None, Some(upstream))
+    }
+
+    fn spawn(
+        root: &std::path::Path,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+        fault: Option<&str>,
+        forward: Option<u16>,
+    ) -> Option<Self> {
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/remote_server.py");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -133,6 +149,9 @@ impl WebServer {
         }
         if let Some(f) = fault {
             cmd.args(["--fault", f]);
+        }
+        if let Some(port) = forward {
+            cmd.args(["--forward", &port.to_string()]);
         }
         let child = match cmd.spawn() {
             Ok(c) => c,
@@ -172,7 +191,7 @@ impl WebServer {
 
 /// A certificate authority and a server certificate for 127.0.0.1 that it signed, made with
 /// the openssl command in `dir`: (`ca.pem`, `server.pem`, `server.key`).
-fn certificates(
+pub fn certificates(
     dir: &Workdir,
 ) -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
     let openssl = |args: &[&str]| {
