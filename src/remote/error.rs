@@ -172,6 +172,40 @@ mod tests {
         assert_eq!(status("status code: 4"), None);
     }
 
+    /// A generic error, as the client reports a failed list or UploadPart, with `body`.
+    fn generic(status: &str, body: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: format!(
+                "Error performing PUT http://h/b/k in 2ms - Server returned non-2xx status code: {status}: <Error><Code>{body}</Code></Error>"
+            )
+            .into(),
+        }
+    }
+
+    #[test]
+    fn a_missing_bucket_and_a_bad_digest_are_told_whatever_the_request() {
+        let e = generic("404 Not Found", "NoSuchBucket");
+        assert!(is_no_such_bucket(&e));
+        assert_eq!(
+            problem(&e),
+            "the bucket does not exist (HTTP 404, NoSuchBucket)"
+        );
+        assert!(!is_no_such_bucket(&generic("404 Not Found", "NoSuchKey")));
+        for code in ["BadDigest", "XAmzContentSHA256Mismatch"] {
+            assert_eq!(
+                problem(&generic("400 Bad Request", code)),
+                format!(
+                    "the server received other bytes than were sent (corrupted on the way) (HTTP 400, {code})"
+                )
+            );
+        }
+        assert_eq!(
+            problem(&generic("500 Internal Server Error", "InternalError")),
+            "the server failed, after retries (HTTP 500, InternalError)"
+        );
+    }
+
     #[test]
     fn one_line_joins_and_caps() {
         assert_eq!(one_line("a\n  b\r\nc"), "a b c");
