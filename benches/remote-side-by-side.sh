@@ -2,8 +2,9 @@
 # Remote reads side by side, on loopback (issue 17, "Speed"): `vmimage hash` of a 2 GiB object
 # on s3s-fs 0.14.1 against a plain streaming GET of the same object from the same server
 # (curl --aws-sigv4, to /dev/null) and against `vmimage hash` of the local file; then `info` of
-# a 6 GiB qcow2 object (wall time). Medians of RUNS runs (default 5). The machine may be shared:
-# report medians and say so.
+# a 6 GiB qcow2 object (wall time). Medians of RUNS runs (default 5), in alternating order,
+# each with its own user+sys CPU and the server's: the machine may be shared, so report the
+# load (printed) beside the medians.
 #
 #   cargo build --release && benches/remote-side-by-side.sh
 set -euo pipefail
@@ -31,17 +32,42 @@ printf '{"e_tag":"%s"}' "$ETAG" >"$WORK/data/.bucket-$(b64 bench).object-$(b64 b
 qemu-img create -q -f qcow2 -o preallocation=metadata "$WORK/data/bench/big.qcow2" 6G
 printf '{"e_tag":"%s"}' 0123456789abcdef0123456789abcdef >"$WORK/data/.bucket-$(b64 bench).object-$(b64 big.qcow2).internal.json"
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-timed() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
-run() { for _ in $(seq "$RUNS"); do timed "$@"; done | median; }
-
-curl -sSf --aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -r 0-0 -o /dev/null "$AWS_ENDPOINT_URL/bench/big.raw" || { echo "the curl baseline GET fails" >&2; exit 1; }
-GET=$(run curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o /dev/null "$AWS_ENDPOINT_URL/bench/big.raw")
-HASH_S3=$(run "$VMIMAGE" hash "s3://bench/big.raw")
-HASH_LOCAL=$(run "$VMIMAGE" hash "$WORK/local.raw")
-INFO=$(run "$VMIMAGE" info "s3://bench/big.qcow2")
-echo "runs: $RUNS (medians, seconds)"
-echo "plain streaming GET (curl --aws-sigv4) of 2 GiB: $GET"
-echo "vmimage hash s3:// (md5+sha512) of 2 GiB:        $HASH_S3  ratio to GET: $(echo "scale=2; $HASH_S3 / $GET" | bc)"
-echo "vmimage hash of the local file:                   $HASH_LOCAL  s3 ratio to local: $(echo "scale=2; $HASH_S3 / $HASH_LOCAL" | bc)"
-echo "vmimage info s3:// of a 6 GiB qcow2:             $INFO"
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# The server's user+sys CPU seconds so far (/proc/PID/stat fields 14 and 15, in ticks).
+server_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$S3_PID/stat"; }
+# timed CMD...: "WALL CPU SERVER_CPU" of one run: wall time, the command's own user+sys, and
+# the server's user+sys meanwhile (on 2 shared cores the server's work competes with the
+# digests').
+timed() {
+    local s0 s1
+    s0=$(server_cpu)
+    /usr/bin/time -f "%e %U %S" -o "$WORK/time" "$@" >/dev/null
+    s1=$(server_cpu)
+    awk -v s0="$s0" -v s1="$s1" '{printf "%s %.2f %.2f\n", $1, $2 + $3, s1 - s0}' "$WORK/time"
+}
+SIGV4=(--aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+curl -sSf "${SIGV4[@]}" -r 0-0 -o /dev/null "$AWS_ENDPOINT_URL/bench/big.raw" || { echo "the curl baseline GET fails" >&2; exit 1; }
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc), runs: $RUNS (medians; wall, own user+sys, server user+sys)"
+: >"$WORK/get"; : >"$WORK/s3"; : >"$WORK/local"
+# Alternating order, so that a change of load hits all three alike; one untimed run each
+# first (the page cache holds both 2 GiB files after it).
+curl -sf "${SIGV4[@]}" -o /dev/null "$AWS_ENDPOINT_URL/bench/big.raw"; "$VMIMAGE" hash "s3://bench/big.raw" >/dev/null; "$VMIMAGE" hash "$WORK/local.raw" >/dev/null
+for i in $(seq "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then order="get s3 local"; else order="local s3 get"; fi
+    for c in $order; do
+        case $c in
+            get) timed curl -sf "${SIGV4[@]}" -o /dev/null "$AWS_ENDPOINT_URL/bench/big.raw" >>"$WORK/get" ;;
+            s3) timed "$VMIMAGE" hash "s3://bench/big.raw" >>"$WORK/s3" ;;
+            local) timed "$VMIMAGE" hash "$WORK/local.raw" >>"$WORK/local" ;;
+        esac
+    done
+done
+col() { awk -v c="$2" '{print $c}' "$WORK/$1" | median; }
+GET=$(col get 1); HASH_S3=$(col s3 1); HASH_LOCAL=$(col local 1)
+INFO=$(for _ in $(seq "$RUNS"); do timed "$VMIMAGE" info "s3://bench/big.qcow2"; done | awk '{print $1}' | median)
+printf '%-48s %8s %8s %8s\n' "" wall cpu server
+printf '%-48s %8.2f %8.2f %8.2f\n' "plain streaming GET (curl --aws-sigv4), 2 GiB" "$GET" "$(col get 2)" "$(col get 3)"
+printf '%-48s %8.2f %8.2f %8.2f  ratio to GET: %.2f\n' "vmimage hash s3:// (md5+sha512), 2 GiB" "$HASH_S3" "$(col s3 2)" "$(col s3 3)" "$(echo "$HASH_S3 / $GET" | bc -l)"
+printf '%-48s %8.2f %8.2f %8s  s3 ratio to local: %.2f\n' "vmimage hash of the local file" "$HASH_LOCAL" "$(col local 2)" - "$(echo "$HASH_S3 / $HASH_LOCAL" | bc -l)"
+printf '%-48s %8.2f\n' "vmimage info s3:// of a 6 GiB qcow2" "$INFO"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -59,17 +59,29 @@ echo "s3s-fs $("$S3S_FS" --version | awk '{print $2}') on 127.0.0.1:$PORT, data 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc), runs: $RUNS (median)"
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# CPU seconds (user+sys) the server has used so far, from /proc/PID/stat (fields 14 and 15,
+# in clock ticks).
+server_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$SERVER/stat"
+}
+# timed CMD: runs CMD, prints "WALL CPU SERVER_CPU": its wall time, its own user+sys, and the
+# server's user+sys meanwhile (both matter on a shared 2-core machine: the server checks every
+# part's SHA-256, computes its MD5, writes it, and at completion reads, MD5s and concatenates
+# the parts again).
 timed() {
-    /usr/bin/time -f "%e" -o "$WORK/time" bash -c "$1" >/dev/null
-    cat "$WORK/time"
+    local s0 s1
+    s0=$(server_cpu)
+    /usr/bin/time -f "%e %U %S" -o "$WORK/time" bash -c "$1" >/dev/null
+    s1=$(server_cpu)
+    awk -v s0="$s0" -v s1="$s1" '{printf "%s %.2f %.2f\n", $1, $2 + $3, s1 - s0}' "$WORK/time"
 }
 
 LOCAL=$WORK/local.out
-printf '\n%-28s %10s %10s %7s\n' case local upload ratio
+printf '\n%-26s %21s %33s %7s\n' "" "local (wall cpu)" "upload (wall cpu server-cpu)" "ratio"
 # pair NAME OPTIONS : RUNS timed runs of each (alternating which goes first), after one
 # untimed run of each; the previous output is deleted and `sync` run before each.
 pair() {
-    local name=$1 opts=$2 i lw=() uw=()
+    local name=$1 opts=$2 i l u lw=() lc=() uw=() uc=() us=()
     run_l() { rm -f "$LOCAL"; sync; timed "$VMIMAGE convert $IMG $LOCAL $opts"; }
     run_u() { rm -rf "$DATA/bench/disk"; sync; timed "$VMIMAGE convert $IMG s3://bench/disk $opts"; }
     run_l >/dev/null
@@ -78,15 +90,19 @@ pair() {
         || { echo "$name: the object differs from the local output" >&2; exit 1; }
     for i in $(seq "$RUNS"); do
         if [ $((i % 2)) = 1 ]; then
-            lw+=("$(run_l)"); uw+=("$(run_u)")
+            l=$(run_l); u=$(run_u)
         else
-            uw+=("$(run_u)"); lw+=("$(run_l)")
+            u=$(run_u); l=$(run_l)
         fi
+        [ "${VERBOSE:-0}" = 1 ] && echo "  run $i: local $l / upload $u" >&2
+        read -r a b <<<"$l"; lw+=("$a"); lc+=("$b")
+        read -r a b c <<<"$u"; uw+=("$a"); uc+=("$b"); us+=("$c")
     done
-    local l u
-    l=$(median "${lw[@]}")
-    u=$(median "${uw[@]}")
-    printf '%-28s %9.2fs %9.2fs %6.2fx\n' "$name" "$l" "$u" "$(echo "$u / $l" | bc -l)"
+    local mlw muw
+    mlw=$(median "${lw[@]}")
+    muw=$(median "${uw[@]}")
+    printf '%-26s %9.2fs %9.2fs %9.2fs %9.2fs %9.2fs %6.2fx\n' "$name" "$mlw" "$(median "${lc[@]}")" \
+        "$muw" "$(median "${uc[@]}")" "$(median "${us[@]}")" "$(echo "$muw / $mlw" | bc -l)"
 }
 
 pair "raw->qcow2" "-O qcow2"
