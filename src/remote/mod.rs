@@ -582,3 +582,30 @@ pub(crate) fn settings_unusable(e: &object_store::Error) -> String {
         error::one_line(&e.to_string())
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IMS's `image_url` form names the same object as `s3://bucket/object`; a URL, an empty
+    /// part or a bucket with a slash is refused, naming the argument.
+    #[test]
+    fn an_ims_bucket_object_is_the_s3_object() {
+        let ims = RemoteLocation::ims_object("images:linux/disk.qcow2").unwrap();
+        let s3 = RemoteLocation::parse("s3://images/linux/disk.qcow2", &RemoteOptions::default())
+            .unwrap();
+        assert_eq!(ims, s3);
+        assert_eq!(ims.url(), "s3://images/linux/disk.qcow2");
+        for bad in [
+            "images",
+            ":disk",
+            "images:",
+            "a/b:disk",
+            "https://obs.example/b/k",
+        ] {
+            let e = RemoteLocation::ims_object(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}");
+            assert!(e.to_string().starts_with(bad), "{bad}: {e}");
+        }
+    }
+}
