@@ -77,32 +77,48 @@ timed() {
 }
 
 LOCAL=$WORK/local.out
-printf '\n%-26s %21s %33s %7s\n' "" "local (wall cpu)" "upload (wall cpu server-cpu)" "ratio"
+# The path a pipeline takes without vmimage's upload: convert to a local file, then send that
+# file with another client (curl --aws-sigv4, one PUT, so the server neither stores parts nor
+# concatenates them at completion: the cheapest upload s3s-fs offers).
+SIGV4=(--aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+printf '\n%-26s %21s %33s %31s %7s %7s\n' "" "local (wall cpu)" "upload (wall cpu server-cpu)" \
+    "local+curl PUT (wall cpu srv)" "ratio" "vs PUT"
 # pair NAME OPTIONS : RUNS timed runs of each (alternating which goes first), after one
 # untimed run of each; the previous output is deleted and `sync` run before each.
 pair() {
-    local name=$1 opts=$2 i l u lw=() lc=() uw=() uc=() us=()
+    local name=$1 opts=$2 i l u p lw=() lc=() uw=() uc=() us=() pw=() pc=() ps=()
     run_l() { rm -f "$LOCAL"; sync; timed "$VMIMAGE convert $IMG $LOCAL $opts"; }
     run_u() { rm -rf "$DATA/bench/disk"; sync; timed "$VMIMAGE convert $IMG s3://bench/disk $opts"; }
+    run_p() {
+        rm -f "$LOCAL" "$DATA/bench/put"
+        sync
+        timed "$VMIMAGE convert $IMG $LOCAL $opts && curl -sSf ${SIGV4[*]@Q} -T $LOCAL $AWS_ENDPOINT_URL/bench/put"
+    }
     run_l >/dev/null
     run_u >/dev/null
+    run_p >/dev/null
+    cmp -s "$LOCAL" "$DATA/bench/put" || { echo "$name: the curl PUT baseline did not store the file" >&2; exit 1; }
     cmp -s "$LOCAL" "$DATA/bench/disk" || [ "$name" = "raw->vmdk streamOptimized" ] \
         || { echo "$name: the object differs from the local output" >&2; exit 1; }
     for i in $(seq "$RUNS"); do
         if [ $((i % 2)) = 1 ]; then
-            l=$(run_l); u=$(run_u)
+            l=$(run_l); u=$(run_u); p=$(run_p)
         else
-            u=$(run_u); l=$(run_l)
+            p=$(run_p); u=$(run_u); l=$(run_l)
         fi
-        [ "${VERBOSE:-0}" = 1 ] && echo "  run $i: local $l / upload $u" >&2
+        [ "${VERBOSE:-0}" = 1 ] && echo "  run $i: local $l / upload $u / local+PUT $p" >&2
         read -r a b <<<"$l"; lw+=("$a"); lc+=("$b")
         read -r a b c <<<"$u"; uw+=("$a"); uc+=("$b"); us+=("$c")
+        read -r a b c <<<"$p"; pw+=("$a"); pc+=("$b"); ps+=("$c")
     done
-    local mlw muw
+    local mlw muw mpw
     mlw=$(median "${lw[@]}")
     muw=$(median "${uw[@]}")
-    printf '%-26s %9.2fs %9.2fs %9.2fs %9.2fs %9.2fs %6.2fx\n' "$name" "$mlw" "$(median "${lc[@]}")" \
-        "$muw" "$(median "${uc[@]}")" "$(median "${us[@]}")" "$(echo "$muw / $mlw" | bc -l)"
+    mpw=$(median "${pw[@]}")
+    printf '%-26s %9.2fs %9.2fs %9.2fs %9.2fs %9.2fs %9.2fs %9.2fs %9.2fs %6.2fx %6.2fx\n' "$name" \
+        "$mlw" "$(median "${lc[@]}")" "$muw" "$(median "${uc[@]}")" "$(median "${us[@]}")" \
+        "$mpw" "$(median "${pc[@]}")" "$(median "${ps[@]}")" \
+        "$(echo "$muw / $mlw" | bc -l)" "$(echo "$muw / $mpw" | bc -l)"
 }
 
 pair "raw->qcow2" "-O qcow2"
