@@ -12,6 +12,15 @@
 #   RUNS=3 SECTIONS="pairs" benches/convert-side-by-side.sh
 #   SECTIONS="stream" KEEP=1 benches/convert-side-by-side.sh
 #   DROP_CACHES=1 SYSCALLS=1 benches/convert-side-by-side.sh
+#   SECTIONS=pairs PAIRS="raw->vhdx qcow2->vpc" RUNS=5 benches/convert-side-by-side.sh
+#
+# PAIRS (default: all 24) limits the pairs section to the IN->OUT pairs listed (qemu-img's
+# format names: raw qcow2 vpc vmdk vhdx vdi -> qcow2 raw vpc vhdx).
+#
+# Each row: medians of wall time, user and system CPU of each tool; the speed ratio (qemu-img's
+# wall / vmimage's) and the CPU ratio (qemu-img's user + sys / vmimage's); the output sizes
+# and the MiB each tool stored (allocated blocks: holes are not stored); the 1-minute load
+# average when the row ended (CPU times compare under load, wall times less so).
 #
 # SECTIONS (default "qcow2 pairs stream digests"):
 #   qcow2    raw->qcow2 (plain, durable, -c zlib, -c zstd) and qcow2->raw, as before
@@ -117,8 +126,9 @@ qemu_and_digests() { qemu-img convert "$@" && md5sum "${@: -1}" && sha512sum "${
 export -f qemu_and_digests
 
 header() {
-    printf '\n%-26s %8s %8s %6s | %7s %7s %7s %7s %6s | %11s %11s %7s' case qemu-img vmimage \
-        speed q-user v-user q-sys v-sys cpu-x qemu-size vm-size size
+    printf '\n%-26s %8s %8s %6s | %7s %7s %7s %7s %6s | %11s %11s %7s %7s %7s | %5s' case \
+        qemu-img vmimage speed q-user v-user q-sys v-sys cpu-x qemu-size vm-size size \
+        q-MiB v-MiB load
     [ "${SYSCALLS:-0}" = 1 ] && printf ' %9s %9s' q-calls v-calls
     printf '\n'
 }
@@ -146,14 +156,18 @@ pair() {
         read -r w u s <<< "$tq"; qw+=("$w"); qu+=("$u"); qs+=("$s")
         read -r w u s <<< "$tv"; vw+=("$w"); vu+=("$u"); vs+=("$s")
     done
-    local mqw mvw mqu mvu mqs mvs sq sv
+    local mqw mvw mqu mvu mqs mvs sq sv aq av
     mqw=$(median "${qw[@]}"); mvw=$(median "${vw[@]}")
     mqu=$(median "${qu[@]}"); mvu=$(median "${vu[@]}")
     mqs=$(median "${qs[@]}"); mvs=$(median "${vs[@]}")
     sq=$(stat -c %s "$Q"); sv=$(stat -c %s "$V")
-    printf '%-26s %7.2fs %7.2fs %5.2fx | %6.2fs %6.2fs %6.2fs %6.2fs %5.2fx | %11s %11s %+6.2f%%' \
+    # Allocated MiB: what each tool stored (holes excluded), the output's share of the page
+    # cache and of the system time.
+    aq=$(( $(stat -c '%b * %B' "$Q") >> 20 )); av=$(( $(stat -c '%b * %B' "$V") >> 20 ))
+    printf '%-26s %7.2fs %7.2fs %5.2fx | %6.2fs %6.2fs %6.2fs %6.2fs %5.2fx | %11s %11s %+6.2f%% %7s %7s | %5s' \
         "$name" "$mqw" "$mvw" "$(ratio "$mqw" "$mvw")" "$mqu" "$mvu" "$mqs" "$mvs" \
-        "$(ratio "$mqu + $mqs" "$mvu + $mvs")" "$sq" "$sv" "$(ratio "($sv - $sq) * 100" "$sq")"
+        "$(ratio "$mqu + $mqs" "$mvu + $mvs")" "$sq" "$sv" "$(ratio "($sv - $sq) * 100" "$sq")" \
+        "$aq" "$av" "$(cut -d' ' -f1 /proc/loadavg)"
     if [ "${SYSCALLS:-0}" = 1 ]; then
         prepare "$in" "$Q"; local cq; cq=$(syscalls "$qcmd")
         prepare "$in" "$V"; local cv; cv=$(syscalls "$vcmd")
@@ -189,6 +203,7 @@ if has pairs; then
     for in_fmt in raw qcow2 vpc vmdk vhdx vdi; do
         in=$(input "$in_fmt")
         for out_fmt in qcow2 raw vpc vhdx; do
+            [ -z "${PAIRS:-}" ] || [[ " $PAIRS " == *" $in_fmt->$out_fmt "* ]] || continue
             pair "$in_fmt->$out_fmt" "$in" "qemu-img convert -f $in_fmt -O $out_fmt $in $Q" \
                 "$vm $in $V -O $out_fmt --algo none"
         done

@@ -13,7 +13,7 @@ use super::input_hash::{self, InputHash};
 use super::output::HashedOutput;
 use super::plan::Plan;
 use super::qcow2_writer::stored_zeros_are_data;
-use super::scan::{Progress, batch_chunks, chunk_pool, map_in_order};
+use super::scan::{MIN_CHUNK, Progress, batch_chunks, chunk_pool, map_in_order};
 use super::{Failure, raw_writer};
 use crate::digest::guest::GuestPiece;
 use crate::format::guest::{GuestReader, ReadFailure};
@@ -28,6 +28,10 @@ use crate::format::vpc::writer::{self as vhd, DynamicLayout, VhdGeometry, VhdKin
 /// for data from the input's metadata: [`stored_zeros_are_data`]). With `guest`, the blocks
 /// read are digested into it on the worker threads (this pass is the only one that reads them
 /// whole; blocks not stored are zeros).
+///
+/// A block is read and written in pieces of at most [`MIN_CHUNK`] (a VHDX block is 32 MiB):
+/// the buffers in flight are then the same few MiB whatever the block size, reused from the
+/// pool, instead of a batch of whole blocks whose fresh pages the kernel must fault in.
 #[allow(clippy::too_many_arguments)]
 pub fn write_blocks(
     reader: &dyn GuestReader,
@@ -40,29 +44,54 @@ pub fn write_blocks(
     mut guest: Option<&mut InputHash>,
 ) -> Result<(), Failure> {
     let size = reader.virtual_size();
-    let buffers = chunk_pool(block_size);
+    // Block sizes are powers of two, so a piece divides its block.
+    let piece = block_size.min(MIN_CHUNK);
+    let per_block = block_size / piece;
+    let buffers = chunk_pool(piece);
     let digester = guest.as_ref().map(|g| g.digester());
     let parallel = reader.costly_reads() || digester.is_some();
-    let per_batch = batch_chunks(block_size, parallel);
-    let mut blocks = plan.iter().map(|(block, _)| block).peekable();
-    while blocks.peek().is_some() {
-        let batch: Vec<u64> = blocks.by_ref().take(per_batch).collect();
-        let read: Vec<Result<(PooledBuffer, Option<GuestPiece>), ReadFailure>> =
-            map_in_order(pool, parallel, &batch, |&block| {
-                let start = block * block_size;
-                let len = block_size.min(size.saturating_sub(start)) as usize;
-                let mut buf = buffers.take(block_size as usize);
-                reader.read_at(start, &mut buf[..len])?;
+    let per_batch = batch_chunks(piece, parallel);
+    let mut pieces = plan
+        .iter()
+        .flat_map(|(block, _)| (0..per_block).map(move |k| (block, k)))
+        .peekable();
+    // Whether every piece of the current block so far read as zeros.
+    let mut block_zero = true;
+    while pieces.peek().is_some() {
+        let batch: Vec<(u64, u64)> = pieces.by_ref().take(per_batch).collect();
+        type Read = (PooledBuffer, Option<GuestPiece>, Vec<(usize, usize)>);
+        let read: Vec<Result<Read, ReadFailure>> =
+            map_in_order(pool, parallel, &batch, |&(block, k)| {
+                let start = block * block_size + k * piece;
+                let len = piece.min(size.saturating_sub(start)) as usize;
+                let mut buf = buffers.take(piece as usize);
+                // The last block's pieces past the end of the disk are padding only.
+                if len > 0 {
+                    reader.read_at(start, &mut buf[..len])?;
+                }
                 buf[len..].fill(0);
-                let piece = digester.map(|d| d.piece(start, &buf[..len]));
-                Ok((buf, piece))
+                let digested = digester
+                    .filter(|_| len > 0)
+                    .map(|d| d.piece(start, &buf[..len]));
+                // The zeros inside a stored block (the free space of a partly used 32 MiB
+                // VHDX block, the padding past the end of the disk) stay holes in the file,
+                // as in qemu-img's outputs, whose blocks are allocated by extending the file:
+                // they read as zeros, and neither the page cache nor the disk holds them.
+                let holes = raw_writer::zero_runs(&buf);
+                Ok((buf, digested, holes))
             });
-        for (&block, read) in batch.iter().zip(read) {
-            let (buf, piece) = read.map_err(Failure::Input)?;
-            input_hash::add(&mut guest, piece)?;
-            stored_zeros_are_data(reader, block * block_size, &buf)?;
-            out.write(prefix).map_err(Failure::Output)?;
-            out.write_buffer(buf, Vec::new()).map_err(Failure::Output)?;
+        for (&(block, k), read) in batch.iter().zip(read) {
+            let (buf, digested, holes) = read.map_err(Failure::Input)?;
+            input_hash::add(&mut guest, digested)?;
+            if k == 0 {
+                block_zero = true;
+                out.write(prefix).map_err(Failure::Output)?;
+            }
+            block_zero &= holes.first() == Some(&(0, buf.len()));
+            out.write_buffer(buf, holes).map_err(Failure::Output)?;
+            if k + 1 == per_block && block_zero {
+                stored_zeros_are_data(reader, block * block_size, block_size)?;
+            }
         }
         progress.advance_to(out.position());
     }

@@ -424,7 +424,7 @@ pub fn write_image(
     }
     write_data(reader, pool, layout, plan, spill, out, progress, guest)?;
     let end = out.position();
-    out.write_zeros(layout.file_len() - end).map_err(w)?;
+    out.skip_zeros(layout.file_len() - end).map_err(w)?;
     progress.advance_to(layout.file_len());
     Ok(())
 }
@@ -652,7 +652,7 @@ fn write_data(
                         && whole_chunk_stored(&batch[i..], cluster, clusters)
                     {
                         for (k, c) in buf.chunks(cs as usize).enumerate() {
-                            stored_zeros_are_data(reader, (cluster + k as u64) * cs, c)?;
+                            zero_cluster_is_data(reader, (cluster + k as u64) * cs, c)?;
                         }
                         for &(_, stored) in &batch[i + 1..i + clusters] {
                             packer.place(stored);
@@ -664,7 +664,7 @@ fn write_data(
                     } else {
                         let at = ((cluster % per_chunk) * cs) as usize;
                         let data = &buf[at..at + cs as usize];
-                        stored_zeros_are_data(reader, cluster * cs, data)?;
+                        zero_cluster_is_data(reader, cluster * cs, data)?;
                         out.write_data(data).map_err(Failure::Output)?;
                         i += 1;
                     }
@@ -681,15 +681,22 @@ fn write_data(
 /// decided: all zeros is an error ([`Failure::Changed`]: the input changed between the
 /// passes) unless the scan stored the cluster on the input's metadata's word without
 /// reading it ([`GuestReader::data_by_metadata`]), which may be wrong about zeros.
-pub fn stored_zeros_are_data(
-    reader: &dyn GuestReader,
-    at: u64,
-    cluster: &[u8],
-) -> Result<(), Failure> {
+fn zero_cluster_is_data(reader: &dyn GuestReader, at: u64, cluster: &[u8]) -> Result<(), Failure> {
     if !is_zero(cluster) {
         return Ok(());
     }
-    let len = (cluster.len() as u64).min(reader.virtual_size().saturating_sub(at));
+    stored_zeros_are_data(reader, at, cluster.len() as u64)
+}
+
+/// Checks a stored block of `block_len` bytes at guest offset `at` that the write pass read
+/// as all zeros: an error ([`Failure::Changed`]) unless the scan stored it on the input's
+/// metadata's word ([`GuestReader::data_by_metadata`]), as for a cluster of qcow2 output.
+pub fn stored_zeros_are_data(
+    reader: &dyn GuestReader,
+    at: u64,
+    block_len: u64,
+) -> Result<(), Failure> {
+    let len = block_len.min(reader.virtual_size().saturating_sub(at));
     match reader.data_by_metadata(at, len) {
         Ok(true) => Ok(()),
         Ok(false) => Err(Failure::Changed),

@@ -19,6 +19,24 @@ use crate::format::guest::{GuestReader, ReadFailure, is_zero};
 /// Smallest hole written: 4 KiB, the file system block and `qemu-img convert -S`'s default.
 pub const HOLE_GRANULARITY: usize = 4096;
 
+/// The runs of all-zero [`HOLE_GRANULARITY`] blocks in `buf`, as (start, len) ranges in order
+/// and apart: what a file output leaves as holes rather than writing (`qemu-img convert`'s
+/// `-S 4k`). A block of data is told from zeros by its first non-zero byte, so data costs
+/// little to test; only the zeros are read whole.
+pub fn zero_runs(buf: &[u8]) -> Vec<(usize, usize)> {
+    let mut holes: Vec<(usize, usize)> = Vec::new();
+    for (k, block) in buf.chunks(HOLE_GRANULARITY).enumerate() {
+        if is_zero(block) {
+            let at = k * HOLE_GRANULARITY;
+            match holes.last_mut() {
+                Some((s, l)) if *s + *l == at => *l += block.len(),
+                _ => holes.push((at, block.len())),
+            }
+        }
+    }
+    holes
+}
+
 /// Writes the whole guest disk of `reader` into `out`; with `guest`, digests the blocks of every
 /// chunk read into it, on the worker threads.
 pub fn write_raw(
@@ -57,16 +75,7 @@ pub fn write_raw(
             let start = c * chunk;
             out.skip_zeros(start - out.position())
                 .map_err(Failure::Output)?;
-            let mut holes: Vec<(usize, usize)> = Vec::new();
-            for (k, block) in buf.chunks(HOLE_GRANULARITY).enumerate() {
-                if is_zero(block) {
-                    let at = k * HOLE_GRANULARITY;
-                    match holes.last_mut() {
-                        Some((s, l)) if *s + *l == at => *l += block.len(),
-                        _ => holes.push((at, block.len())),
-                    }
-                }
-            }
+            let holes = zero_runs(&buf);
             out.write_buffer(buf, holes).map_err(Failure::Output)?;
         }
         progress.advance_to(out.position());
