@@ -66,7 +66,7 @@
 //! threads), then OUT, under its temporary name, is read back through the guest reader of its
 //! format (not the writer's path) and its guest hash compared: the input is never opened twice.
 //! A qcow2 OUT is read back while it is written, each part once the writer thread has written
-//! it ([`read_back`]), so that the read-back's digests overlap the conversion.
+//! it (`read_back.rs`), so that the read-back's digests overlap the conversion.
 
 pub mod block_output;
 pub mod buffers;
