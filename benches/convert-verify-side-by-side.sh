@@ -8,6 +8,7 @@
 #
 #   RUNS=3 benches/convert-verify-side-by-side.sh
 #   CASES="disk.raw out.qcow2 -O qcow2" benches/convert-verify-side-by-side.sh   # one case
+#   CASES="disk.raw out.qcow2 -O qcow2;disk.qcow2 out.raw -O raw" ...            # several
 #
 # Needs: qemu-img, mkfs.ext4, bc, and a release build (VMIMAGE=path to time another binary).
 set -euo pipefail
@@ -38,7 +39,9 @@ timed() {
     echo "$e $(echo "$u + $s" | bc -l)"
 }
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc), runs: $RUNS (median)"
-for case in ${CASES:-"disk.raw out.qcow2 -O qcow2" "disk.qcow2 out.raw -O raw" "disk.qcow2 out.vmdk -O vmdk"}; do
+# CASES: conversions separated by ';' (an unquoted list would split each case into words).
+IFS=';' read -r -a cases <<<"${CASES:-disk.raw out.qcow2 -O qcow2;disk.qcow2 out.raw -O raw;disk.qcow2 out.vmdk -O vmdk}"
+for case in "${cases[@]}"; do
     pw=() pc=() vw=() vc=()
     for ((i = 0; i < RUNS; i++)); do
         # shellcheck disable=SC2086

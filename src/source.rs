@@ -183,6 +183,8 @@ enum Backing {
 pub struct ImageFile {
     backing: Backing,
     len: u64,
+    /// Whether [`ReadAt::allocation_at`] asks the file system where the holes are.
+    maps_holes: bool,
 }
 
 impl ImageFile {
@@ -208,7 +210,17 @@ impl ImageFile {
         Ok(Self {
             len: meta.len(),
             backing: Backing::Local(file),
+            maps_holes: true,
         })
+    }
+
+    /// The same file, its holes not looked up ([`ReadAt::allocation_at`] knows nothing): a
+    /// hole is read as the zeros it holds. For a file that is still being written, whose holes
+    /// may be parts not written yet (`convert --verify` reading a qcow2 OUT while it is
+    /// written): a hole seen once must not hide the data written there later.
+    pub fn without_hole_map(mut self) -> Self {
+        self.maps_holes = false;
+        self
     }
 
     /// A remote object, already opened.
@@ -216,6 +228,7 @@ impl ImageFile {
         Self {
             len: file.len(),
             backing: Backing::Remote(Box::new(file)),
+            maps_holes: true,
         }
     }
 
@@ -261,7 +274,7 @@ impl ReadAt for ImageFile {
 
     fn allocation_at(&self, offset: u64) -> Option<(bool, u64)> {
         use std::os::fd::AsRawFd;
-        if offset >= self.len {
+        if offset >= self.len || !self.maps_holes {
             return None;
         }
         // An object store cannot tell holes from data.

@@ -65,6 +65,8 @@
 //! ([`input_hash`]: the arm that reads the data whole digests its blocks on the worker
 //! threads), then OUT, under its temporary name, is read back through the guest reader of its
 //! format (not the writer's path) and its guest hash compared: the input is never opened twice.
+//! A qcow2 OUT is read back while it is written, each part once the writer thread has written
+//! it (`read_back.rs`), so that the read-back's digests overlap the conversion.
 
 pub mod block_output;
 pub mod buffers;
@@ -75,6 +77,7 @@ pub mod output;
 pub mod plan;
 pub mod qcow2_writer;
 pub mod raw_writer;
+mod read_back;
 pub mod scan;
 pub mod spill;
 pub mod vmdk_stream;
@@ -90,7 +93,7 @@ pub use scan::{NoProgress, Progress};
 
 use crate::atomic::{self, TEMP_TAG, TempFile, fault};
 use crate::cloud::{MetadataDocument, MetadataOptions, Target};
-use crate::digest::guest::{GuestHash, hash_guest};
+use crate::digest::guest::GuestHash;
 use crate::digest::{Algorithm, Digest, Digests};
 use crate::error::Error;
 use crate::facts::ImageFacts;
@@ -521,9 +524,17 @@ pub fn validate_destination(
 /// check after the last read, or why it is refused (unsafe, encrypted, no reader for its
 /// format). `hash --guest` and `convert --verify` read through the same readers.
 pub fn open_input(input: &Path) -> Result<(ImageFormat, Box<dyn GuestReader>, Identity), Error> {
+    let file = ImageFile::open(input).map_err(|source| error::input_io(input, source))?;
+    open_image(file, input)
+}
+
+/// [`open_input`] of a file already open.
+fn open_image(
+    file: ImageFile,
+    input: &Path,
+) -> Result<(ImageFormat, Box<dyn GuestReader>, Identity), Error> {
     let io_err = |source| error::input_io(input, source);
     let invalid = |e| error::read_failure(input, e);
-    let file = ImageFile::open(input).map_err(io_err)?;
     let identity = file.identity();
     if file.file().is_some() {
         fault::image_opened(identity.file_id()).map_err(io_err)?;
@@ -717,7 +728,10 @@ pub fn convert_to(
         )
         .map_err(fail)
     };
-    let produced = (|| -> Result<(Digests, Option<u64>, Option<u64>), Error> {
+    // The digests, the clusters stored and compressed, and OUT's guest hash when it was read
+    // back while written (qcow2 with --verify).
+    type Produced = (Digests, Option<u64>, Option<u64>, Option<GuestHash>);
+    let produced = (|| -> Result<Produced, Error> {
         Ok(match options.format {
             OutputFormat::Vpc => {
                 let geometry = vhd_geometry(options, reader.virtual_size())
@@ -742,7 +756,7 @@ pub fn convert_to(
                 }
                 .map_err(fail)?;
                 let digests = out.finish(len).map_err(out_err)?;
-                (digests, plan.as_ref().map(Plan::allocated), None)
+                (digests, plan.as_ref().map(Plan::allocated), None, None)
             }
             OutputFormat::Vmdk => {
                 let extent_name = destination.extent_name();
@@ -787,7 +801,7 @@ pub fn convert_to(
                 }
                 .map_err(fail)?;
                 let digests = out.finish(len).map_err(out_err)?;
-                (digests, Some(allocated), None)
+                (digests, Some(allocated), None, None)
             }
             OutputFormat::Vhdx => {
                 let layout = crate::format::vhdx::writer::VhdxLayout::new(reader.virtual_size())
@@ -805,12 +819,12 @@ pub fn convert_to(
                 )
                 .map_err(fail)?;
                 let digests = out.finish(len).map_err(out_err)?;
-                (digests, Some(plan.allocated()), None)
+                (digests, Some(plan.allocated()), None, None)
             }
             OutputFormat::Raw => {
                 let mut out = hashed_output()?;
                 raw_writer::write_raw(reader, &pool, &mut out, progress, guest).map_err(fail)?;
-                (out.finish(virtual_size).map_err(out_err)?, None, None)
+                (out.finish(virtual_size).map_err(out_err)?, None, None, None)
             }
             OutputFormat::Qcow2 => {
                 let cs = options.cluster_size;
@@ -834,29 +848,67 @@ pub fn convert_to(
                     .map_err(|reason| error::output_too_large(output, reason))?;
                 let spilled = spill.into_reader().map_err(out_err)?;
                 let mut out = hashed_output()?;
-                qcow2_writer::write_image(
-                    reader,
-                    &pool,
-                    &layout,
-                    &plan,
-                    options.compression,
-                    spilled,
-                    &mut out,
-                    progress,
-                    write_guest,
-                )
-                .map_err(fail)?;
-                let digests = out.finish(layout.file_len()).map_err(out_err)?;
+                // --verify reads OUT back while it is written (`read_back`): OUT has its
+                // length from the start, so that its reader finds every cluster in the file.
+                let read_back_from = match (&written, options.verify) {
+                    (Written::File(tmp), Some(algorithm)) => {
+                        tmp.file()
+                            .and_then(|f| f.set_len(layout.file_len()))
+                            .map_err(out_err)?;
+                        Some((tmp.path(), algorithm))
+                    }
+                    _ => None,
+                };
+                let threads = pool.current_num_threads();
+                let (digests, read_back) = std::thread::scope(|scope| {
+                    let mark = out.mark();
+                    let (layout, plan) = (&layout, &plan);
+                    let reading = read_back_from.map(|(path, algorithm)| {
+                        scope.spawn(move || {
+                            read_back::qcow2_while_written(
+                                path, output, algorithm, layout, plan, &mark, threads,
+                            )
+                        })
+                    });
+                    let finished = match qcow2_writer::write_image(
+                        reader,
+                        &pool,
+                        layout,
+                        plan,
+                        options.compression,
+                        spilled,
+                        &mut out,
+                        progress,
+                        write_guest,
+                    ) {
+                        Ok(()) => out.finish(layout.file_len()).map_err(out_err),
+                        Err(f) => {
+                            // The writer thread stops, and with it the read-back.
+                            drop(out);
+                            Err(fail(f))
+                        }
+                    };
+                    let read_back = reading.map(|thread| {
+                        thread.join().unwrap_or_else(|_| {
+                            Err(error::verify_unreadable(
+                                output,
+                                "the read-back thread panicked".into(),
+                            ))
+                        })
+                    });
+                    finished.map(|digests| (digests, read_back))
+                })?;
                 (
                     digests,
                     Some(plan.allocated()),
                     options.compression.map(|_| plan.compressed()),
+                    read_back.transpose()?,
                 )
             }
         })
     })();
     // An upload that failed reports why (the server's answer), not the writer's "stopped".
-    let (digests, allocated, compressed) = match (produced, &written) {
+    let (digests, allocated, compressed, read_back) = match (produced, &written) {
         (Ok(produced), _) => produced,
         (Err(e), Written::Upload(upload)) => return Err(upload.failure().unwrap_or(e)),
         (Err(e), _) => return Err(e),
@@ -866,7 +918,11 @@ pub fn convert_to(
     let input_guest = input_hash.map(InputHash::finish);
     let guest_hash = match (options.verify, input_guest, &written) {
         (Some(_), Some(want), Written::File(tmp)) => {
-            Some(verify_output(tmp.path(), output, want, &pool)?)
+            let got = match read_back {
+                Some(got) => got,
+                None => read_back::after_writing(tmp.path(), output, want.algorithm, &pool)?,
+            };
+            Some(read_back::compare(output, want, got)?)
         }
         (Some(_), _, _) => {
             return Err(error::usage(format!(
@@ -997,27 +1053,6 @@ fn fresh_id() -> io::Result<[u8; 16]> {
     id[6] = (id[6] & 0x0f) | 0x40;
     id[8] = (id[8] & 0x3f) | 0x80;
     Ok(id)
-}
-
-/// `--verify`: the guest hash of the output written at `written`, read back through the guest
-/// reader of its format (a path independent of the writer: the output's map is walked and
-/// only its allocated clusters read, their blocks digested on the threads of `pool`); an
-/// error unless it is `want`, the input's, taken during the conversion's reads.
-fn verify_output(
-    written: &Path,
-    output: &Path,
-    want: GuestHash,
-    pool: &rayon::ThreadPool,
-) -> Result<GuestHash, Error> {
-    let algorithm = want.algorithm;
-    let unreadable = |reason: String| error::verify_unreadable(output, reason);
-    let (_, back, _) = open_input(written).map_err(|e| unreadable(e.to_string()))?;
-    let got = hash_guest(back.as_ref(), back.virtual_size(), algorithm, pool)
-        .map_err(|e| unreadable(e.to_string()))?;
-    if got != want {
-        return Err(error::verify_mismatch(output, &want, &got));
-    }
-    Ok(got)
 }
 
 #[cfg(test)]

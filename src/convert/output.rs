@@ -21,8 +21,8 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use super::buffers::{BufferPool, PooledBuffer};
@@ -205,6 +205,54 @@ pub struct HashedOutput {
     senders: Vec<SyncSender<DigestMsg>>,
     threads: Vec<JoinHandle<Digest>>,
     writer: Option<(SyncSender<WriterMsg>, JoinHandle<io::Result<()>>)>,
+    /// How far the writer thread has written.
+    mark: Arc<WriteMark>,
+}
+
+/// How far the writer thread has written the output: every byte before [`WriteMark::wait_for`]'s
+/// offset is in the file (its `pwrite` returned), so another descriptor of the file reads it.
+/// `convert --verify` reads a qcow2 OUT back through its reader while later parts are still
+/// being written, each part only once it is there.
+#[derive(Debug, Default)]
+pub struct WriteMark {
+    /// (bytes written from offset 0 on, whether the writer thread has stopped).
+    state: Mutex<(u64, bool)>,
+    moved: Condvar,
+}
+
+impl WriteMark {
+    /// Waits until the first `end` bytes are written: `true`, or `false` when the writer
+    /// thread stopped first (the conversion failed, or the output ended before `end`).
+    pub fn wait_for(&self, end: u64) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match *state {
+                (written, _) if written >= end => return true,
+                (_, true) => return false,
+                _ => {
+                    state = self.moved.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+    }
+
+    fn set(&self, written: Option<u64>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match written {
+            Some(w) => state.0 = state.0.max(w),
+            None => state.1 = true,
+        }
+        self.moved.notify_all();
+    }
+}
+
+/// Tells the waiters that the writer thread stopped, however it stops.
+struct MarkStopped(Arc<WriteMark>);
+
+impl Drop for MarkStopped {
+    fn drop(&mut self) {
+        self.0.set(None);
+    }
 }
 
 impl HashedOutput {
@@ -227,9 +275,11 @@ impl HashedOutput {
             threads.push(handle);
         }
         let (tx, rx) = sync_channel(OUTPUT_QUEUE);
+        let mark = Arc::new(WriteMark::default());
+        let writer_mark = Arc::clone(&mark);
         let handle = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || writer_thread(sink, rx))?;
+            .spawn(move || writer_thread(sink, rx, writer_mark))?;
         // Buffers in flight: one pending, and a queue's worth each for the writer and the
         // digest threads (which share them).
         let pool = BufferPool::new(2 * OUTPUT_QUEUE + 2);
@@ -243,7 +293,13 @@ impl HashedOutput {
             senders,
             threads,
             writer: Some((tx, handle)),
+            mark,
         })
+    }
+
+    /// How far the writer thread has written (see [`WriteMark`]).
+    pub fn mark(&self) -> Arc<WriteMark> {
+        Arc::clone(&self.mark)
     }
 
     /// The offset the next byte goes to.
@@ -446,10 +502,19 @@ impl HashedOutput {
 /// Writes the jobs in order, then ends the output; the first error ends the thread (the
 /// producer then sees its channel closed and collects the error). Closed without an end (the
 /// conversion failed), the sink is dropped unfinished.
-fn writer_thread(mut sink: Box<dyn OutputSink>, rx: Receiver<WriterMsg>) -> io::Result<()> {
+/// The bytes before a job's end are in the file once its `write_at` returned: `mark` says so.
+fn writer_thread(
+    mut sink: Box<dyn OutputSink>,
+    rx: Receiver<WriterMsg>,
+    mark: Arc<WriteMark>,
+) -> io::Result<()> {
+    let stopped = MarkStopped(mark);
     for msg in rx {
         match msg {
-            WriterMsg::Write(job) => sink.write_at(job.at, &job.buf, &job.holes)?,
+            WriterMsg::Write(job) => {
+                sink.write_at(job.at, &job.buf, &job.holes)?;
+                stopped.0.set(Some(job.at + job.buf.len() as u64));
+            }
             WriterMsg::End(len) => return sink.finish(len),
         }
     }

@@ -454,6 +454,19 @@ pub fn hash_guest(
     algorithm: Algorithm,
     pool: &rayon::ThreadPool,
 ) -> Result<GuestHash, ReadFailure> {
+    hash_guest_when_ready(reader, length, algorithm, pool, &|_| Ok(()))
+}
+
+/// [`hash_guest`] of a disk still being written front to back: `ready(end)` is called before
+/// anything of the guest bytes up to `end` is looked up or read, and returns once they are
+/// written (or an error). The windows are read in guest order, so `end` only grows.
+pub fn hash_guest_when_ready(
+    reader: &dyn GuestReader,
+    length: u64,
+    algorithm: Algorithm,
+    pool: &rayon::ThreadPool,
+    ready: &dyn Fn(u64) -> Result<(), ReadFailure>,
+) -> Result<GuestHash, ReadFailure> {
     if length > reader.virtual_size() {
         return Err(ReadFailure::Invalid(format!(
             "a {length}-byte message is longer than the {}-byte disk",
@@ -470,6 +483,7 @@ pub fn hash_guest(
     let mut window_start = 0u64;
     while window_start < length {
         let window_end = window_start.saturating_add(WINDOW_BYTES).min(length);
+        ready(window_end)?;
         let chunks = (window_end - window_start).div_ceil(chunk);
         let mut has_data = vec![false; usize::try_from(chunks).unwrap_or(usize::MAX)];
         let mut pos = window_start;
