@@ -258,7 +258,7 @@ fn run_job(job: &Job, options: &ItemOptions, result: &mut ItemResult, buf: &mut 
 /// `--op hash`: the digests of `vmimage hash`, change check included. A file smaller than a
 /// chunk, and every file when `digest_threads` is off, is read into the worker's `buf` and
 /// digested on the worker's thread: a tiny file costs an `open`, two `fstat`s, one `read`
-/// and a `close` (docs/batch.md, "Speed").
+/// and a `close` (docs/batch.md, "Speed and memory").
 fn hash_local(
     path: &std::path::Path,
     options: &ItemOptions,

@@ -131,7 +131,7 @@ pub fn run(args: &BatchArgs) -> u8 {
             // Items already run on every core: one guest-hash thread each.
             guest_threads: (jobs > 1).then_some(1),
             // Likewise a file's digests get threads of their own only when items leave cores
-            // idle (docs/batch.md, "Speed").
+            // idle (docs/batch.md, "Speed and memory").
             digest_threads: jobs < cores,
         },
     };
