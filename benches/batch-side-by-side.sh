@@ -5,8 +5,10 @@
 #     digests (md5 + sha512: one `hash` already uses two threads) and with `--algo md5` (one
 #     thread per file).
 #  2. 100,000 tiny files: `batch --algo md5 -j 2` against `find | xargs -P2 md5sum`.
-#  3. Peak RSS (/usr/bin/time -v) of `batch` over 1,000, 10,000 and 100,000 tiny files.
-# Medians of ROUNDS runs (default 5), interleaved.
+#  3. Peak RSS (/usr/bin/time -v) of `batch` over 1,000, 10,000 and 100,000 tiny files, from a
+#     JSON Lines manifest and from a directory.
+# Medians of ROUNDS runs (default 5), interleaved; wall time and user+sys CPU; the load average
+# before and after each part (the machine is shared: compare CPU when the load is above 0.5).
 #
 #   benches/batch-side-by-side.sh [WORKDIR]    (default: a new directory under /tmp, removed)
 #
@@ -26,37 +28,50 @@ else
 fi
 cd "$work"
 
-# seconds COMMAND...: wall time of one run, output discarded.
-seconds() {
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc -l
+# timed FILE COMMAND...: appends "wall user sys" (seconds) of one run to FILE, output discarded.
+timed() {
+    local file=$1
+    shift
+    /usr/bin/time -o "$file" -a -f '%e %U %S' "$@" >/dev/null 2>&1
 }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# median FIELD <FILE: the median of column FIELD (1 wall, 2 user, 3 sys, 4 user+sys).
+median() {
+    awk -v f="$1" '{print (f == 4 ? $2 + $3 : $f)}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+verdict() { if [ "$(echo "$1 >= $2" | bc -l)" = 1 ]; then echo met; else echo "NOT met"; fi; }
 
-echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores; $rounds rounds, medians; wall s (CPU = user+sys s)"
 
 if [ ! -d big ]; then
     mkdir big
     for i in $(seq -w 1 64); do head -c 64M /dev/urandom >big/f$i; done
 fi
 cat big/* >/dev/null
-for algo in md5,sha512 md5; do
+echo "target 1: 64 files x 64 MiB warm, batch --op hash -j $jobs: aggregate MiB/s >= 1.8x one 'vmimage hash' (load before: $(load))"
+for algo in md5 md5,sha512; do
     : >one.txt
     : >batch.txt
     for _ in $(seq "$rounds"); do
-        seconds "$bin" hash --algo "$algo" big/f01 >>one.txt
-        seconds "$bin" batch --manifest big --algo "$algo" -j "$jobs" --out batch.jsonl >>batch.txt
+        timed one.txt "$bin" hash --algo "$algo" big/f01
+        timed batch.txt "$bin" batch --manifest big --algo "$algo" -j "$jobs" --out batch.jsonl
     done
-    o=$(median <one.txt)
-    b=$(median <batch.txt)
+    o=$(median 1 <one.txt)
+    b=$(median 1 <batch.txt)
     single_rate=$(echo "64 / $o" | bc -l)
     batch_rate=$(echo "4096 / $b" | bc -l)
-    printf 'hash %-10s one file (64 MiB): %.3f s = %.0f MiB/s; batch of 64 (4 GiB, -j %s): %.2f s = %.0f MiB/s; ratio %.2fx\n' \
-        "$algo" "$o" "$single_rate" "$jobs" "$b" "$batch_rate" "$(echo "$batch_rate / $single_rate" | bc -l)"
+    ratio=$(echo "$batch_rate / $single_rate" | bc -l)
+    if [ "$algo" = md5 ]; then
+        note="target 1.8x: $(verdict "$ratio" 1.8)"
+    else
+        # One `vmimage hash` already runs md5 and sha512 on two threads: on 2 cores the most
+        # more files can add is the idle share of the md5 core (docs/benchmarks.md).
+        note="default digests; 1.8x does not apply on 2 cores (one hash already uses both)"
+    fi
+    printf '  --algo %-10s one file: %.3f s (CPU %.3f) = %.0f MiB/s; batch of 64: %.2f s (CPU %.2f) = %.0f MiB/s; ratio %.2fx (%s)\n' \
+        "$algo" "$o" "$(median 4 <one.txt)" "$single_rate" "$b" "$(median 4 <batch.txt)" "$batch_rate" "$ratio" "$note"
 done
+echo "  load after: $(load)"
 
 if [ ! -d tiny ]; then
     mkdir tiny
@@ -71,23 +86,32 @@ for i in range(100_000):
 PY
 fi
 find tiny -type f | xargs cat >/dev/null
+echo "target 2: 100,000 tiny files: batch --algo md5 -j $jobs >= 90 % of find | xargs -P$jobs md5sum (load before: $(load))"
 : >xargs.txt
 : >tinybatch.txt
 for _ in $(seq "$rounds"); do
-    seconds sh -c "find tiny -type f | xargs -P2 md5sum" >>xargs.txt
-    seconds "$bin" batch --manifest tiny --algo md5 -j "$jobs" --out tiny.jsonl >>tinybatch.txt
+    timed xargs.txt sh -c "find tiny -type f | xargs -P$jobs md5sum"
+    timed tinybatch.txt "$bin" batch --manifest tiny --algo md5 -j "$jobs" --out tiny.jsonl
 done
-x=$(median <xargs.txt)
-t=$(median <tinybatch.txt)
-printf 'tiny files (100,000): xargs -P2 md5sum %.2f s; batch --algo md5 -j %s %.2f s; batch throughput = %.0f %% of xargs\n' \
-    "$x" "$jobs" "$t" "$(echo "100 * $x / $t" | bc -l)"
+x=$(median 1 <xargs.txt)
+t=$(median 1 <tinybatch.txt)
+pct=$(echo "100 * $x / $t" | bc -l)
+printf '  xargs -P%s md5sum %.2f s (CPU %.2f); batch %.2f s (CPU %.2f); batch throughput = %.0f %% of xargs (target 90 %%: %s)\n' \
+    "$jobs" "$x" "$(median 4 <xargs.txt)" "$t" "$(median 4 <tinybatch.txt)" "$pct" "$(verdict "$pct" 90)"
+echo "  load after: $(load)"
 
+echo "target 3: peak RSS flat in the number of items"
+peak() {
+    /usr/bin/time -v "$@" 2>&1 >/dev/null | awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2}'
+}
 for n in 1000 10000 100000; do
     head -n "$n" <(find tiny -type f | sort) | sed 's/.*/{"id": "&", "source": "&"}/' >"m$n.jsonl"
-    rss=$(/usr/bin/time -v "$bin" batch --manifest "m$n.jsonl" --source-dir . --algo md5 -j "$jobs" --out r.jsonl 2>&1 |
-        awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2}')
-    echo "peak RSS, $n items (JSON Lines manifest): $rss KiB"
+    echo "  peak RSS, $n items (JSON Lines manifest): $(peak "$bin" batch --manifest "m$n.jsonl" --source-dir . --algo md5 -j "$jobs" --out r.jsonl) KiB"
 done
-rss=$(/usr/bin/time -v "$bin" batch --manifest tiny --algo md5 -j "$jobs" --out r.jsonl 2>&1 |
-    awk -F: '/Maximum resident/ {gsub(/ /, "", $2); print $2}')
-echo "peak RSS, 100000 items (directory manifest: the sorted names are held): $rss KiB"
+for n in 1 10 100; do
+    # Hard links to the same files (a walk does not follow links to directories).
+    rm -rf "d$n"
+    mkdir "d$n"
+    for d in $(seq -f '%03g' 0 $((n - 1))); do cp -al "tiny/$d" "d$n/$d"; done
+    echo "  peak RSS, $((n * 1000)) items (directory manifest, walked): $(peak "$bin" batch --manifest "d$n" --algo md5 -j "$jobs" --out r.jsonl) KiB"
+done

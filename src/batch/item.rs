@@ -17,9 +17,10 @@ use serde_json::Value;
 use super::manifest::{Expect, Item, ItemBody, Job};
 use super::shard::Shard;
 use crate::cloud::{ImageRecord, RecordSelector, RecordSource, Recorded, parse_record};
-use crate::digest::engine::{DEFAULT_CHUNK_SIZE, EngineConfig, MIN_CHUNK_SIZE};
+use crate::digest::engine::EngineConfig;
 use crate::digest::guest::GuestHash;
-use crate::digest::{Algorithm, HashOptions, hash_path_with};
+use crate::digest::source::hash_path_reusing;
+use crate::digest::{Algorithm, HashOptions};
 use crate::safety::Safety;
 use crate::verify::{CheckResult, Status, Verdict, verify_path};
 
@@ -58,6 +59,12 @@ pub struct ItemOptions {
     pub guest: bool,
     /// Threads a guest hash may use (`None`: every core).
     pub guest_threads: Option<usize>,
+    /// `--op hash`: whether one file's digests may run on threads of their own (the engine's
+    /// one worker per algorithm, [`crate::digest::engine`]). Off when the items already keep
+    /// every core busy (`-j` at least the number of cores): each file is then read and
+    /// digested on its worker's thread, each chunk hashed while it is in that core's cache,
+    /// with no hand-off, no thread started per file and one buffer per worker.
+    pub digest_threads: bool,
 }
 
 impl Default for ItemOptions {
@@ -67,6 +74,7 @@ impl Default for ItemOptions {
             algorithms: Algorithm::DEFAULT.to_vec(),
             guest: false,
             guest_threads: None,
+            digest_threads: true,
         }
     }
 }
@@ -215,19 +223,20 @@ pub fn open_source(source: &str) -> Result<ItemSource, String> {
     Ok(ItemSource::Local(PathBuf::from(source)))
 }
 
-/// Runs one item of `shard`.
-pub fn run_item(item: &Item, shard: Shard, options: &ItemOptions) -> ItemResult {
+/// Runs one item of `shard`. `buf` is the calling worker's read buffer, kept from item to
+/// item (`--op hash` reads into it; see [`hash_path_reusing`]).
+pub fn run_item(item: &Item, shard: Shard, options: &ItemOptions, buf: &mut Vec<u8>) -> ItemResult {
     let started = Instant::now();
     let mut result = ItemResult::new(item, shard, options.op);
     match &item.body {
         ItemBody::Malformed(sentence) => result.error(sentence.clone()),
-        ItemBody::Job(job) => run_job(job, options, &mut result),
+        ItemBody::Job(job) => run_job(job, options, &mut result, buf),
     }
     result.elapsed_s = started.elapsed().as_secs_f64();
     result
 }
 
-fn run_job(job: &Job, options: &ItemOptions, result: &mut ItemResult) {
+fn run_job(job: &Job, options: &ItemOptions, result: &mut ItemResult, buf: &mut Vec<u8>) {
     let Some(source) = &job.source else {
         result.error("the item has no source: give one, or --source-template / --source-dir");
         return;
@@ -241,34 +250,30 @@ fn run_job(job: &Job, options: &ItemOptions, result: &mut ItemResult) {
     };
     let local = item_source.as_path().to_path_buf();
     match options.op {
-        Op::Hash => hash_local(&local, options, result),
+        Op::Hash => hash_local(&local, options, result, buf),
         Op::Verify | Op::Audit => verify_local(&local, job, options, result),
     }
 }
 
-/// `--op hash`: the digests of `vmimage hash`, with a chunk no larger than the file needs, so
-/// that a small file costs one small buffer and no thread (the engine hashes a stream shorter
-/// than a chunk inline).
-fn hash_local(path: &std::path::Path, options: &ItemOptions, result: &mut ItemResult) {
-    let chunk_size = match std::fs::metadata(path) {
-        Ok(m) if m.is_file() && m.len() < DEFAULT_CHUNK_SIZE as u64 => {
-            // One more byte than the file, so that reading it never fills a chunk.
-            usize::try_from(m.len() + 1)
-                .unwrap_or(DEFAULT_CHUNK_SIZE)
-                .next_power_of_two()
-                .max(MIN_CHUNK_SIZE)
-        }
-        _ => DEFAULT_CHUNK_SIZE,
-    };
+/// `--op hash`: the digests of `vmimage hash`, change check included. A file smaller than a
+/// chunk, and every file when `digest_threads` is off, is read into the worker's `buf` and
+/// digested on the worker's thread: a tiny file costs an `open`, two `fstat`s, one `read`
+/// and a `close` (docs/batch.md, "Speed and memory").
+fn hash_local(
+    path: &std::path::Path,
+    options: &ItemOptions,
+    result: &mut ItemResult,
+    buf: &mut Vec<u8>,
+) {
     let hash_options = HashOptions {
         engine: EngineConfig {
-            chunk_size,
+            threads: options.digest_threads,
             ..EngineConfig::default()
         },
         progress: None,
         remote: None,
     };
-    match hash_path_with(path, &options.algorithms, &hash_options) {
+    match hash_path_reusing(path, &options.algorithms, &hash_options, buf) {
         Ok(d) => {
             result.size = Some(d.size);
             result.digests = d

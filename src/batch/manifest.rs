@@ -16,7 +16,9 @@
 //!   `./netboot/mini.iso` is the item `netboot/mini.iso` (Packer #8774's lesson, wave2 §5 row
 //!   10). Read whole (at most [`MAX_MANIFEST_LEN`]).
 //! - **A directory**: every regular file under it, sorted by path, is an item whose id is its
-//!   path relative to the directory.
+//!   path relative to the directory. Walked as items are taken, depth first, one directory's
+//!   sorted names per level in memory; a subdirectory that cannot be read is an
+//!   error item named after it.
 //!
 //! Where an item's bytes are ([`SourceMap`]): its own `source`; else `--source-template`
 //! (`{id}`, `{name}`, `{disk_format}`, `{path}`, `{basename}` replaced); else a file of the
@@ -27,6 +29,7 @@
 //! `line N`, so that it is reported, sharded and merged like any other.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -207,8 +210,77 @@ enum Inner {
         line: u64,
         first: Option<Vec<u8>>,
     },
+    /// A directory, walked as needed.
+    Dir(DirWalk),
     /// A manifest read whole.
     Done,
+}
+
+/// A directory walked depth first, each directory's entries sorted by name as it is entered:
+/// the files come in the order of their sorted relative paths (a path sorts by its components,
+/// so `a/x` before `a.txt`), and memory is the names of one directory per level, not the whole
+/// tree's.
+struct DirWalk {
+    root: PathBuf,
+    /// Per level: the directory (relative to `root`) and its entries not yet visited.
+    levels: Vec<(PathBuf, std::vec::IntoIter<(OsString, bool)>)>,
+}
+
+/// What the walk found next.
+enum Found {
+    File(PathBuf),
+    Unreadable(PathBuf, io::Error),
+    End,
+}
+
+impl DirWalk {
+    fn open(root: &Path) -> io::Result<Self> {
+        let top = list_directory(root)?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            levels: vec![(PathBuf::new(), top.into_iter())],
+        })
+    }
+
+    fn next(&mut self) -> Found {
+        loop {
+            let Some((dir, entries)) = self.levels.last_mut() else {
+                return Found::End;
+            };
+            let Some((name, is_dir)) = entries.next() else {
+                self.levels.pop();
+                continue;
+            };
+            let rel = dir.join(name);
+            if !is_dir {
+                return Found::File(rel);
+            }
+            match list_directory(&self.root.join(&rel)) {
+                Ok(list) => self.levels.push((rel, list.into_iter())),
+                Err(e) => return Found::Unreadable(rel, e),
+            }
+        }
+    }
+}
+
+/// The subdirectories (`true`) and regular files of `dir`, sorted by name (bytes). The
+/// entry's type comes with the listing; only a symbolic link costs a stat (to the file it
+/// names; links to directories are not followed).
+fn list_directory(dir: &Path) -> io::Result<Vec<(OsString, bool)>> {
+    let mut list = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            list.push((entry.file_name(), true));
+        } else if kind.is_file()
+            || (kind.is_symlink() && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()))
+        {
+            list.push((entry.file_name(), false));
+        }
+    }
+    list.sort_unstable();
+    Ok(list)
 }
 
 /// One JSON Lines item as written.
@@ -242,7 +314,7 @@ impl ManifestReader {
             if reader.sources.dir.is_none() {
                 reader.base = path.to_path_buf();
             }
-            reader.read_directory(path).map_err(io_fail)?;
+            reader.inner = Inner::Dir(DirWalk::open(path).map_err(io_fail)?);
             return Ok(reader);
         }
         let mut file = BufReader::new(File::open(path).map_err(io_fail)?);
@@ -324,47 +396,53 @@ impl ManifestReader {
         self.push(line, format!("line {line}"), ItemBody::Malformed(message));
     }
 
-    fn read_directory(&mut self, dir: &Path) -> io::Result<()> {
-        let mut files = Vec::new();
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            for entry in std::fs::read_dir(dir.join(&rel))? {
-                let entry = entry?;
-                let rel_path = rel.join(entry.file_name());
-                let kind = entry.file_type()?;
-                // The entry's type comes with the listing; only a symbolic link costs a
-                // stat (to the file it names; links to directories are not followed).
-                if kind.is_dir() {
-                    stack.push(rel_path);
-                } else if kind.is_file()
-                    || (kind.is_symlink()
-                        && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()))
-                {
-                    files.push(rel_path);
-                }
+    /// Takes the directory walk's next file (or unreadable subdirectory) into `pending`; false
+    /// at the end.
+    fn read_next_file(&mut self) -> bool {
+        let Inner::Dir(walk) = &mut self.inner else {
+            return false;
+        };
+        let found = walk.next();
+        let line = self.next_index + 1;
+        match found {
+            Found::End => {
+                self.inner = Inner::Done;
+                false
+            }
+            Found::Unreadable(rel, e) => {
+                let Inner::Dir(walk) = &self.inner else {
+                    return false;
+                };
+                let message = format!(
+                    "{}: cannot read the directory: {}",
+                    walk.root.join(&rel).display(),
+                    describe_io(&e)
+                );
+                let id = rel.to_string_lossy().into_owned();
+                self.push(line, id, ItemBody::Malformed(message));
+                true
+            }
+            Found::File(rel) => {
+                let id = rel.to_string_lossy().into_owned();
+                let source = self.sources.resolve(
+                    &self.base,
+                    &Names {
+                        id: &id,
+                        path: Some(&id),
+                        ..Names::default()
+                    },
+                );
+                self.push(
+                    line,
+                    id,
+                    ItemBody::Job(Box::new(Job {
+                        source: Some(source),
+                        ..Job::default()
+                    })),
+                );
+                true
             }
         }
-        files.sort();
-        for (i, rel) in files.into_iter().enumerate() {
-            let id = rel.to_string_lossy().into_owned();
-            let source = self.sources.resolve(
-                &self.base,
-                &Names {
-                    id: &id,
-                    path: Some(&id),
-                    ..Names::default()
-                },
-            );
-            self.push(
-                i as u64 + 1,
-                id,
-                ItemBody::Job(Box::new(Job {
-                    source: Some(source),
-                    ..Job::default()
-                })),
-            );
-        }
-        Ok(())
     }
 
     /// A checksum file; `skipped` blank lines came before `text`.
@@ -624,7 +702,11 @@ impl Iterator for ManifestReader {
             if let Some(item) = self.pending.pop_front() {
                 return Some(item);
             }
-            if !self.read_next_line() {
+            let more = match self.inner {
+                Inner::Dir(_) => self.read_next_file(),
+                _ => self.read_next_line(),
+            };
+            if !more {
                 return None;
             }
         }
@@ -793,6 +875,34 @@ mod tests {
         assert_eq!(
             job(&v[2]).source.as_deref(),
             Some(dir.path().join("sub/c").to_str().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_directory_is_walked_in_path_order_as_items_are_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["a", "b", "b/deep"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        for n in ["a.txt", "a/x", "b/deep/y", "b/z", "c"] {
+            std::fs::write(dir.path().join(n), n).unwrap();
+        }
+        let mut reader = ManifestReader::open(dir.path(), SourceMap::default()).unwrap();
+        let first = reader.next().unwrap();
+        assert_eq!((first.id.as_str(), first.index, first.line), ("a/x", 0, 1));
+        // A file added to a directory not entered yet is seen: nothing below the top was
+        // listed ahead of need.
+        std::fs::write(dir.path().join("b/deep/w"), "w").unwrap();
+        let rest: Vec<_> = reader.map(|i| (i.id, i.index)).collect();
+        assert_eq!(
+            rest,
+            [
+                ("a.txt".to_string(), 1),
+                ("b/deep/w".to_string(), 2),
+                ("b/deep/y".to_string(), 3),
+                ("b/z".to_string(), 4),
+                ("c".to_string(), 5)
+            ]
         );
     }
 

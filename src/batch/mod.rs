@@ -8,7 +8,8 @@
 //!   hash of the id or by index).
 //! - [`item`]: one item: its source ([`item::open_source`], the one place a source becomes
 //!   something to read), the op (`hash`, `verify`, `audit`), its result line.
-//! - [`runner`]: a shard's items, `jobs` at a time, results in manifest order, and `--resume`.
+//! - [`runner`]: a shard's items, `jobs` at a time, results in manifest order, and `--resume`
+//!   (kept lines rewritten at their items' places).
 //! - [`merge`](mod@merge): every shard's results against the manifest: totals, missing and
 //!   duplicate items, the worst status.
 
@@ -20,5 +21,5 @@ pub mod shard;
 
 pub use item::{ItemOptions, ItemResult, ItemStatus, Op, open_source};
 pub use manifest::{Item, ManifestReader, SourceMap};
-pub use runner::{RunOptions, RunSummary, prepare_resume, run_shard};
+pub use runner::{Kept, RunOptions, RunSummary, aside_path, prepare_resume, run_shard};
 pub use shard::{Shard, ShardBy};

@@ -1,20 +1,23 @@
 //! Running a shard: the manifest streamed, `jobs` items at a time, results written in manifest
-//! order, one whole line per item, each flushed as soon as it and every item before it are
-//! done.
+//! order, whole lines only, each written as soon as it and every item before it are done.
 //!
 //! Memory is flat in the number of items: the manifest is read only as far as the reorder
-//! window (`4 × jobs` items past the oldest unwritten one) allows, and a result leaves memory
-//! when its line is written. Workers are started once per run, not per item.
+//! window ([`WINDOW_PER_JOB`] × `jobs` items past the oldest unwritten one) allows, and a result
+//! leaves memory when its line is written. Workers are started once per run, not per item, and
+//! each keeps one read buffer for all its items.
 //!
-//! A result is written with one `write(2)` of the whole line, so a process killed at any
-//! moment leaves complete lines only (a full disk can still cut the last one short: the
-//! resume reader ignores a torn last line). `--resume` ([`prepare_resume`]) keeps the `ok`
-//! lines of an earlier run and the run skips their items.
+//! The lines that are next in order when a worker files its result are written together with
+//! one `write(2)` (usually one line; several when a slow item held the ones after it), so a
+//! process killed at any moment leaves complete lines only (a full disk can still cut the last
+//! one short: the resume reader ignores a torn last line). `--resume` ([`prepare_resume`])
+//! keeps the `ok` lines of an earlier run aside ([`Kept`]) and writes each again at its item's
+//! place, so a resumed results file is in manifest order too.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
@@ -23,6 +26,12 @@ use serde::Deserialize;
 use super::item::{ItemOptions, ItemResult, ItemStatus, run_item};
 use super::manifest::Item;
 use super::shard::{Shard, ShardBy};
+
+/// Items a worker may run ahead of the oldest unwritten one, per job. Results are small (a few
+/// hundred bytes), so the window costs little memory, and a wide one means a worker seldom
+/// sleeps waiting for a slow item's line: with tiny files, each such sleep and wake-up costs
+/// more than the item itself.
+pub const WINDOW_PER_JOB: usize = 64;
 
 /// How a shard runs.
 #[derive(Debug, Clone)]
@@ -77,27 +86,105 @@ impl RunSummary {
     }
 }
 
+/// The `ok` lines of an earlier run, for a resumed run: their ids (what the run skips) and
+/// where each line is in the aside file [`prepare_resume`] wrote. Memory is one id and one
+/// position per kept line; the lines stay on disk.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Id → the line's offset and length in `file`; `None` once the line was given out (a
+    /// manifest naming an id twice gets its kept line once).
+    lines: HashMap<String, Option<(u64, usize)>>,
+    file: Option<File>,
+    aside: Option<PathBuf>,
+}
+
+impl Kept {
+    /// Ids kept.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Whether `id` has a kept `ok` line.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lines.contains_key(id)
+    }
+
+    /// The kept line at `pos` (with its `\n`).
+    fn read(&self, (offset, len): (u64, usize)) -> io::Result<Vec<u8>> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no kept lines"))?;
+        let mut line = vec![0; len];
+        file.read_exact_at(&mut line, offset)?;
+        Ok(line)
+    }
+
+    /// Removes the aside file: to be called once the run has written every line, kept ones
+    /// included. (A run that stops before leaves it, and the next `--resume` reads it.)
+    pub fn finish(self) -> io::Result<()> {
+        drop(self.file);
+        match self.aside {
+            Some(p) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where [`prepare_resume`] keeps the `ok` lines of the results `out` while a resumed run
+/// rewrites `out`: `.NAME.kept` beside it.
+pub fn aside_path(out: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(out.file_name().unwrap_or(std::ffi::OsStr::new("results")));
+    name.push(".kept");
+    out.with_file_name(name)
+}
+
 /// The manifest side, shared by the workers: the next item to take.
-struct Feed<I> {
+struct Feed<'k, I> {
     items: I,
+    kept: &'k mut Kept,
     next_seq: u64,
     exhausted: bool,
     /// Workers waiting for room in the reorder window.
     waiters: usize,
 }
 
+/// What a worker took from the feed.
+enum Taken {
+    /// An item to run.
+    Run(u64, Item),
+    /// An item whose kept line (at this position of the aside file) is written instead.
+    Kept(u64, (u64, usize)),
+}
+
+/// A line waiting for the lines before it.
+enum Done {
+    /// Boxed (clippy: a result is ten times the size of the other variant).
+    Ran(Box<ItemResult>),
+    Kept(Vec<u8>),
+}
+
 /// The results side: lines not yet written, and where writing is.
 struct Sink<'w, W> {
     out: &'w mut W,
-    waiting: BTreeMap<u64, ItemResult>,
+    waiting: BTreeMap<u64, Done>,
     written: RunSummary,
     failed: Option<io::Error>,
-    line: Vec<u8>,
+    lines: Vec<u8>,
 }
 
-/// Runs the items of `options.shard` from `items` (minus those `done` holds), writing one
-/// result line per item to `out` in manifest order. Returns when every item is written, or at
-/// the first failed write (its error).
+/// Runs the items of `options.shard` from `items`, writing one result line per item to `out` in
+/// manifest order; an item `kept` holds is not run, its kept line is written in its place.
+/// Returns when every item is written, or at the first failed write (its error).
 ///
 /// There is no coordinator thread: each of the `jobs` workers takes the next item from the
 /// manifest, runs it, files the result and writes every line that is now next in order. A
@@ -105,7 +192,7 @@ struct Sink<'w, W> {
 /// when it is a whole window ahead of the oldest unwritten item.
 pub fn run_shard<I, W>(
     items: I,
-    done: &HashSet<String>,
+    kept: &mut Kept,
     options: &RunOptions,
     out: &mut W,
 ) -> io::Result<RunSummary>
@@ -114,20 +201,17 @@ where
     W: Write + Send,
 {
     let jobs = options.jobs.max(1);
-    let window = (jobs * 4).max(2) as u64;
-    let resumed = AtomicU64::new(0);
-    let items = items.filter(|item| {
-        if !options.shard.holds(options.by, item.index, &item.id) {
-            return false;
-        }
-        if done.contains(&item.id) {
-            resumed.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    });
+    let window = (jobs * WINDOW_PER_JOB) as u64;
+    let items = items.filter(|item| options.shard.holds(options.by, item.index, &item.id));
+    let duplicates = AtomicU64::new(0);
+    let file = kept.file.take();
+    let reader = Kept {
+        file,
+        ..Kept::default()
+    };
     let feed = Mutex::new(Feed {
         items,
+        kept,
         next_seq: 0,
         exhausted: false,
         waiters: 0,
@@ -140,33 +224,38 @@ where
         waiting: BTreeMap::new(),
         written: RunSummary::default(),
         failed: None,
-        line: Vec::with_capacity(1024),
+        lines: Vec::with_capacity(1024),
     });
     let worker = || {
+        let mut buf = Vec::new();
         loop {
-            let Some((seq, item)) = take(&feed, &room, &next_out, &stop, window) else {
+            let Some(taken) = take(&feed, &room, &next_out, &stop, window, &duplicates) else {
                 return;
             };
-            let result = run_item(&item, options.shard, &options.item);
-            drop(item);
+            let (seq, done) = match taken {
+                Taken::Run(seq, item) => {
+                    let result = run_item(&item, options.shard, &options.item, &mut buf);
+                    (seq, Ok(Done::Ran(Box::new(result))))
+                }
+                Taken::Kept(seq, pos) => (seq, reader.read(pos).map(Done::Kept)),
+            };
             let Ok(mut s) = sink.lock() else {
                 stop.store(true, Ordering::SeqCst);
                 return;
             };
-            s.waiting.insert(seq, result);
-            let mut next = next_out.load(Ordering::SeqCst);
-            while s.failed.is_none() {
-                let Some(result) = s.waiting.remove(&next) else {
-                    break;
-                };
-                if let Err(e) = write_line(&mut s, &result) {
-                    s.failed = Some(e);
-                    stop.store(true, Ordering::SeqCst);
-                    break;
+            match done {
+                Ok(done) => {
+                    s.waiting.insert(seq, done);
                 }
-                s.written.count(result.status);
-                next += 1;
-                next_out.store(next, Ordering::SeqCst);
+                Err(e) => {
+                    if s.failed.is_none() {
+                        s.failed = Some(e);
+                    }
+                    stop.store(true, Ordering::SeqCst);
+                }
+            }
+            if s.failed.is_none() {
+                write_ready(&mut s, &next_out, &stop);
             }
             drop(s);
             // Taking the feed's lock before notifying means a worker that saw the window
@@ -187,6 +276,10 @@ where
         worker();
         Ok(())
     })?;
+    let feed = feed
+        .into_inner()
+        .map_err(|_| io::Error::other("a batch worker panicked"))?;
+    feed.kept.file = reader.file;
     let sink = sink
         .into_inner()
         .map_err(|_| io::Error::other("a batch worker panicked"))?;
@@ -194,19 +287,68 @@ where
         return Err(e);
     }
     let mut written = sink.written;
-    written.resumed = resumed.load(Ordering::Relaxed);
+    written.resumed += duplicates.load(Ordering::Relaxed);
     Ok(written)
 }
 
-/// The next item and its sequence number in the shard, once it is inside the reorder window;
-/// `None` when the manifest is done or the run stops.
+/// Writes every line that is now next in order, all with one `write(2)`.
+fn write_ready<W: Write>(s: &mut Sink<'_, W>, next_out: &AtomicU64, stop: &AtomicBool) {
+    let mut next = next_out.load(Ordering::SeqCst);
+    s.lines.clear();
+    let mut counts = RunSummary::default();
+    while let Some(done) = s.waiting.remove(&next) {
+        match done {
+            Done::Ran(result) => {
+                if let Err(e) = serde_json::to_writer(&mut s.lines, &*result) {
+                    s.failed = Some(io::Error::other(e));
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+                s.lines.push(b'\n');
+                counts.count(result.status);
+            }
+            Done::Kept(line) => {
+                s.lines.extend_from_slice(&line);
+                counts.resumed += 1;
+            }
+        }
+        next += 1;
+    }
+    if s.lines.is_empty() {
+        return;
+    }
+    let Sink {
+        out,
+        lines,
+        written,
+        ..
+    } = s;
+    match out.write_all(lines).and_then(|()| out.flush()) {
+        Ok(()) => {
+            written.ok += counts.ok;
+            written.mismatch += counts.mismatch;
+            written.error += counts.error;
+            written.skipped += counts.skipped;
+            written.resumed += counts.resumed;
+            next_out.store(next, Ordering::SeqCst);
+        }
+        Err(e) => {
+            s.failed = Some(e);
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The next item (or kept line) and its sequence number in the shard, once it is inside the
+/// reorder window; `None` when the manifest is done or the run stops.
 fn take<I: Iterator<Item = Item>>(
-    feed: &Mutex<Feed<I>>,
+    feed: &Mutex<Feed<'_, I>>,
     room: &Condvar,
     next_out: &AtomicU64,
     stop: &AtomicBool,
     window: u64,
-) -> Option<(u64, Item)> {
+    duplicates: &AtomicU64,
+) -> Option<Taken> {
     let mut f = feed.lock().ok()?;
     loop {
         if f.exhausted || stop.load(Ordering::SeqCst) {
@@ -219,27 +361,31 @@ fn take<I: Iterator<Item = Item>>(
         f = room.wait(f).ok()?;
         f.waiters -= 1;
     }
-    match f.items.next() {
-        Some(item) => {
-            let seq = f.next_seq;
-            f.next_seq += 1;
-            Some((seq, item))
-        }
-        None => {
+    loop {
+        let Some(item) = f.items.next() else {
             f.exhausted = true;
-            None
+            return None;
+        };
+        let seq = f.next_seq;
+        let kept = match f.kept.lines.get_mut(&item.id) {
+            None => {
+                f.next_seq += 1;
+                return Some(Taken::Run(seq, item));
+            }
+            Some(entry) => entry.take(),
+        };
+        match kept {
+            Some(pos) => {
+                f.next_seq += 1;
+                return Some(Taken::Kept(seq, pos));
+            }
+            // The same id again: its kept line is already placed; as before resuming, the
+            // item is not run again.
+            None => {
+                duplicates.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
-}
-
-/// Writes one result as one line with one `write(2)`.
-fn write_line<W: Write>(s: &mut Sink<'_, W>, result: &ItemResult) -> io::Result<()> {
-    s.line.clear();
-    serde_json::to_writer(&mut s.line, result).map_err(io::Error::other)?;
-    s.line.push(b'\n');
-    let Sink { out, line, .. } = s;
-    out.write_all(line)?;
-    out.flush()
 }
 
 /// The fields of a result line that resuming and merging read.
@@ -260,44 +406,65 @@ pub fn parse_result_line(line: &[u8]) -> Option<ResultKey> {
     serde_json::from_slice(line.trim_ascii()).ok()
 }
 
-/// Opens `out` for a run that resumes `resume`: `out` becomes the `ok` lines of `resume`
-/// (written aside and renamed, so `resume` may be `out` itself), open for appending; their
-/// ids are returned so the run skips them. A `resume` file that does not exist yet (the first
-/// attempt of an indexed job) resumes nothing. Other lines (errors, mismatches, a torn last
-/// line) are dropped: their items run again.
-pub fn prepare_resume(resume: &Path, out: &Path) -> io::Result<(HashSet<String>, File)> {
-    let mut done = HashSet::new();
-    let input = match File::open(resume) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
+/// Prepares a run that resumes `resume` into `out`: the `ok` lines of `resume` (and of the
+/// aside file an interrupted resumed run left, [`aside_path`]) are copied to the aside file,
+/// replacing it atomically; only then is `out` truncated (so `resume` may be `out` itself, and
+/// a kill at any moment loses no `ok` line). Returns the kept lines, for [`run_shard`] to skip
+/// their items and write each line again at its item's place, and `out`, open for writing. A
+/// `resume` file that does not exist yet (the first attempt of an indexed job) resumes nothing.
+/// Other lines (errors, mismatches, a torn last line) are dropped: their items run again. Kept
+/// lines whose id is not in the shard's manifest any more are dropped too.
+pub fn prepare_resume(resume: &Path, out: &Path) -> io::Result<(Kept, File)> {
+    let aside = aside_path(out);
     let tmp = crate::atomic::TempFile::create_beside(out, "resume")?;
-    if let Some(input) = input {
-        let mut reader = BufReader::new(input);
+    let mut lines = HashMap::new();
+    {
         let mut writer = io::BufWriter::new(tmp.file()?);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            if !line.ends_with(b"\n") {
-                // Torn: the run that wrote it was stopped mid-line.
-                break;
-            }
-            if let Some(key) = parse_result_line(&line)
-                && key.status == ItemStatus::Ok
-                && done.insert(key.id)
-            {
-                writer.write_all(&line)?;
+        let mut offset = 0u64;
+        for source in [resume, aside.as_path()] {
+            let input = match File::open(source) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut reader = BufReader::new(input);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                if reader.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                if !line.ends_with(b"\n") {
+                    // Torn: the run that wrote it was stopped mid-line.
+                    break;
+                }
+                if let Some(key) = parse_result_line(&line)
+                    && key.status == ItemStatus::Ok
+                    && !lines.contains_key(&key.id)
+                {
+                    writer.write_all(&line)?;
+                    lines.insert(key.id, Some((offset, line.len())));
+                    offset += line.len() as u64;
+                }
             }
         }
         writer.flush()?;
     }
-    tmp.persist(out)?;
-    let file = OpenOptions::new().append(true).open(out)?;
-    Ok((done, file))
+    tmp.persist(&aside)?;
+    let file = File::open(&aside)?;
+    let out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out)?;
+    Ok((
+        Kept {
+            lines,
+            file: Some(file),
+            aside: Some(aside),
+        },
+        out,
+    ))
 }
 
 #[cfg(test)]
@@ -340,8 +507,13 @@ mod tests {
                 item: ItemOptions::default(),
             };
             let mut out = Vec::new();
-            let summary =
-                run_shard(items(50).into_iter(), &HashSet::new(), &options, &mut out).unwrap();
+            let summary = run_shard(
+                items(50).into_iter(),
+                &mut Kept::default(),
+                &options,
+                &mut out,
+            )
+            .unwrap();
             let want: Vec<String> = (0..50)
                 .filter(|i| i % 3 == 1)
                 .map(|i| format!("item-{i}"))
@@ -353,18 +525,45 @@ mod tests {
     }
 
     #[test]
-    fn resumed_items_are_skipped_and_counted() {
-        let options = RunOptions {
-            shard: Shard::ALL,
-            by: ShardBy::Hash,
-            jobs: 2,
-            item: ItemOptions::default(),
-        };
-        let done: HashSet<String> = ["item-0".to_string(), "item-5".to_string()].into();
-        let mut out = Vec::new();
-        let summary = run_shard(items(10).into_iter(), &done, &options, &mut out).unwrap();
-        assert_eq!(summary.resumed, 2);
-        assert_eq!(ids(&out).len(), 8);
+    fn kept_lines_are_written_at_their_items_places_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        // An earlier run's lines, out of order, one of them not ok.
+        std::fs::write(
+            &path,
+            "{\"id\":\"item-5\",\"status\":\"ok\",\"mark\":1}\n{\"id\":\"item-1\",\"status\":\"error\"}\n{\"id\":\"item-0\",\"status\":\"ok\",\"mark\":1}\n",
+        )
+        .unwrap();
+        for jobs in [1, 3] {
+            let (mut kept, mut file) = prepare_resume(&path, &path).unwrap();
+            assert_eq!(kept.len(), 2);
+            assert!(aside_path(&path).exists());
+            let options = RunOptions {
+                shard: Shard::ALL,
+                by: ShardBy::Hash,
+                jobs,
+                item: ItemOptions::default(),
+            };
+            // The manifest names item-5 twice: its kept line is written once.
+            let mut manifest = items(10);
+            manifest.push(manifest[5].clone());
+            let summary = run_shard(manifest.into_iter(), &mut kept, &options, &mut file).unwrap();
+            kept.finish().unwrap();
+            assert!(!aside_path(&path).exists());
+            assert_eq!(summary.resumed, 3, "jobs {jobs}");
+            let text = std::fs::read(&path).unwrap();
+            let want: Vec<String> = (0..10).map(|i| format!("item-{i}")).collect();
+            assert_eq!(ids(&text), want, "jobs {jobs}");
+            let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+            assert_eq!(
+                lines[0],
+                b"{\"id\":\"item-0\",\"status\":\"ok\",\"mark\":1}"
+            );
+            assert_eq!(
+                lines[5],
+                b"{\"id\":\"item-5\",\"status\":\"ok\",\"mark\":1}"
+            );
+        }
     }
 
     #[test]
@@ -376,14 +575,20 @@ mod tests {
             "{\"id\":\"a\",\"status\":\"ok\"}\n{\"id\":\"b\",\"status\":\"error\"}\n{\"id\":\"c\",\"status\":\"ok\"}\n{\"id\":\"d\",\"sta",
         )
         .unwrap();
-        let (done, mut file) = prepare_resume(&path, &path).unwrap();
-        assert_eq!(done, ["a".to_string(), "c".to_string()].into());
-        file.write_all(b"{\"id\":\"b\",\"status\":\"ok\"}\n")
-            .unwrap();
+        let (kept, _) = prepare_resume(&path, &path).unwrap();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.contains("a") && kept.contains("c") && !kept.contains("b"));
+        // Truncated only once the kept lines are aside.
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
         assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"id\":\"a\",\"status\":\"ok\"}\n{\"id\":\"c\",\"status\":\"ok\"}\n{\"id\":\"b\",\"status\":\"ok\"}\n"
+            std::fs::read_to_string(aside_path(&path)).unwrap(),
+            "{\"id\":\"a\",\"status\":\"ok\"}\n{\"id\":\"c\",\"status\":\"ok\"}\n"
         );
+        // Killed before anything was written: the next resume still has both.
+        drop(kept);
+        std::fs::write(&path, "{\"id\":\"b\",\"status\":\"ok\"}\n").unwrap();
+        let (again, _) = prepare_resume(&path, &path).unwrap();
+        assert_eq!(again.len(), 3);
         let (none, _) = prepare_resume(&dir.path().join("missing"), &dir.path().join("o")).unwrap();
         assert!(none.is_empty());
     }

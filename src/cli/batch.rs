@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use vmimage::batch::{
-    ItemOptions, ManifestReader, Op, RunOptions, Shard, ShardBy, SourceMap, prepare_resume,
-    run_shard,
+    ItemOptions, Kept, ManifestReader, Op, RunOptions, Shard, ShardBy, SourceMap, aside_path,
+    prepare_resume, run_shard,
 };
 use vmimage::digest::Algorithm;
 
@@ -101,11 +101,10 @@ pub fn run(args: &BatchArgs) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1)
-    });
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
+    let jobs = args.jobs.unwrap_or(cores);
     if jobs == 0 {
         print_error("-j must be at least 1");
         return EXIT_ERROR;
@@ -131,6 +130,9 @@ pub fn run(args: &BatchArgs) -> u8 {
             guest: args.guest,
             // Items already run on every core: one guest-hash thread each.
             guest_threads: (jobs > 1).then_some(1),
+            // Likewise a file's digests get threads of their own only when items leave cores
+            // idle (docs/batch.md, "Speed and memory").
+            digest_threads: jobs < cores,
         },
     };
     let sources = SourceMap {
@@ -152,7 +154,7 @@ pub fn run(args: &BatchArgs) -> u8 {
         ));
         EXIT_ERROR
     };
-    let (done, mut out) = match &args.resume {
+    let (mut kept, mut out) = match &args.resume {
         Some(resume) => match prepare_resume(resume, &args.out) {
             Ok(r) => r,
             Err(e) => {
@@ -165,14 +167,26 @@ pub fn run(args: &BatchArgs) -> u8 {
             }
         },
         None => match std::fs::File::create(&args.out) {
-            Ok(f) => (Default::default(), f),
+            Ok(f) => {
+                // A fresh run: lines an interrupted resumed run left aside are stale.
+                let _ = std::fs::remove_file(aside_path(&args.out));
+                (Kept::default(), f)
+            }
             Err(e) => return out_error(e),
         },
     };
-    let summary = match run_shard(manifest, &done, &options, &mut out) {
+    let summary = match run_shard(manifest, &mut kept, &options, &mut out) {
         Ok(s) => s,
         Err(e) => return out_error(e),
     };
+    if let Err(e) = kept.finish() {
+        // Every kept line is in --out again; a stale aside file costs only a re-read.
+        print_error(format!(
+            "{}: cannot remove: {}",
+            aside_path(&args.out).display(),
+            vmimage::error::describe_io(&e)
+        ));
+    }
     let run = summary.ok + summary.mismatch + summary.error + summary.skipped;
     let resumed = if summary.resumed > 0 {
         format!(", {} resumed", summary.resumed)

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use super::algorithm::Algorithm;
 use super::digests::Digests;
-use super::engine::{DigestSet, EngineConfig};
+use super::engine::{DigestSet, Digester, EngineConfig};
 use crate::error::Error;
 use crate::remote::{RemoteLocation, RemoteOptions, RemoteStore};
 use crate::source::FileIdentity;
@@ -114,7 +114,44 @@ pub fn hash_path_with(
     {
         return hash_remote(url, algorithms, options);
     }
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (file, before) = open_for_hashing(path)?;
+    hash_open_file(path, file, &before, algorithms, options)
+}
+
+/// [`hash_path_with`] for callers that digest many files one after another on each of their
+/// threads (`vmimage batch`): `buf` is the caller's, kept from file to file, so a file costs
+/// no allocation. A regular file shorter than one chunk, and every file when
+/// `options.engine.threads` is off, is digested on the caller's thread: one `open`, one `fstat`, one `read` for a small file, the change
+/// check's second `fstat`, no thread and no buffer zeroed. Other files go to the engine's
+/// worker threads as in [`hash_path_with`].
+pub fn hash_path_reusing(
+    path: &Path,
+    algorithms: &[Algorithm],
+    options: &HashOptions<'_>,
+    buf: &mut Vec<u8>,
+) -> Result<Digests, Error> {
+    if crate::remote::is_remote(path.as_os_str())
+        && let Some(url) = path.to_str()
+    {
+        return hash_remote(url, algorithms, options);
+    }
+    let (file, before) = open_for_hashing(path)?;
+    let small = before.is_file() && before.len() < options.engine.chunk_size as u64;
+    if small || !options.engine.threads {
+        hash_open_inline(path, file, &before, algorithms, buf)
+    } else {
+        hash_open_file(path, file, &before, algorithms, options)
+    }
+}
+
+/// Bytes per read of a file digested on the caller's thread (at most): a read and the hashing of what it
+/// brought stay in one core's L2 cache, as the engine's chunks do ([`super::engine`]).
+pub const INLINE_READ_SIZE: usize = super::engine::DEFAULT_CHUNK_SIZE;
+
+/// Opens `path` for digesting; its metadata from the open descriptor (the change check's
+/// "before"). A directory is an error.
+fn open_for_hashing(path: &Path) -> Result<(File, Metadata), Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let before = file.metadata().map_err(|e| Error::io(path, e))?;
     if before.is_dir() {
         return Err(Error::io(
@@ -122,6 +159,74 @@ pub fn hash_path_with(
             io::Error::new(io::ErrorKind::IsADirectory, "Is a directory"),
         ));
     }
+    Ok((file, before))
+}
+
+/// Digests the open `file` on the caller's thread, reading into `buf` (grown to at most
+/// [`INLINE_READ_SIZE`], or to the file's length and one byte: a small file is one read).
+/// A regular file is change-checked as [`hash_path`] does; its reading stops at the first
+/// short read that brings the total to the length `fstat` gave, without the read that would
+/// return 0: if the file grew meanwhile, the check's second `fstat` sees the new length.
+fn hash_open_inline(
+    path: &Path,
+    mut file: File,
+    before: &Metadata,
+    algorithms: &[Algorithm],
+    buf: &mut Vec<u8>,
+) -> Result<Digests, Error> {
+    let regular = before.is_file();
+    let want = match usize::try_from(before.len()) {
+        Ok(len) if regular && len < INLINE_READ_SIZE => len + 1,
+        _ => INLINE_READ_SIZE,
+    };
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
+    if regular && before.len() >= want as u64 {
+        advise_sequential(&file);
+    }
+    let mut unique: Vec<Algorithm> = Vec::with_capacity(algorithms.len());
+    for a in algorithms {
+        if !unique.contains(a) {
+            unique.push(*a);
+        }
+    }
+    let mut digesters: Vec<Digester> = unique.iter().map(|a| Digester::new(*a)).collect();
+    let mut total: u64 = 0;
+    loop {
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e).with_offset(total)),
+        };
+        for d in &mut digesters {
+            d.update(&buf[..n]);
+        }
+        total += n as u64;
+        if regular && n < want && total == before.len() {
+            break;
+        }
+    }
+    if regular {
+        let after = file.metadata().map_err(|e| Error::io(path, e))?;
+        check_unchanged(path, before, &after, total)?;
+    }
+    Ok(Digests {
+        size: total,
+        digests: digesters.into_iter().map(Digester::finish).collect(),
+    })
+}
+
+/// Digests the open `file` with the engine ([`DigestSet`]): one worker thread per algorithm
+/// once the file is longer than a chunk.
+fn hash_open_file(
+    path: &Path,
+    mut file: File,
+    before: &Metadata,
+    algorithms: &[Algorithm],
+    options: &HashOptions<'_>,
+) -> Result<Digests, Error> {
     if before.is_file() {
         advise_sequential(&file);
     }
@@ -130,7 +235,7 @@ pub fn hash_path_with(
         .map_err(|e| Error::io(path, e).with_offset(set.len()))?;
     if before.is_file() {
         let after = file.metadata().map_err(|e| Error::io(path, e))?;
-        check_unchanged(path, &before, &after, set.len())?;
+        check_unchanged(path, before, &after, set.len())?;
     }
     Ok(set.finish())
 }
@@ -316,6 +421,63 @@ mod tests {
             err.to_string().contains("modification time changed"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reusing_a_buffer_hashes_like_hash_path_at_every_size_threaded_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        // Sizes around the inline read size, in an order that shrinks and grows the file
+        // after the buffer has grown (a stale tail must never be hashed).
+        for len in [
+            0,
+            1,
+            4097,
+            INLINE_READ_SIZE - 1,
+            INLINE_READ_SIZE,
+            3,
+            INLINE_READ_SIZE + 1,
+            2 * INLINE_READ_SIZE + 5,
+            100,
+        ] {
+            let path = dir.path().join(format!("f{len}"));
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            let want = hash_path(&path, &Algorithm::DEFAULT).unwrap();
+            for threads in [false, true] {
+                let options = HashOptions {
+                    engine: EngineConfig {
+                        threads,
+                        ..EngineConfig::default()
+                    },
+                    ..HashOptions::default()
+                };
+                let got = hash_path_reusing(&path, &Algorithm::DEFAULT, &options, &mut buf);
+                assert_eq!(got.unwrap(), want, "length {len}, threads {threads}");
+            }
+            assert!(
+                buf.len() <= INLINE_READ_SIZE,
+                "the buffer grew to {}",
+                buf.len()
+            );
+        }
+        let err = hash_path_reusing(
+            dir.path(),
+            &Algorithm::DEFAULT,
+            &HashOptions::default(),
+            &mut buf,
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Io, "{err}");
+        // Not a regular file: read to its end whatever fstat says.
+        let null = hash_path_reusing(
+            Path::new("/dev/null"),
+            &[Algorithm::Md5],
+            &HashOptions::default(),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(null.size, 0);
     }
 
     #[test]

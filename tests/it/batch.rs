@@ -124,6 +124,76 @@ fn hash_results_equal_md5sum_and_sha512sum() {
     );
 }
 
+/// A resumed run writes the shard in manifest order, as a fresh run would: the kept `ok` lines
+/// copied back at their places (byte for byte: not run again), the other items run; a
+/// malformed line is still an error item at its place.
+#[test]
+fn a_resumed_run_keeps_manifest_order_and_copies_the_kept_lines() {
+    let w = Workdir::new();
+    let mut manifest = String::new();
+    for i in 0..6 {
+        w.write(&format!("f{i}"), format!("file {i}\n").as_bytes());
+        manifest.push_str(&format!("{{\"id\": \"a{i}\", \"source\": \"f{i}\"}}\n"));
+        if i == 2 {
+            manifest.push_str("{not json\n");
+        }
+    }
+    w.write("m.jsonl", manifest.as_bytes());
+    let order = ["a0", "a1", "a2", "line 4", "a3", "a4", "a5"];
+    std::fs::remove_file(w.join("f1")).unwrap();
+    std::fs::remove_file(w.join("f4")).unwrap();
+    let args = [
+        "batch",
+        "--manifest",
+        "m.jsonl",
+        "--algo",
+        "md5",
+        "-j",
+        "2",
+        "--out",
+        "r.jsonl",
+    ];
+    w.vmimage(&args).expect_code(2);
+    let first = std::fs::read_to_string(w.join("r.jsonl")).unwrap();
+    let ids = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(ids(&first), order);
+    w.write("f1", b"file 1\n");
+    w.write("f4", b"file 4\n");
+    let run = w.vmimage(&[&args[..], &["--resume", "r.jsonl"]].concat());
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("3 items run: 2 ok, 0 mismatch, 1 error, 0 skipped, 4 resumed"),
+        "{}",
+        run.stderr
+    );
+    let second = std::fs::read_to_string(w.join("r.jsonl")).unwrap();
+    assert_eq!(ids(&second), order);
+    for (a, b) in first.lines().zip(second.lines()) {
+        let v: Value = serde_json::from_str(a).unwrap();
+        if v["status"] == "ok" {
+            assert_eq!(a, b, "a kept line is copied, not run again");
+        }
+    }
+    for l in results(&w.join("r.jsonl")) {
+        let want = if l["id"] == "line 4" { "error" } else { "ok" };
+        assert_eq!(l["status"], want, "{l}");
+    }
+    assert!(
+        !w.join(".r.jsonl.kept").exists(),
+        "the aside file is removed"
+    );
+}
+
 #[test]
 fn a_verify_mismatch_is_status_mismatch_and_exit_1() {
     let w = Workdir::new();
