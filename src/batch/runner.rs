@@ -6,8 +6,11 @@
 //! leaves memory when its line is written. Workers are started once per run, not per item, and
 //! each keeps one read buffer for all its items.
 //!
-//! The lines that are next in order when a worker files its result are written together with
-//! one `write(2)` (usually one line; several when a slow item held the ones after it), so a
+//! A worker takes one item at a time while items are slow, and runs of up to
+//! [`RunLength::MOST`] while they are quick (tiny files), whose results it files together.
+//! The lines that are next in order when a worker files its results are written together with
+//! one `write(2)` (one line for a big image; several for a run of tiny files, or when a slow
+//! item held the ones after it), so a
 //! process killed at any moment leaves complete lines only (a full disk can still cut the last
 //! one short: the resume reader ignores a torn last line). `--resume` ([`prepare_resume`])
 //! keeps the `ok` lines of an earlier run aside ([`Kept`]) and writes each again at its item's
@@ -20,6 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -31,7 +35,7 @@ use super::shard::{Shard, ShardBy};
 /// hundred bytes), so the window costs little memory, and a wide one means a worker seldom
 /// sleeps waiting for a slow item's line: with tiny files, each such sleep and wake-up costs
 /// more than the item itself.
-pub const WINDOW_PER_JOB: usize = 64;
+pub const WINDOW_PER_JOB: usize = 128;
 
 /// How a shard runs.
 #[derive(Debug, Clone)]
@@ -168,8 +172,9 @@ enum Taken {
 
 /// A line waiting for the lines before it.
 enum Done {
-    /// Boxed (clippy: a result is ten times the size of the other variant).
-    Ran(Box<ItemResult>),
+    /// A result's line (serialized by the worker that ran it, outside the results' lock, with
+    /// its newline) and its status.
+    Ran(Vec<u8>, ItemStatus),
     Kept(Vec<u8>),
 }
 
@@ -228,30 +233,49 @@ where
     });
     let worker = || {
         let mut buf = Vec::new();
+        let mut run = RunLength::default();
+        let mut done = Vec::new();
         loop {
-            let Some(taken) = take(&feed, &room, &next_out, &stop, window, &duplicates) else {
+            let taken = take(
+                &feed,
+                &room,
+                &next_out,
+                &stop,
+                window,
+                &duplicates,
+                run.items(),
+            );
+            if taken.is_empty() {
                 return;
-            };
-            let (seq, done) = match taken {
-                Taken::Run(seq, item) => {
-                    let result = run_item(&item, options.shard, &options.item, &mut buf);
-                    (seq, Ok(Done::Ran(Box::new(result))))
-                }
-                Taken::Kept(seq, pos) => (seq, reader.read(pos).map(Done::Kept)),
-            };
+            }
+            let started = Instant::now();
+            let ran = taken.len();
+            done.clear();
+            for taken in taken {
+                done.push(match taken {
+                    Taken::Run(seq, item) => {
+                        let result = run_item(&item, options.shard, &options.item, &mut buf);
+                        (seq, result_line(&result))
+                    }
+                    Taken::Kept(seq, pos) => (seq, reader.read(pos).map(Done::Kept)),
+                });
+            }
+            run.adapt(ran, started.elapsed());
             let Ok(mut s) = sink.lock() else {
                 stop.store(true, Ordering::SeqCst);
                 return;
             };
-            match done {
-                Ok(done) => {
-                    s.waiting.insert(seq, done);
-                }
-                Err(e) => {
-                    if s.failed.is_none() {
-                        s.failed = Some(e);
+            for (seq, done) in done.drain(..) {
+                match done {
+                    Ok(done) => {
+                        s.waiting.insert(seq, done);
                     }
-                    stop.store(true, Ordering::SeqCst);
+                    Err(e) => {
+                        if s.failed.is_none() {
+                            s.failed = Some(e);
+                        }
+                        stop.store(true, Ordering::SeqCst);
+                    }
                 }
             }
             if s.failed.is_none() {
@@ -291,6 +315,14 @@ where
     Ok(written)
 }
 
+/// `result` as a results line.
+fn result_line(result: &ItemResult) -> io::Result<Done> {
+    let mut line = Vec::with_capacity(256);
+    serde_json::to_writer(&mut line, result).map_err(io::Error::other)?;
+    line.push(b'\n');
+    Ok(Done::Ran(line, result.status))
+}
+
 /// Writes every line that is now next in order, all with one `write(2)`.
 fn write_ready<W: Write>(s: &mut Sink<'_, W>, next_out: &AtomicU64, stop: &AtomicBool) {
     let mut next = next_out.load(Ordering::SeqCst);
@@ -298,14 +330,9 @@ fn write_ready<W: Write>(s: &mut Sink<'_, W>, next_out: &AtomicU64, stop: &Atomi
     let mut counts = RunSummary::default();
     while let Some(done) = s.waiting.remove(&next) {
         match done {
-            Done::Ran(result) => {
-                if let Err(e) = serde_json::to_writer(&mut s.lines, &*result) {
-                    s.failed = Some(io::Error::other(e));
-                    stop.store(true, Ordering::SeqCst);
-                    return;
-                }
-                s.lines.push(b'\n');
-                counts.count(result.status);
+            Done::Ran(line, status) => {
+                s.lines.extend_from_slice(&line);
+                counts.count(status);
             }
             Done::Kept(line) => {
                 s.lines.extend_from_slice(&line);
@@ -339,8 +366,9 @@ fn write_ready<W: Write>(s: &mut Sink<'_, W>, next_out: &AtomicU64, stop: &Atomi
     }
 }
 
-/// The next item (or kept line) and its sequence number in the shard, once it is inside the
-/// reorder window; `None` when the manifest is done or the run stops.
+/// The next items (or kept lines), at most `most` and at least one, with their sequence
+/// numbers in the shard, once the first is inside the reorder window (the others too); none
+/// when the manifest is done or the run stops.
 fn take<I: Iterator<Item = Item>>(
     feed: &Mutex<Feed<'_, I>>,
     room: &Condvar,
@@ -348,36 +376,45 @@ fn take<I: Iterator<Item = Item>>(
     stop: &AtomicBool,
     window: u64,
     duplicates: &AtomicU64,
-) -> Option<Taken> {
-    let mut f = feed.lock().ok()?;
+    most: usize,
+) -> Vec<Taken> {
+    let mut taken = Vec::new();
+    let Ok(mut f) = feed.lock() else {
+        return taken;
+    };
     loop {
         if f.exhausted || stop.load(Ordering::SeqCst) {
-            return None;
+            return taken;
         }
         if f.next_seq < next_out.load(Ordering::SeqCst) + window {
             break;
         }
         f.waiters += 1;
-        f = room.wait(f).ok()?;
+        let Ok(g) = room.wait(f) else {
+            return taken;
+        };
+        f = g;
         f.waiters -= 1;
     }
-    loop {
+    let limit = next_out.load(Ordering::SeqCst) + window;
+    while taken.len() < most.max(1) && f.next_seq < limit {
         let Some(item) = f.items.next() else {
             f.exhausted = true;
-            return None;
+            break;
         };
         let seq = f.next_seq;
         let kept = match f.kept.lines.get_mut(&item.id) {
             None => {
                 f.next_seq += 1;
-                return Some(Taken::Run(seq, item));
+                taken.push(Taken::Run(seq, item));
+                continue;
             }
             Some(entry) => entry.take(),
         };
         match kept {
             Some(pos) => {
                 f.next_seq += 1;
-                return Some(Taken::Kept(seq, pos));
+                taken.push(Taken::Kept(seq, pos));
             }
             // The same id again: its kept line is already placed; as before resuming, the
             // item is not run again.
@@ -385,6 +422,44 @@ fn take<I: Iterator<Item = Item>>(
                 duplicates.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+    taken
+}
+
+/// How many items a worker takes at once: one while items take long (a big image each, so
+/// that both workers share them evenly and each line is written as soon as its item is
+/// done), more while they are quick (tiny files, where one lock, one wake-up and one
+/// `write(2)` per item cost more than the item itself: a run of quick items shares them).
+#[derive(Debug)]
+struct RunLength {
+    items: usize,
+}
+
+impl RunLength {
+    /// Items a run never exceeds: a run of quick items stays well under a millisecond or two.
+    const MOST: usize = 64;
+    /// Below this time per item, runs grow; above [`Self::SLOW`], they go back to one item.
+    const QUICK: Duration = Duration::from_micros(100);
+    const SLOW: Duration = Duration::from_millis(1);
+
+    fn items(&self) -> usize {
+        self.items
+    }
+
+    /// Learns from a run of `ran` items that took `took`.
+    fn adapt(&mut self, ran: usize, took: Duration) {
+        let per_item = took / u32::try_from(ran.max(1)).unwrap_or(u32::MAX);
+        if per_item < Self::QUICK {
+            self.items = (self.items * 2).min(Self::MOST);
+        } else if per_item > Self::SLOW {
+            self.items = 1;
+        }
+    }
+}
+
+impl Default for RunLength {
+    fn default() -> Self {
+        Self { items: 1 }
     }
 }
 
@@ -507,14 +582,16 @@ mod tests {
                 item: ItemOptions::default(),
             };
             let mut out = Vec::new();
+            // Enough quick items (missing files) for runs to grow to their longest and for
+            // the reorder window to fill.
             let summary = run_shard(
-                items(50).into_iter(),
+                items(3000).into_iter(),
                 &mut Kept::default(),
                 &options,
                 &mut out,
             )
             .unwrap();
-            let want: Vec<String> = (0..50)
+            let want: Vec<String> = (0..3000)
                 .filter(|i| i % 3 == 1)
                 .map(|i| format!("item-{i}"))
                 .collect();
@@ -522,6 +599,28 @@ mod tests {
             assert_eq!(summary.error, want.len() as u64);
             assert_eq!(summary.worst(), ItemStatus::Error);
         }
+    }
+
+    #[test]
+    fn runs_grow_while_items_are_quick_and_drop_to_one_on_a_slow_item() {
+        let mut run = RunLength::default();
+        assert_eq!(run.items(), 1);
+        for _ in 0..10 {
+            let n = run.items();
+            run.adapt(n, Duration::from_micros(10) * u32::try_from(n).unwrap());
+        }
+        assert_eq!(run.items(), RunLength::MOST);
+        // Between quick and slow: unchanged.
+        run.adapt(
+            RunLength::MOST,
+            Duration::from_micros(300) * u32::try_from(RunLength::MOST).unwrap(),
+        );
+        assert_eq!(run.items(), RunLength::MOST);
+        // One big image among tiny files: back to one item at a time.
+        run.adapt(RunLength::MOST, Duration::from_millis(200));
+        assert_eq!(run.items(), 1);
+        run.adapt(0, Duration::ZERO);
+        assert_eq!(run.items(), 2);
     }
 
     #[test]
