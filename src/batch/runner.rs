@@ -7,7 +7,7 @@
 //! each keeps one read buffer for all its items.
 //!
 //! A worker takes one item at a time while items are slow, and runs of up to
-//! [`RunLength::MOST`] while they are quick (tiny files), whose results it files together.
+//! 64 (`RunLength::MOST`) while they are quick (tiny files), whose results it files together.
 //! The lines that are next in order when a worker files its results are written together with
 //! one `write(2)` (one line for a big image; several for a run of tiny files, or when a slow
 //! item held the ones after it), so a
