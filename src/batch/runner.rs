@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::item::{ItemOptions, ItemResult, ItemStatus, run_item};
+use super::item::{ItemOptions, ItemStatus, run_item};
 use super::manifest::Item;
 use super::shard::{Shard, ShardBy};
 
@@ -77,6 +77,14 @@ impl RunSummary {
         } else {
             ItemStatus::Ok
         }
+    }
+
+    fn add(&mut self, other: &RunSummary) {
+        self.ok += other.ok;
+        self.mismatch += other.mismatch;
+        self.error += other.error;
+        self.skipped += other.skipped;
+        self.resumed += other.resumed;
     }
 
     fn count(&mut self, status: ItemStatus) {
@@ -170,18 +178,22 @@ enum Taken {
     Kept(u64, (u64, usize)),
 }
 
-/// A line waiting for the lines before it.
-enum Done {
-    /// A result's line (serialized by the worker that ran it, outside the results' lock, with
-    /// its newline) and its status.
-    Ran(Vec<u8>, ItemStatus),
-    Kept(Vec<u8>),
+/// The lines of a run of items (consecutive in the shard: [`take`] numbers them as it takes
+/// them), serialized by the worker that ran them, outside the results' lock, waiting for the
+/// lines before them.
+struct Filed {
+    /// How many items (lines).
+    items: u64,
+    /// Their lines, each with its newline.
+    lines: Vec<u8>,
+    /// Their statuses.
+    counts: RunSummary,
 }
 
 /// The results side: lines not yet written, and where writing is.
 struct Sink<'w, W> {
     out: &'w mut W,
-    waiting: BTreeMap<u64, Done>,
+    waiting: BTreeMap<u64, Filed>,
     written: RunSummary,
     failed: Option<io::Error>,
     lines: Vec<u8>,
@@ -234,7 +246,6 @@ where
     let worker = || {
         let mut buf = Vec::new();
         let mut run = RunLength::default();
-        let mut done = Vec::new();
         loop {
             let taken = take(
                 &feed,
@@ -250,32 +261,21 @@ where
             }
             let started = Instant::now();
             let ran = taken.len();
-            done.clear();
-            for taken in taken {
-                done.push(match taken {
-                    Taken::Run(seq, item) => {
-                        let result = run_item(&item, options.shard, &options.item, &mut buf);
-                        (seq, result_line(&result))
-                    }
-                    Taken::Kept(seq, pos) => (seq, reader.read(pos).map(Done::Kept)),
-                });
-            }
+            let (first, filed) = run_taken(taken, &reader, options, &mut buf);
             run.adapt(ran, started.elapsed());
             let Ok(mut s) = sink.lock() else {
                 stop.store(true, Ordering::SeqCst);
                 return;
             };
-            for (seq, done) in done.drain(..) {
-                match done {
-                    Ok(done) => {
-                        s.waiting.insert(seq, done);
+            match filed {
+                Ok(filed) => {
+                    s.waiting.insert(first, filed);
+                }
+                Err(e) => {
+                    if s.failed.is_none() {
+                        s.failed = Some(e);
                     }
-                    Err(e) => {
-                        if s.failed.is_none() {
-                            s.failed = Some(e);
-                        }
-                        stop.store(true, Ordering::SeqCst);
-                    }
+                    stop.store(true, Ordering::SeqCst);
                 }
             }
             if s.failed.is_none() {
@@ -315,12 +315,43 @@ where
     Ok(written)
 }
 
-/// `result` as a results line.
-fn result_line(result: &ItemResult) -> io::Result<Done> {
-    let mut line = Vec::with_capacity(256);
-    serde_json::to_writer(&mut line, result).map_err(io::Error::other)?;
-    line.push(b'\n');
-    Ok(Done::Ran(line, result.status))
+/// Runs what a worker took (items, and kept lines read back), returning the first one's
+/// sequence number and their lines.
+fn run_taken(
+    taken: Vec<Taken>,
+    reader: &Kept,
+    options: &RunOptions,
+    buf: &mut Vec<u8>,
+) -> (u64, io::Result<Filed>) {
+    let first = match taken.first() {
+        Some(Taken::Run(seq, _) | Taken::Kept(seq, _)) => *seq,
+        None => 0,
+    };
+    let mut filed = Filed {
+        items: taken.len() as u64,
+        lines: Vec::with_capacity(256 * taken.len()),
+        counts: RunSummary::default(),
+    };
+    for taken in taken {
+        match taken {
+            Taken::Run(_, item) => {
+                let result = run_item(&item, options.shard, &options.item, buf);
+                if let Err(e) = serde_json::to_writer(&mut filed.lines, &result) {
+                    return (first, Err(io::Error::other(e)));
+                }
+                filed.lines.push(b'\n');
+                filed.counts.count(result.status);
+            }
+            Taken::Kept(_, pos) => match reader.read(pos) {
+                Ok(line) => {
+                    filed.lines.extend_from_slice(&line);
+                    filed.counts.resumed += 1;
+                }
+                Err(e) => return (first, Err(e)),
+            },
+        }
+    }
+    (first, Ok(filed))
 }
 
 /// Writes every line that is now next in order, all with one `write(2)`.
@@ -328,18 +359,10 @@ fn write_ready<W: Write>(s: &mut Sink<'_, W>, next_out: &AtomicU64, stop: &Atomi
     let mut next = next_out.load(Ordering::SeqCst);
     s.lines.clear();
     let mut counts = RunSummary::default();
-    while let Some(done) = s.waiting.remove(&next) {
-        match done {
-            Done::Ran(line, status) => {
-                s.lines.extend_from_slice(&line);
-                counts.count(status);
-            }
-            Done::Kept(line) => {
-                s.lines.extend_from_slice(&line);
-                counts.resumed += 1;
-            }
-        }
-        next += 1;
+    while let Some(filed) = s.waiting.remove(&next) {
+        s.lines.extend_from_slice(&filed.lines);
+        counts.add(&filed.counts);
+        next += filed.items;
     }
     if s.lines.is_empty() {
         return;
@@ -352,11 +375,7 @@ fn write_ready<W: Write>(s: &mut Sink<'_, W>, next_out: &AtomicU64, stop: &Atomi
     } = s;
     match out.write_all(lines).and_then(|()| out.flush()) {
         Ok(()) => {
-            written.ok += counts.ok;
-            written.mismatch += counts.mismatch;
-            written.error += counts.error;
-            written.skipped += counts.skipped;
-            written.resumed += counts.resumed;
+            written.add(&counts);
             next_out.store(next, Ordering::SeqCst);
         }
         Err(e) => {
