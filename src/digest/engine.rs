@@ -113,6 +113,18 @@ pub struct DigestSet {
     len: u64,
 }
 
+/// `algorithms` without repeats, in the order of their first mention: the digests a set
+/// returns.
+pub(crate) fn unique_algorithms(algorithms: &[Algorithm]) -> Vec<Algorithm> {
+    let mut unique = Vec::with_capacity(algorithms.len());
+    for a in algorithms {
+        if !unique.contains(a) {
+            unique.push(*a);
+        }
+    }
+    unique
+}
+
 impl DigestSet {
     /// A set computing `algorithms` (duplicates are ignored), with the default engine.
     pub fn new(algorithms: &[Algorithm]) -> Self {
@@ -121,12 +133,7 @@ impl DigestSet {
 
     /// A set computing `algorithms` with an explicit chunk size, pool size and threading.
     pub fn with_config(algorithms: &[Algorithm], config: EngineConfig) -> Self {
-        let mut unique = Vec::new();
-        for a in algorithms {
-            if !unique.contains(a) {
-                unique.push(*a);
-            }
-        }
+        let unique = unique_algorithms(algorithms);
         let config = EngineConfig {
             chunk_size: config.chunk_size.max(MIN_CHUNK_SIZE),
             max_buffers: config.max_buffers.max(2),

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use super::algorithm::Algorithm;
 use super::digests::Digests;
-use super::engine::{DigestSet, Digester, EngineConfig};
+use super::engine::{DigestSet, Digester, EngineConfig, unique_algorithms};
 use crate::error::Error;
 use crate::remote::{RemoteLocation, RemoteOptions, RemoteStore};
 use crate::source::FileIdentity;
@@ -185,13 +185,10 @@ fn hash_open_inline(
     if regular && before.len() >= want as u64 {
         advise_sequential(&file);
     }
-    let mut unique: Vec<Algorithm> = Vec::with_capacity(algorithms.len());
-    for a in algorithms {
-        if !unique.contains(a) {
-            unique.push(*a);
-        }
-    }
-    let mut digesters: Vec<Digester> = unique.iter().map(|a| Digester::new(*a)).collect();
+    let mut digesters: Vec<Digester> = unique_algorithms(algorithms)
+        .into_iter()
+        .map(Digester::new)
+        .collect();
     let mut total: u64 = 0;
     loop {
         let n = match file.read(&mut buf[..want]) {
