@@ -30,6 +30,13 @@ pub trait ReadAt {
     fn allocation_at(&self, _offset: u64) -> Option<(bool, u64)> {
         None
     }
+
+    /// Whether a small read costs little more than a system call (a local file, or memory),
+    /// unlike a remote object's, where every read is a ranged request. Lets a format reader
+    /// say [`GuestReader::small_reads_are_cheap`](crate::format::guest::GuestReader::small_reads_are_cheap).
+    fn small_reads_are_cheap(&self) -> bool {
+        false
+    }
 }
 
 /// Why a bounds-checked read failed.
@@ -272,6 +279,10 @@ impl ReadAt for ImageFile {
         self.len
     }
 
+    fn small_reads_are_cheap(&self) -> bool {
+        self.file().is_some()
+    }
+
     fn allocation_at(&self, offset: u64) -> Option<(bool, u64)> {
         use std::os::fd::AsRawFd;
         if offset >= self.len || !self.maps_holes {
@@ -317,6 +328,10 @@ impl ReadAt for [u8] {
         <[u8]>::len(self) as u64
     }
 
+    fn small_reads_are_cheap(&self) -> bool {
+        true
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let Ok(start) = usize::try_from(offset) else {
             return Ok(0);
@@ -333,6 +348,10 @@ impl ReadAt for [u8] {
 impl ReadAt for Vec<u8> {
     fn len(&self) -> u64 {
         self.as_slice().len() as u64
+    }
+
+    fn small_reads_are_cheap(&self) -> bool {
+        true
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {

@@ -305,11 +305,28 @@ impl<S: ReadAt> Qcow2Reader<S> {
         let Some(table) = self.l2_offset(l1_index)? else {
             return Ok(vec![ClusterRead::Zeros; count as usize]);
         };
+        let extended = self.header.extended_l2();
+        let within = first % per_table;
+        {
+            // The table `extent_at` read last (the convert scan probes the clusters it just
+            // mapped, one small read each): no read of the entries again.
+            let cache = self
+                .scan_cache
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some((_, cached)) = cache.as_ref().filter(|(i, _)| *i == l1_index) {
+                return (0..count)
+                    .map(|k| {
+                        let entry = l2_entry(cached, (within + k) as usize, extended);
+                        self.decode(first + k, entry)
+                    })
+                    .collect();
+            }
+        }
         let esize = self.header.l2_entry_size();
-        let start = (first % per_table) * esize;
+        let start = within * esize;
         let mut raw = vec![0u8; (count * esize) as usize];
         read_exact_at(&self.file, &mut raw, table + start)?;
-        let extended = self.header.extended_l2();
         (0..count)
             .map(|k| self.decode(first + k, l2_entry(&raw, k as usize, extended)))
             .collect()
@@ -408,6 +425,12 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
         self.saw_compressed.load(Ordering::Relaxed)
     }
 
+    fn small_reads_are_cheap(&self) -> bool {
+        // Uncompressed clusters are read in part (`read_at`), after one small read of their
+        // L2 entries; a compressed one is inflated whole for any read.
+        !self.costly_reads() && self.file.small_reads_are_cheap()
+    }
+
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
         let cs = self.cluster_size();
         let size = self.header.virtual_size();
@@ -500,14 +523,41 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
             let table_last = (cluster / per_table + 1) * per_table - 1;
             let run_last = last.min(table_last);
             let reads = self.cluster_reads(cluster, run_last - cluster + 1)?;
-            for (k, how) in reads.into_iter().enumerate() {
+            let mut k = 0;
+            while k < reads.len() {
+                let how = reads[k];
                 let c = cluster + k as u64;
                 let c_start = c * cs;
                 let from = offset.max(c_start);
                 let to = end.min(c_start + cs);
+                k += 1;
+                if from == c_start
+                    && to == c_start + cs
+                    && let ClusterRead::Normal(host) = how
+                {
+                    // Whole plain clusters stored one after the other (as qemu-img and
+                    // vmimage lay them out) are one read, not one per cluster.
+                    let mut run_end = to;
+                    while let Some(&ClusterRead::Normal(next)) = reads.get(k)
+                        && next == host + (run_end - c_start)
+                        && run_end + cs <= end
+                    {
+                        run_end += cs;
+                        k += 1;
+                    }
+                    let dst = &mut buf[(from - offset) as usize..(run_end - offset) as usize];
+                    self.read_host(dst, host)?;
+                    continue;
+                }
                 let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
                 if from == c_start && to == c_start + cs {
                     self.read_cluster(c, how, dst)?;
+                } else if let ClusterRead::Normal(host) = how {
+                    // Part of a plain cluster: only the bytes asked for (the convert scan
+                    // reads a cluster's first sector to tell data from zeros).
+                    self.read_host(dst, host + (from - c_start))?;
+                } else if how == ClusterRead::Zeros {
+                    dst.fill(0);
                 } else {
                     // A partial cluster (the start or end of the request, or the last
                     // cluster of a disk whose size is not a multiple of the cluster size).

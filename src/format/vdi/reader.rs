@@ -159,6 +159,11 @@ impl<S: ReadAt + Send + Sync> GuestReader for VdiReader<S> {
         512
     }
 
+    fn small_reads_are_cheap(&self) -> bool {
+        // Blocks are stored uncompressed, found through the block map in memory.
+        self.file.small_reads_are_cheap()
+    }
+
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
         check_extent_offset(offset, self.size)?;
         let first = offset / self.block_size;

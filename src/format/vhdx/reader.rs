@@ -299,6 +299,11 @@ impl<S: ReadAt + Send + Sync> GuestReader for VhdxReader<S> {
         512
     }
 
+    fn small_reads_are_cheap(&self) -> bool {
+        // Blocks are stored uncompressed, found through one 8-byte read of the BAT.
+        self.file.small_reads_are_cheap()
+    }
+
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
         check_extent_offset(offset, self.size)?;
         let blocks = self.size.div_ceil(self.block_size);

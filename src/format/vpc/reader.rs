@@ -231,6 +231,11 @@ impl<S: ReadAt + Send + Sync> GuestReader for DynamicVhd<S> {
         512
     }
 
+    fn small_reads_are_cheap(&self) -> bool {
+        // Blocks are stored uncompressed, found through the BAT in memory.
+        self.file.small_reads_are_cheap()
+    }
+
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
         let first = offset / self.block_size;
         let data = self.block_data(first).is_some();
