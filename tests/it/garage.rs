@@ -188,7 +188,7 @@ impl Garage {
 
     /// Multipart uploads in progress in the bucket (ListMultipartUploads): their keys.
     fn uploads_in_progress(&self) -> Vec<String> {
-        let (status, body) = self.curl(&[], "?uploads");
+        let (status, body) = self.curl(&[], "?uploads=");
         assert_eq!(status, 200, "ListMultipartUploads: {body}");
         body.split("<Key>")
             .skip(1)
