@@ -118,6 +118,7 @@ CONF
     RUST_LOG=warn "$GARAGE" -c "$DATA/garage.toml" server >"$DATA/garage.log" 2>&1 &
     SERVER_PID=$!
     wait_port "$PORT"
+    wait_port "$RPC_PORT"
     local g=("$GARAGE" -c "$DATA/garage.toml") id
     id=$("${g[@]}" node id -q 2>/dev/null | cut -d@ -f1)
     {
@@ -152,7 +153,7 @@ server_cpu() {
 # answered: its CPU is read again this long after the command ended.
 SETTLE=0
 [ "$SERVER" = garage ] && SETTLE=0.5
-# timed CMD: runs CMD, prints "WALL CPU SERVER_CPU": its wall time, its own user+sys, and the
+# timed CMD: runs CMD, writes "WALL CPU SERVER_CPU" to $WORK/result: its wall time, its own user+sys, and the
 # server's user+sys meanwhile (both matter on a shared 2-core machine: the server checks every
 # part's SHA-256, computes its MD5 and stores it; s3s-fs at completion reads, MD5s and
 # concatenates the parts again). CMD's standard output goes to $WORK/out.
@@ -162,7 +163,8 @@ timed() {
     /usr/bin/time -f "%e %U %S" -o "$WORK/time" bash -c "$1" >"$WORK/out"
     sleep "$SETTLE"
     s1=$(server_cpu)
-    awk -v s0="$s0" -v s1="$s1" '{printf "%s %.2f %.2f\n", $1, $2 + $3, s1 - s0}' "$WORK/time"
+    awk -v s0="$s0" -v s1="$s1" '{printf "%s %.2f %.2f\n", $1, $2 + $3, s1 - s0}' "$WORK/time" \
+        >"$WORK/result"
 }
 # get KEY FILE: the object's bytes, as the server serves them.
 get() { curl -sSf "${SIGV4[@]}" -o "$2" "$AWS_ENDPOINT_URL/bench/$1"; }
@@ -179,20 +181,23 @@ printf '\n%-26s %21s %33s %31s %7s %7s\n' "" "local (wall cpu)" "upload (wall cp
 # before each.
 pair() {
     local name=$1 opts=$2 i l u p lw=() lc=() uw=() uc=() us=() pw=() pc=() ps=()
-    run_l() { rm -f "$LOCAL"; sync; timed "$VMIMAGE convert $IMG $LOCAL $opts"; }
+    # Not in a subshell: start_server sets SERVER_PID for the next measurement.
+    run_l() { rm -f "$LOCAL"; sync; timed "$VMIMAGE convert $IMG $LOCAL $opts"; l=$(cat "$WORK/result"); }
     run_u() {
         if [ "$SERVER" = garage ]; then start_server; else rm -rf "$DATA/bench/disk"; fi
         sync
         timed "$VMIMAGE convert $IMG s3://bench/disk $opts"
+        u=$(cat "$WORK/result")
     }
     run_p() {
         rm -f "$LOCAL"
         if [ "$SERVER" = garage ]; then start_server; else rm -rf "$DATA/bench/put"; fi
         sync
         timed "$VMIMAGE convert $IMG $LOCAL $opts && curl -sSf ${SIGV4[*]@Q} -T $LOCAL $AWS_ENDPOINT_URL/bench/put"
+        p=$(cat "$WORK/result")
     }
-    run_l >/dev/null
-    run_u >/dev/null
+    run_l
+    run_u
     # The digests vmimage printed for the upload, against the object's own bytes.
     local md5 sha512
     md5=$(sed -n 's/^MD5 (.*) = //p' "$WORK/out")
@@ -206,15 +211,15 @@ pair() {
         || { echo "$name: the upload's MD5 ($md5) is not the object's" >&2; exit 1; }
     [ "$sha512" = "$(sha512sum <"$FETCHED" | cut -d' ' -f1)" ] \
         || { echo "$name: the upload's SHA-512 is not the object's" >&2; exit 1; }
-    run_p >/dev/null
+    run_p
     get put "$FETCHED"
     cmp -s "$LOCAL" "$FETCHED" || { echo "$name: the curl PUT baseline did not store the file" >&2; exit 1; }
     rm -f "$FETCHED"
     for i in $(seq "$RUNS"); do
         if [ $((i % 2)) = 1 ]; then
-            l=$(run_l); u=$(run_u); p=$(run_p)
+            run_l; run_u; run_p
         else
-            p=$(run_p); u=$(run_u); l=$(run_l)
+            run_p; run_u; run_l
         fi
         [ "${VERBOSE:-0}" = 1 ] && echo "  run $i: local $l / upload $u / local+PUT $p" >&2
         read -r a b <<<"$l"; lw+=("$a"); lc+=("$b")
