@@ -153,8 +153,8 @@ server_cpu() {
 # answered: its CPU is read again this long after the command ended.
 SETTLE=0
 [ "$SERVER" = garage ] && SETTLE=0.5
-# timed CMD: runs CMD, writes "WALL CPU SERVER_CPU" to $WORK/result: its wall time, its own user+sys, and the
-# server's user+sys meanwhile (both matter on a shared 2-core machine: the server checks every
+# timed CMD: runs CMD, writes "WALL CPU SERVER_CPU" to $WORK/result: its wall time, its own
+# user+sys, and the server's user+sys meanwhile (both matter on a shared 2-core machine: the server checks every
 # part's SHA-256, computes its MD5 and stores it; s3s-fs at completion reads, MD5s and
 # concatenates the parts again). CMD's standard output goes to $WORK/out.
 timed() {
