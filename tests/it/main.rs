@@ -13,6 +13,7 @@ mod convert_stream;
 mod damaged;
 mod data_safety;
 mod formats;
+mod garage;
 mod generate;
 mod guest_hash;
 mod hash;
