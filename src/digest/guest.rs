@@ -31,8 +31,11 @@
 //! window is read first ([`GuestReader::extent_at`], no data), then the chunks that may hold
 //! data are read and their blocks digested on every thread of the pool (a compressed qcow2
 //! cluster is decompressed by the thread that digests it), and the block digests are folded
-//! into the outer digest in block order. Memory: one chunk buffer per thread and a few bytes
-//! per block of one window.
+//! into the outer digest in block order. A thread takes chunks in groups of at least
+//! `GROUP_BYTES` (256 KiB), reads each run of data chunks of a group in one call, and digests the
+//! group's blocks together, so SHA-256 hashes two blocks at once ([`super::sha256_multi`])
+//! even where a chunk is one block (a qcow2 of 64 KiB clusters). Memory: one group buffer per
+//! thread and a few bytes per block of one window.
 
 use std::fmt;
 
@@ -55,6 +58,10 @@ pub const WINDOW_BYTES: u64 = 32 << 20;
 /// The largest chunk read at once: a qcow2 cluster (at most 2 MiB) is read whole, so a
 /// compressed cluster is decompressed once, not once per block.
 const MAX_CHUNK: u64 = 2 << 20;
+
+/// Guest bytes one worker thread digests at a time when the chunks are smaller: four
+/// 64 KiB blocks, enough for [`super::sha256_multi`] to pair them.
+const GROUP_BYTES: u64 = 4 * BLOCK_SIZE;
 
 /// The prefix of [`GuestHash::algorithm_name`]: `blkhash-sha256`.
 pub const ALGORITHM_PREFIX: &str = "blkhash-";
@@ -185,6 +192,57 @@ fn digest_of(algorithm: Algorithm, data: &[u8]) -> Vec<u8> {
     let mut h = Hasher::new(algorithm);
     h.update(data);
     h.finish()
+}
+
+/// Block digests gathered in guest order, those of data blocks computed together in
+/// [`BlockDigests::finish`]: SHA-256 block digests several at a time where the CPU allows
+/// ([`super::sha256_multi`]), since the blocks are independent and one SHA-NI chain leaves
+/// most of the core idle.
+#[derive(Default)]
+struct BlockDigests<'a> {
+    /// `None` for a full all-zero block (whose digest the fold knows), until `finish`
+    /// also for the blocks in `data`.
+    out: ChunkDigests,
+    /// Where in `out` each block of `data` goes.
+    slots: Vec<usize>,
+    data: Vec<&'a [u8]>,
+}
+
+impl<'a> BlockDigests<'a> {
+    /// The blocks of `bytes`, cut every [`BLOCK_SIZE`] bytes (only the last may be short).
+    fn blocks(&mut self, bytes: &'a [u8]) {
+        for block in bytes.chunks(BLOCK_SIZE as usize) {
+            if block.len() as u64 != BLOCK_SIZE || !is_zero(block) {
+                self.slots.push(self.out.len());
+                self.data.push(block);
+            }
+            self.out.push(None);
+        }
+    }
+
+    /// Digests already known.
+    fn known(&mut self, digests: ChunkDigests) {
+        self.out.extend(digests);
+    }
+
+    /// Every digest, in order.
+    fn finish(mut self, algorithm: Algorithm) -> ChunkDigests {
+        let digests: Vec<Vec<u8>> = if algorithm == Algorithm::Sha256 {
+            super::sha256_multi::digest_all(&self.data)
+                .into_iter()
+                .map(|d| d.to_vec())
+                .collect()
+        } else {
+            self.data
+                .iter()
+                .map(|block| digest_of(algorithm, block))
+                .collect()
+        };
+        for (&slot, digest) in self.slots.iter().zip(digests) {
+            self.out[slot] = Some(digest);
+        }
+        self.out
+    }
 }
 
 /// The outer digest, fed block digests in block order.
@@ -422,12 +480,10 @@ impl BlockDigester {
             head: head.to_vec(),
             ..GuestPiece::default()
         };
-        let mut blocks = rest.chunks_exact(b);
-        piece.blocks = blocks
-            .by_ref()
-            .map(|block| (!is_zero(block)).then(|| digest_of(self.algorithm, block)))
-            .collect();
-        let remainder = blocks.remainder();
+        let (whole, remainder) = rest.split_at(rest.len() - rest.len() % b);
+        let mut digests = BlockDigests::default();
+        digests.blocks(whole);
+        piece.blocks = digests.finish(self.algorithm);
         if !remainder.is_empty() {
             let remainder_start = start + (data.len() - remainder.len()) as u64;
             if remainder_start + remainder.len() as u64 == self.length {
@@ -512,17 +568,21 @@ pub fn hash_guest_when_ready(
             pos = end;
         }
         let digests: Vec<Result<ChunkDigests, ReadFailure>> = if has_data.iter().any(|&d| d) {
+            // A thread takes a group of chunks, so that small chunks (64 KiB clusters) still
+            // give it several blocks to digest at once.
+            let per_group = (GROUP_BYTES / chunk).max(1);
+            let window = Window {
+                start: window_start,
+                end: window_end,
+                chunk,
+                has_data: &has_data,
+            };
             pool.install(|| {
-                (0..chunks)
+                (0..chunks.div_ceil(per_group))
                     .into_par_iter()
-                    .map(|c| {
-                        let start = window_start + c * chunk;
-                        let end = (start + chunk).min(window_end);
-                        if has_data[c as usize] {
-                            chunk_digests(reader, algorithm, start, end)
-                        } else {
-                            Ok(zero_chunk_digests(algorithm, end - start))
-                        }
+                    .map(|g| {
+                        let first = g * per_group;
+                        window.digests(reader, algorithm, first..(first + per_group).min(chunks))
                     })
                     .collect()
             })
@@ -558,35 +618,73 @@ fn zero_chunk_digests(algorithm: Algorithm, len: u64) -> ChunkDigests {
 }
 
 thread_local! {
-    /// The chunk buffer of each worker thread, reused: a fresh one per chunk costs a `memset`
+    /// The group buffer of each worker thread, reused: a fresh one per group costs a `memset`
     /// as large as the read that overwrites it (and page faults for a 2 MiB one).
     static CHUNK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Reads guest bytes `[start, end)` and digests their blocks.
-fn chunk_digests(
-    reader: &dyn GuestReader,
-    algorithm: Algorithm,
+/// One window of [`hash_guest_when_ready`]: its guest range, cut in chunks of `chunk` bytes,
+/// and which chunks may hold data.
+struct Window<'a> {
     start: u64,
     end: u64,
-) -> Result<ChunkDigests, ReadFailure> {
-    CHUNK_BUFFER.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        // `read_at` writes every byte of the buffer (zeros where nothing is stored), so what
-        // the last chunk left in it is never digested.
-        buf.resize((end - start) as usize, 0);
-        reader.read_at(start, &mut buf)?;
-        Ok(buf
-            .chunks(BLOCK_SIZE as usize)
-            .map(|block| {
-                if block.len() as u64 == BLOCK_SIZE && is_zero(block) {
-                    None
-                } else {
-                    Some(digest_of(algorithm, block))
+    chunk: u64,
+    has_data: &'a [bool],
+}
+
+impl Window<'_> {
+    /// Guest range of chunk `c`.
+    fn chunk_range(&self, c: u64) -> (u64, u64) {
+        let start = self.start + c * self.chunk;
+        (start, (start + self.chunk).min(self.end))
+    }
+
+    /// Reads the chunks `chunks` that may hold data (each run of them in one read) and
+    /// digests their blocks, all at once; the others are zeros.
+    fn digests(
+        &self,
+        reader: &dyn GuestReader,
+        algorithm: Algorithm,
+        chunks: std::ops::Range<u64>,
+    ) -> Result<ChunkDigests, ReadFailure> {
+        let has_data = |c: u64| self.has_data.get(c as usize).copied().unwrap_or(false);
+        let (group_start, _) = self.chunk_range(chunks.start);
+        let (_, group_end) = self.chunk_range(chunks.end.saturating_sub(1));
+        CHUNK_BUFFER.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            buf.resize((group_end - group_start) as usize, 0);
+            // `read_at` writes every byte asked for (zeros where nothing is stored), and only
+            // the ranges read are digested, so what the last group left in it is never used.
+            let mut c = chunks.start;
+            while c < chunks.end {
+                if !has_data(c) {
+                    c += 1;
+                    continue;
                 }
-            })
-            .collect())
-    })
+                let (run_start, _) = self.chunk_range(c);
+                while c < chunks.end && has_data(c) {
+                    c += 1;
+                }
+                let (_, run_end) = self.chunk_range(c - 1);
+                reader.read_at(
+                    run_start,
+                    &mut buf[(run_start - group_start) as usize..(run_end - group_start) as usize],
+                )?;
+            }
+            // Every data chunk's blocks digested in one call, several at a time.
+            let mut digests = BlockDigests::default();
+            for c in chunks {
+                let (start, end) = self.chunk_range(c);
+                if has_data(c) {
+                    digests
+                        .blocks(&buf[(start - group_start) as usize..(end - group_start) as usize]);
+                } else {
+                    digests.known(zero_chunk_digests(algorithm, end - start));
+                }
+            }
+            Ok(digests.finish(algorithm))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //! - [`manifest`] and [`check`]: coreutils-compatible checksum manifests and `--check`.
 //! - [`md5`], [`sha512`]: this crate's MD5 and (on x86-64 with AVX2) SHA-512/384, chosen
 //!   over RustCrypto's by measurement (see `backend`).
+//! - [`sha256_multi`]: SHA-256 of several equal-length messages at once (SHA-NI), for the
+//!   guest hash's independent block digests.
 
 pub mod algorithm;
 mod backend;
@@ -24,6 +26,7 @@ pub mod guest;
 pub mod manifest;
 pub mod md5;
 pub mod parallel;
+pub mod sha256_multi;
 pub mod sha512;
 pub mod source;
 
