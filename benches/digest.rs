@@ -12,7 +12,8 @@
 //!   case for mmap: no copy at all).
 //!
 //! - `sha256_multi/*`: SHA-256 of 64 KiB blocks (the guest hash's block digests), one at a
-//!   time by `sha2` against two and four at once on SHA-NI (`digest::sha256_multi`), on one
+//!   time by `sha2` against two and four at once on SHA-NI (`digest::sha256_multi`) and
+//!   sixteen at once on AVX-512 (`digest::sha256_x16`), on one
 //!   core. Timed in CPU time of the bench thread (`CLOCK_THREAD_CPUTIME_ID`), not wall
 //!   time, so that other processes on a shared machine do not count (they still share the
 //!   core's caches and, with SMT, its execution units).
@@ -221,6 +222,24 @@ fn sha256_multi(c: &mut Criterion) {
             })
         })
     });
+    if vmimage::digest::sha256_x16::supported() {
+        group.bench_function("64KiB-blocks/x16-avx512", |b| {
+            b.iter_custom(|n| {
+                cpu_time(n, || {
+                    black_box(&blocks)
+                        .chunks_exact(16)
+                        .filter_map(|m| {
+                            m.first_chunk::<16>()
+                                .and_then(vmimage::digest::sha256_x16::digest_x16)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+        });
+    }
+    group.bench_function("64KiB-blocks/digest_all", |b| {
+        b.iter_custom(|n| cpu_time(n, || digest_all(black_box(&blocks))))
+    });
     if digest_interleaved([blocks[0]]).is_none() {
         // No SHA-NI: nothing to compare.
         group.finish();
@@ -265,9 +284,6 @@ fn sha256_multi(c: &mut Criterion) {
                     .collect::<Vec<_>>()
             })
         })
-    });
-    group.bench_function("64KiB-blocks/digest_all", |b| {
-        b.iter_custom(|n| cpu_time(n, || digest_all(black_box(&blocks))))
     });
     group.finish();
 }

@@ -32,9 +32,9 @@
 //! data are read and their blocks digested on every thread of the pool (a compressed qcow2
 //! cluster is decompressed by the thread that digests it), and the block digests are folded
 //! into the outer digest in block order. A thread takes chunks in groups of at least
-//! `GROUP_BYTES` (256 KiB), reads each run of data chunks of a group in one call, and digests the
-//! group's blocks together, so SHA-256 hashes two blocks at once ([`super::sha256_multi`])
-//! even where a chunk is one block (a qcow2 of 64 KiB clusters). Memory: one group buffer per
+//! `GROUP_BYTES` (1 MiB), reads each run of data chunks of a group in one call, and digests the
+//! group's blocks together, so SHA-256 hashes sixteen blocks at once on AVX-512, or two on
+//! SHA-NI ([`super::sha256_multi`]), even where a chunk is one block (a qcow2 of 64 KiB clusters). Memory: one group buffer per
 //! thread and a few bytes per block of one window.
 
 use std::fmt;
@@ -61,7 +61,7 @@ const MAX_CHUNK: u64 = 2 << 20;
 
 /// Guest bytes one worker thread digests at a time when the chunks are smaller: four
 /// 64 KiB blocks, enough for [`super::sha256_multi`] to pair them.
-const GROUP_BYTES: u64 = 4 * BLOCK_SIZE;
+const GROUP_BYTES: u64 = 16 * BLOCK_SIZE;
 
 /// The prefix of [`GuestHash::algorithm_name`]: `blkhash-sha256`.
 pub const ALGORITHM_PREFIX: &str = "blkhash-";

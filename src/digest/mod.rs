@@ -14,7 +14,7 @@
 //! - [`md5`], [`sha512`]: this crate's MD5 and (on x86-64 with AVX2) SHA-512/384, chosen
 //!   over RustCrypto's by measurement (see `backend`).
 //! - [`sha256_multi`]: SHA-256 of several equal-length messages at once (SHA-NI), for the
-//!   guest hash's independent block digests.
+//!   guest hash's independent block digests; [`sha256_x16`]: sixteen at once on AVX-512.
 
 pub mod algorithm;
 mod backend;
@@ -27,6 +27,7 @@ pub mod manifest;
 pub mod md5;
 pub mod parallel;
 pub mod sha256_multi;
+pub mod sha256_x16;
 pub mod sha512;
 pub mod source;
 

@@ -20,29 +20,39 @@ use sha2::Digest as _;
 /// A SHA-256 digest.
 pub type Sha256Digest = [u8; 32];
 
-/// How many messages [`digest_all`] hashes at once where it can: the widest interleave that
+/// How many messages [`digest_all`] hashes at once on SHA-NI: the widest interleave that
 /// measured fastest (`benches/digest.rs`).
 pub const LANES: usize = 2;
 
-/// Whether this CPU hashes [`LANES`] messages at once (else [`digest_all`] hashes one at a
-/// time with `sha2`).
+/// Whether this CPU hashes [`LANES`] messages at once on SHA-NI.
 pub fn interleaved() -> bool {
     !cfg!(feature = "rustcrypto") && ni::supported()
 }
 
-/// The SHA-256 digest of every message, in order. Neighbours of equal length are hashed
-/// [`LANES`] at a time where the CPU allows ([`interleaved`]); the digests are the same either
-/// way.
+/// Whether this CPU hashes sixteen messages at once on AVX-512 ([`super::sha256_x16`]).
+pub fn sixteen_lanes() -> bool {
+    !cfg!(feature = "rustcrypto") && super::sha256_x16::supported()
+}
+
+/// The SHA-256 digest of every message, in order. Runs of sixteen neighbours of equal length
+/// are hashed together where the CPU has AVX-512 ([`sixteen_lanes`]), pairs on SHA-NI
+/// ([`interleaved`]), the rest one at a time with `sha2`; the digests are the same either way.
 pub fn digest_all(messages: &[&[u8]]) -> Vec<Sha256Digest> {
+    use super::sha256_x16::{LANES as X16, digest_x16};
     let mut out = Vec::with_capacity(messages.len());
-    if !interleaved() {
-        out.extend(messages.iter().map(|m| digest_one(m)));
-        return out;
-    }
+    let (x16, x2) = (sixteen_lanes(), interleaved());
     let mut rest = messages;
     while !rest.is_empty() {
+        if x16
+            && let Some(sixteen) = rest.first_chunk::<X16>()
+            && let Some(digests) = digest_x16(sixteen)
+        {
+            out.extend(digests);
+            rest = &rest[X16..];
+            continue;
+        }
         match rest {
-            [a, b, ..] if a.len() == b.len() => {
+            [a, b, ..] if x2 && a.len() == b.len() => {
                 out.extend(ni::digest_x2_checked(a, b));
                 rest = &rest[2..];
             }
@@ -74,7 +84,7 @@ pub fn digest_interleaved<const N: usize>(messages: [&[u8]; N]) -> Option<[Sha25
 }
 
 /// The initial hash value (FIPS 180-4, 5.3.3).
-const IV: [u32; 8] = [
+pub(super) const IV: [u32; 8] = [
     0x6a09_e667,
     0xbb67_ae85,
     0x3c6e_f372,
@@ -86,7 +96,7 @@ const IV: [u32; 8] = [
 ];
 
 /// The round constants (FIPS 180-4, 4.2.2).
-const K: [u32; 64] = [
+pub(super) const K: [u32; 64] = [
     0x428a_2f98,
     0x7137_4491,
     0xb5c0_fbcf,
@@ -154,11 +164,11 @@ const K: [u32; 64] = [
 ];
 
 /// Bytes in one SHA-256 block.
-const BLOCK_LEN: usize = 64;
+pub(super) const BLOCK_LEN: usize = 64;
 
 /// The padded end of a message (FIPS 180-4, 5.1.1): its last `len % 64` bytes, `0x80`, zeros
 /// and the bit length, one or two blocks; returns the buffer and how many blocks it holds.
-fn padded_tail(message: &[u8]) -> ([u8; 2 * BLOCK_LEN], usize) {
+pub(super) fn padded_tail(message: &[u8]) -> ([u8; 2 * BLOCK_LEN], usize) {
     let tail = &message[message.len() - message.len() % BLOCK_LEN..];
     let mut buf = [0u8; 2 * BLOCK_LEN];
     buf[..tail.len()].copy_from_slice(tail);
@@ -456,6 +466,26 @@ mod tests {
                 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
             );
         }
+    }
+
+    #[test]
+    fn runs_of_sixteen_and_their_remainders_keep_their_order() {
+        // 16 equal (one AVX-512 run), 5 equal then a different length (breaks the next run of
+        // sixteen: pairs and singles), then 19 equal (a run of sixteen and three left over).
+        let pool = random_bytes(13, 45 * 4200);
+        let lens: Vec<usize> = [vec![4096; 16], vec![4096; 5], vec![100], vec![4160; 19]].concat();
+        let mut at = 0;
+        let msgs: Vec<&[u8]> = lens
+            .iter()
+            .map(|&n| {
+                at += 3;
+                let m = &pool[at..at + n];
+                at += n;
+                m
+            })
+            .collect();
+        let want: Vec<Sha256Digest> = msgs.iter().map(|m| digest_one(m)).collect();
+        assert_eq!(digest_all(&msgs), want);
     }
 
     #[test]
