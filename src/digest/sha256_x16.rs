@@ -3,12 +3,12 @@
 //! instructions (the multi-buffer layout of Intel's isa-l_crypto `sha256_mb` x16).
 //!
 //! Why, beside SHA-NI: on the Xeon (Emerald Rapids) this project is measured on, SHA-NI
-//! single-stream gives 1.27 GiB/s per core and two interleaved streams 1.50 GiB/s (the SHA
-//! instructions share one port, so more streams add nothing); sixteen lanes of plain
-//! rotates, adds and three-input logic (`vprold`, `vpaddd`, `vpternlogd`) measured faster
-//! (`benches/digest.rs`, `sha256_multi/x16`; docs/benchmarks.md "Guest hash: sixteen blocks
-//! at once"). The guest hash's 64 KiB block digests are independent and of one length, which
-//! is the case this serves.
+//! gives 1.28 GiB/s per core for one stream and 1.40 GiB/s for two interleaved (the SHA
+//! instructions share one port, so more streams add nothing), while sixteen lanes of plain
+//! rotates, adds and three-input logic (`vprold`, `vpaddd`, `vpternlogd`) give 2.13 GiB/s
+//! (`benches/digest.rs`, `sha256_multi/x16-avx512`; docs/benchmarks.md "Speed: hash --guest
+//! and convert --verify"). The guest hash's 64 KiB block digests are independent and of one
+//! length, which is the case this serves.
 //!
 //! Every lane keeps its own state; nothing crosses lanes but the shared round constant, so the
 //! digests are exactly those of hashing each message alone (the unit tests compare with
