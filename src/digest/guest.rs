@@ -32,10 +32,10 @@
 //! data are read and their blocks digested on every thread of the pool (a compressed qcow2
 //! cluster is decompressed by the thread that digests it), and the block digests are folded
 //! into the outer digest in block order. A thread takes chunks in groups of at least
-//! `GROUP_BYTES` (1 MiB), reads each run of data chunks of a group in one call, and digests the
-//! group's blocks together, so SHA-256 hashes sixteen blocks at once on AVX-512, or two on
-//! SHA-NI ([`super::sha256_multi`]), even where a chunk is one block (a qcow2 of 64 KiB clusters). Memory: one group buffer per
-//! thread and a few bytes per block of one window.
+//! `GROUP_BYTES` (1 MiB), reads each run of data chunks of a group in one call, and digests
+//! the group's blocks together, so SHA-256 hashes sixteen blocks at once on AVX-512, or two on
+//! SHA-NI ([`super::sha256_multi`]), even where a chunk is one block (a qcow2 of 64 KiB
+//! clusters). Memory: one group buffer per thread and a few bytes per block of one window.
 
 use std::fmt;
 
@@ -59,8 +59,8 @@ pub const WINDOW_BYTES: u64 = 32 << 20;
 /// compressed cluster is decompressed once, not once per block.
 const MAX_CHUNK: u64 = 2 << 20;
 
-/// Guest bytes one worker thread digests at a time when the chunks are smaller: four
-/// 64 KiB blocks, enough for [`super::sha256_multi`] to pair them.
+/// Guest bytes one worker thread digests at a time when the chunks are smaller: sixteen
+/// 64 KiB blocks, one run of [`super::sha256_x16`] (or eight SHA-NI pairs).
 const GROUP_BYTES: u64 = 16 * BLOCK_SIZE;
 
 /// The prefix of [`GuestHash::algorithm_name`]: `blkhash-sha256`.
