@@ -400,11 +400,11 @@ mod ni {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// A reproducible pseudo-random byte stream (xorshift64*).
-    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    /// A reproducible pseudo-random byte stream (xorshift64*); also `sha256_x16`'s tests'.
+    pub(in crate::digest) fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
             .map(|_| {

@@ -239,19 +239,7 @@ mod imp {
 mod tests {
     use super::*;
     use crate::digest::sha256_multi::digest_one;
-
-    /// A reproducible pseudo-random byte stream (xorshift64*).
-    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-            })
-            .collect()
-    }
+    use crate::digest::sha256_multi::tests::random_bytes;
 
     #[test]
     fn sixteen_lanes_equal_sha2() {

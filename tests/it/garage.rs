@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::s3::{free_port, wait_listening};
+use crate::s3_upload::make_input;
 use crate::util::{Run, Workdir};
 
 // Garage's own rules for an imported key: an id of 8+ characters, a secret of 16+.
@@ -198,21 +199,6 @@ impl Garage {
     }
 }
 
-/// A qcow2 of 40 MiB with data in three places: about 13 MiB once converted to qcow2, two
-/// parts of 8 MiB.
-fn make_input(w: &Workdir) {
-    w.qemu_img(&["create", "-q", "-f", "qcow2", "in.qcow2", "40M"]);
-    w.qemu_io(&[
-        "-c",
-        "write -P 0x5a 1M 9M",
-        "-c",
-        "write -P 0x11 14M 64k",
-        "-c",
-        "write -P 0x77 20M 3M",
-        "in.qcow2",
-    ]);
-}
-
 /// `--json`'s digests.
 fn digests(run: &Run) -> (String, String) {
     let json = run.json();
@@ -224,7 +210,7 @@ fn digests(run: &Run) -> (String, String) {
 fn an_upload_to_garage_is_the_local_conversion_and_hashes_the_same_remotely() {
     let Some(garage) = garage() else { return };
     let w = Workdir::new();
-    make_input(&w);
+    make_input(&w, "40M");
     let url = format!("s3://{BUCKET}/images/disk.qcow2");
     let upload = garage.vmimage(&w, &["convert", "in.qcow2", &url, "-O", "qcow2", "--json"]);
     upload.expect_code(0);
@@ -257,7 +243,7 @@ fn an_upload_to_garage_is_the_local_conversion_and_hashes_the_same_remotely() {
 fn garage_refuses_a_part_corrupted_on_the_way_and_nothing_is_left() {
     let Some(garage) = garage() else { return };
     let w = Workdir::new();
-    make_input(&w);
+    make_input(&w, "40M");
     let url = format!("s3://{BUCKET}/corrupt.raw");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmimage"));
     cmd.args(["convert", "in.qcow2", &url, "-O", "raw"])

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use crate::s3::{S3Server, s3_server};
 use crate::util::Workdir;
 
-/// A qcow2 of `size` with data in three places (more than one 8 MiB part once converted).
-fn make_input(w: &Workdir, size: &str) {
+/// A qcow2 of `size` with data in three places (more than one 8 MiB part once converted);
+/// also the Garage tests' input.
+pub(crate) fn make_input(w: &Workdir, size: &str) {
     w.qemu_img(&["create", "-q", "-f", "qcow2", "in.qcow2", size]);
     w.qemu_io(&[
         "-c",
