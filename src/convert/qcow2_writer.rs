@@ -941,6 +941,62 @@ mod tests {
         }
     }
 
+    /// The scan of a zlib-compressed qcow2 (the usual cloud image) inflates only the first
+    /// sector of a cluster whose data starts there, and the whole of one whose first sector is
+    /// zero: the write pass inflates every stored cluster once. Before, the scan inflated
+    /// every compressed cluster whole, so a conversion inflated the image twice.
+    #[test]
+    fn the_scan_of_a_zlib_compressed_qcow2_inflates_only_the_first_sector_of_a_data_cluster() {
+        use crate::format::qcow2::compressed::DECOMPRESSED;
+        let dir = tempfile::tempdir().unwrap();
+        // 32 clusters of compressible text, one whose first 4 KiB are zeros, then zeros up to
+        // 4 MiB.
+        let cs = 65536usize;
+        let mut disk: Vec<u8> = noise(33 * cs)
+            .iter()
+            .map(|b| b"abcdefgh "[(b % 9) as usize])
+            .collect();
+        disk[32 * cs..32 * cs + 4096].fill(0);
+        disk.resize(4 << 20, 0);
+        std::fs::write(dir.path().join("disk.raw"), &disk).unwrap();
+        let image = dir.path().join("disk.qcow2");
+        let status = std::process::Command::new("qemu-img")
+            .args(["convert", "-c", "-f", "raw", "-O", "qcow2"])
+            .arg(dir.path().join("disk.raw"))
+            .arg(&image)
+            .status()
+            .expect("qemu-img must be installed (it is the tests' oracle)");
+        assert!(status.success());
+        let file = crate::source::ImageFile::open(&image).unwrap();
+        let reader = crate::inspect::OpenedImage::open(file, "qcow2")
+            .unwrap()
+            .guest_reader()
+            .unwrap()
+            .unwrap();
+        let buffers = BufferPool::new(1);
+        let before = DECOMPRESSED.with(|d| d.get());
+        let (found, _) =
+            analyse_chunk(&*reader, &buffers, 0, 4 << 20, cs as u64, None, None).unwrap();
+        let inflated = DECOMPRESSED.with(|d| d.get()) - before;
+        let clusters: Vec<u64> = found.iter().map(|(c, _)| *c).collect();
+        assert_eq!(clusters, (0..33).collect::<Vec<u64>>());
+        assert_eq!(inflated, 33 * PROBE_BYTES + cs as u64);
+        // And what the probe read is what a whole read gives.
+        let mut head = [0u8; PROBE_BYTES as usize];
+        let mut tail = vec![0u8; 1000];
+        for c in [0u64, 5, 32] {
+            let at = c * cs as u64;
+            reader.read_at(at, &mut head).unwrap();
+            assert_eq!(head[..], disk[at as usize..][..head.len()], "cluster {c}");
+            reader.read_at(at + cs as u64 - 1000, &mut tail).unwrap();
+            assert_eq!(
+                tail[..],
+                disk[at as usize + cs - 1000..][..1000],
+                "cluster {c}"
+            );
+        }
+    }
+
     /// A large cluster whose first sector is zero is read on in pieces only up to its first
     /// data: a 32 MiB VHDX block whose data starts 2.5 MiB in costs 3 MiB of reads, not 32.
     #[test]

@@ -68,8 +68,9 @@ pub trait GuestReader: Send + Sync {
 
     /// Whether a small read costs little more than its system call (the bytes are stored as
     /// they are, uncompressed, in a local file, found through a table in memory or one small
-    /// read of it): the scan then tells a cluster's data from zeros by its first sector,
-    /// without copying the rest, and the write pass reads the cluster once.
+    /// read of it; or deflated, so that their first sector inflates without the rest): the
+    /// scan then tells a cluster's data from zeros by its first sector, without copying (or
+    /// inflating) the rest, and the write pass reads the cluster once.
     fn small_reads_are_cheap(&self) -> bool {
         false
     }

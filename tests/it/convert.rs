@@ -289,6 +289,142 @@ fn compressed_qcow2_inputs_zlib_and_zstd_convert_exactly() {
     }
 }
 
+/// Bytes of text: compressible, with no zero byte.
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b"abcdefgh "[(x % 9) as usize]
+        })
+        .collect()
+}
+
+/// Compressed clusters written one by one with `qemu-io write -c`: one of zeros (qemu-io
+/// stores it compressed), one whose first 4 KiB are zeros, one of data from its first byte.
+/// The convert scan tells them apart by inflating the first sector, and the whole cluster
+/// only when that is zero: every output holds the same guest bytes, and a qcow2 output the
+/// same clusters as qemu-img's (the zero cluster not stored).
+#[test]
+fn compressed_clusters_of_zeros_or_with_a_zero_first_sector_convert_exactly() {
+    for ctype in ["zlib", "zstd"] {
+        let w = Workdir::new();
+        w.qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("compression_type={ctype}"),
+            "in.qcow2",
+            "1M",
+        ]);
+        let mut late = vec![0u8; 4096];
+        late.extend(text(65536 - 4096, 1));
+        std::fs::write(w.join("late.bin"), &late).unwrap();
+        std::fs::write(w.join("early.bin"), text(65536, 2)).unwrap();
+        let late = w.join("late.bin");
+        let early = w.join("early.bin");
+        qemu_io_write(
+            &w,
+            "qcow2",
+            "in.qcow2",
+            &[
+                "write -c -P 0 0 64k",
+                &format!("write -c -s {} 64k 64k", late.display()),
+                &format!("write -c -s {} 192k 64k", early.display()),
+            ],
+        );
+        let map = w.qemu_img(&["map", "--output=json", "in.qcow2"]);
+        let map: serde_json::Value = serde_json::from_slice(&map.stdout).unwrap();
+        let compressed: u64 = map
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["compressed"] == true)
+            .map(|e| e["length"].as_u64().unwrap())
+            .sum();
+        assert_eq!(compressed, 3 * 65536, "{ctype}: {map}");
+        check_conversions(&w, "in.qcow2", "qcow2", &ALL_OUTPUTS);
+        for fmt in ["vpc", "vhdx", "vmdk"] {
+            let out = format!("out.{fmt}");
+            w.vmimage(&["convert", "in.qcow2", &out, "-O", fmt])
+                .expect_code(0);
+            let cmp = w.qemu_img_any(&["compare", "-F", fmt, "in.qcow2", &out]);
+            assert!(cmp.status.success(), "{ctype} -> {fmt}");
+        }
+        w.vmimage(&["convert", "in.qcow2", "ours.qcow2", "-O", "qcow2"])
+            .expect_code(0);
+        w.qemu_img(&["convert", "-O", "qcow2", "in.qcow2", "theirs.qcow2"]);
+        let data = |f: &str| -> Vec<(u64, u64)> {
+            let map = w.qemu_img(&["map", "--output=json", f]);
+            let map: serde_json::Value = serde_json::from_slice(&map.stdout).unwrap();
+            map.as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["data"] == true)
+                .map(|e| (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap()))
+                .collect()
+        };
+        assert_eq!(data("ours.qcow2"), data("theirs.qcow2"), "{ctype}");
+        assert_eq!(
+            data("ours.qcow2"),
+            [(65536, 65536), (196608, 65536)],
+            "{ctype}"
+        );
+    }
+}
+
+/// A compressed stream whose start is valid and whose rest is garbage: the scan's probe of
+/// the first sector succeeds, and the write pass, which inflates the whole cluster, refuses
+/// it. The conversion fails with one sentence and leaves nothing, whatever the output.
+#[test]
+fn a_compressed_cluster_valid_only_at_its_start_is_an_error_and_leaves_nothing() {
+    for ctype in ["zlib", "zstd"] {
+        let w = Workdir::new();
+        w.qemu_img(&[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("compression_type={ctype}"),
+            "in.qcow2",
+            "1M",
+        ]);
+        std::fs::write(w.join("text.bin"), text(65536, 3)).unwrap();
+        let text_bin = w.join("text.bin");
+        qemu_io_write(
+            &w,
+            "qcow2",
+            "in.qcow2",
+            &[&format!("write -c -s {} 0 64k", text_bin.display())],
+        );
+        // The compressed data is the last thing in the file: keep its first 2 KiB (far more
+        // than the first sector needs), garble the rest.
+        let mut bytes = std::fs::read(w.join("in.qcow2")).unwrap();
+        let data_start = (bytes.len() - 1) / 65536 * 65536;
+        assert!(
+            bytes.len() - data_start > 8192,
+            "{ctype}: the stream is too short"
+        );
+        for b in &mut bytes[data_start + 2048..] {
+            *b = 0xa5;
+        }
+        std::fs::write(w.join("in.qcow2"), bytes).unwrap();
+        for fmt in ["qcow2", "vpc", "vhdx", "raw"] {
+            let run = w.vmimage(&["convert", "in.qcow2", "out", "-O", fmt]);
+            run.expect_code(1);
+            assert!(
+                run.stderr.contains("compressed") && run.stderr.lines().count() == 1,
+                "{ctype} {fmt}: {}",
+                run.stderr
+            );
+            assert_dir_holds(&w, &["in.qcow2", "text.bin"]);
+        }
+    }
+}
+
 #[test]
 fn extended_l2_with_partly_written_subclusters_converts_exactly() {
     let w = Workdir::new();

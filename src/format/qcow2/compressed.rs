@@ -54,6 +54,9 @@ thread_local! {
     static ZSTD_DECOMPRESSOR: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
+/// A way to decompress a cluster: [`decompress_cluster`] or [`decompress_prefix`].
+pub type Decompressor = fn(CompressionType, &[u8], &mut [u8]) -> Result<(), DecompressError>;
+
 /// Decompresses `data` into exactly `cluster.len()` bytes (`qcow2_decompress`: trailing input
 /// is allowed, since descriptors give sizes rounded to sectors; short output is an error).
 pub fn decompress_cluster(
@@ -61,6 +64,46 @@ pub fn decompress_cluster(
     data: &[u8],
     cluster: &mut [u8],
 ) -> Result<(), DecompressError> {
+    decompress(kind, data, cluster, Extent::Whole)
+}
+
+/// Decompresses only the first `prefix.len()` bytes of the cluster in `data`: a read of part
+/// of a compressed cluster (the convert scan's probe of its first sector) stops there. For
+/// zlib that costs a fraction of the whole cluster (the Huffman tables of the first block and
+/// the bytes asked for); a zstd block is decoded whole whatever is asked. What lies past the
+/// prefix is not checked: a stream too short for the cluster, or one that expands past it,
+/// fails the read of the whole cluster ([`decompress_cluster`]) that a conversion then makes.
+pub fn decompress_prefix(
+    kind: CompressionType,
+    data: &[u8],
+    prefix: &mut [u8],
+) -> Result<(), DecompressError> {
+    decompress(kind, data, prefix, Extent::Prefix)
+}
+
+/// How much of a cluster a call decompresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Extent {
+    /// All of it: the stream must fill the output, and (zstd) end there.
+    Whole,
+    /// The first bytes only: the stream must fill the output.
+    Prefix,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes this thread has decompressed, for the tests that count them.
+    pub static DECOMPRESSED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn decompress(
+    kind: CompressionType,
+    data: &[u8],
+    out: &mut [u8],
+    extent: Extent,
+) -> Result<(), DecompressError> {
+    #[cfg(test)]
+    DECOMPRESSED.with(|d| d.set(d.get() + out.len() as u64));
     match kind {
         CompressionType::Zlib => INFLATER.with(|cell| {
             let mut cell = cell.borrow_mut();
@@ -68,16 +111,23 @@ pub fn decompress_cluster(
                 Decompress::new_with_window_bits(false, DEFLATE_WINDOW_BITS)
             });
             d.reset(false);
-            match d.decompress(data, cluster, FlushDecompress::Finish) {
+            // QEMU inflates with Z_FINISH into the cluster and accepts a full output whether
+            // or not the stream ended there (`Z_STREAM_END` or `Z_BUF_ERROR` with
+            // `avail_out == 0`); a prefix is the same call with a shorter output.
+            let flush = match extent {
+                Extent::Whole => FlushDecompress::Finish,
+                Extent::Prefix => FlushDecompress::None,
+            };
+            match d.decompress(data, out, flush) {
                 Ok(_) => {
                     let produced = usize::try_from(d.total_out()).unwrap_or(usize::MAX);
-                    if produced == cluster.len() {
+                    if produced == out.len() {
                         Ok(())
                     } else {
                         Err(DecompressError::Short {
                             kind: "zlib",
                             produced,
-                            wanted: cluster.len(),
+                            wanted: out.len(),
                         })
                     }
                 }
@@ -100,11 +150,11 @@ pub fn decompress_cluster(
             };
             d.reset(zstd_safe::ResetDirective::SessionOnly)
                 .map_err(invalid)?;
-            let wanted = cluster.len();
+            let wanted = out.len();
             let mut input = InBuffer::around(data);
-            let mut output = OutBuffer::around(cluster);
+            let mut output = OutBuffer::around(out);
             // Several frames may follow each other (QEMU loops the same way); stop when the
-            // cluster is full, or fail when a call makes no progress (input exhausted).
+            // output is full, or fail when a call makes no progress (input exhausted).
             let mut unfinished = 0;
             while output.pos() < wanted {
                 let before = (input.pos(), output.pos());
@@ -122,7 +172,7 @@ pub fn decompress_cluster(
             // A frame that still has bytes to give once the cluster is full expands past the
             // cluster (a decompression bomb, or damage): QEMU's `qcow2_zstd_decompress` fails
             // the read then, and so does this.
-            if unfinished > 0 {
+            if unfinished > 0 && extent == Extent::Whole {
                 return Err(DecompressError::Invalid {
                     kind: "zstd",
                     reason: "the frame expands past the cluster size".into(),
@@ -173,6 +223,42 @@ mod tests {
         let exact = zstd::bulk::compress(&vec![7u8; 65536], 3).unwrap();
         decompress_cluster(CompressionType::Zstd, &exact, &mut cluster).unwrap();
         assert!(cluster.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_prefix_is_the_start_of_the_whole_cluster_and_checks_only_itself() {
+        let cluster = sample(65536);
+        for kind in [CompressionType::Zlib, CompressionType::Zstd] {
+            let stream = compress(kind, &cluster);
+            for n in [1, 511, 512, 4096, 65535, 65536] {
+                let mut prefix = vec![0u8; n];
+                decompress_prefix(kind, &stream, &mut prefix).unwrap();
+                assert_eq!(prefix[..], cluster[..n], "{kind:?} {n}");
+            }
+            // A stream for the first 4 KiB only gives its 4 KiB, not more.
+            let short = compress(kind, &cluster[..4096]);
+            let mut head = vec![0u8; 4096];
+            decompress_prefix(kind, &short, &mut head).unwrap();
+            assert_eq!(head[..], cluster[..4096]);
+            let mut more = vec![0u8; 4097];
+            assert!(
+                decompress_prefix(kind, &short, &mut more).is_err(),
+                "{kind:?}"
+            );
+            let mut whole = vec![0u8; 65536];
+            assert!(
+                decompress_cluster(kind, &short, &mut whole).is_err(),
+                "{kind:?}"
+            );
+        }
+        // A zstd frame that expands past the cluster is refused whole, but its first bytes
+        // are what they are.
+        let bomb = zstd::bulk::compress(&[3u8; 1 << 17], 3).unwrap();
+        let mut head = vec![0u8; 512];
+        decompress_prefix(CompressionType::Zstd, &bomb, &mut head).unwrap();
+        assert!(head.iter().all(|&b| b == 3));
+        let mut whole = vec![0u8; 65536];
+        assert!(decompress_cluster(CompressionType::Zstd, &bomb, &mut whole).is_err());
     }
 
     #[test]

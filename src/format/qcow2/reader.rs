@@ -13,7 +13,9 @@
 //!   subcluster without a host cluster, or a compressed cluster with a non-zero bitmap;
 //! - compressed clusters are read with QEMU's size rule (`nb_csectors * 512 - (offset & 511)`,
 //!   clamped to the end of the file as QEMU's reads past EOF are) and decompressed into exactly
-//!   one cluster ([`super::compressed::decompress_cluster`]).
+//!   one cluster ([`super::compressed::decompress_cluster`]); a read of part of one inflates
+//!   only up to the end of the part ([`super::compressed::decompress_prefix`]), so that the
+//!   convert scan's probe of a cluster's first sector does not inflate it whole.
 //!
 //! Internal snapshots are ignored: only the active L1 table is read, as `qemu-img convert` does
 //! without `-l`.
@@ -37,7 +39,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::format::guest::{Extent, GuestReader, ReadFailure, check_extent_offset};
-use crate::format::qcow2::compressed::decompress_cluster;
+use crate::format::qcow2::compressed::{Decompressor, decompress_cluster, decompress_prefix};
 use crate::format::qcow2::header::TableKind;
 use crate::format::qcow2::tables::{
     COMPRESSED_SECTOR_SIZE, L1Entry, L2E_OFFSET_MASK, L2Entry, OFLAG_COMPRESSED, OFLAG_ZERO,
@@ -367,15 +369,29 @@ impl<S: ReadAt> Qcow2Reader<S> {
                 }
             }
             ClusterRead::Compressed { host, len } => {
-                let data = read_vec_at(&self.file, host, len as usize)?;
-                decompress_cluster(self.compression, &data, out).map_err(|e| {
-                    ReadFailure::Invalid(format!(
-                        "compressed guest cluster {cluster} at host offset {host:#x}: {e}"
-                    ))
-                })?;
+                self.decompress(cluster, host, len, out, decompress_cluster)?;
             }
         }
         Ok(())
+    }
+
+    /// Decompresses compressed guest cluster `cluster` (`len` bytes at `host`) into `out`
+    /// with `how`: [`decompress_cluster`] for the whole cluster, [`decompress_prefix`] for
+    /// its first `out.len()` bytes.
+    fn decompress(
+        &self,
+        cluster: u64,
+        host: u64,
+        len: u64,
+        out: &mut [u8],
+        how: Decompressor,
+    ) -> Result<(), ReadFailure> {
+        let data = read_vec_at(&self.file, host, len as usize)?;
+        how(self.compression, &data, out).map_err(|e| {
+            ReadFailure::Invalid(format!(
+                "compressed guest cluster {cluster} at host offset {host:#x}: {e}"
+            ))
+        })
     }
 
     /// Whether guest cluster `how` may hold data.
@@ -427,8 +443,10 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
 
     fn small_reads_are_cheap(&self) -> bool {
         // Uncompressed clusters are read in part (`read_at`), after one small read of their
-        // L2 entries; a compressed one is inflated whole for any read.
-        !self.costly_reads() && self.file.small_reads_are_cheap()
+        // L2 entries; a zlib-compressed one is inflated only up to the end of the read
+        // (`decompress_prefix`). A zstd block is decoded whole for any read of it.
+        let zstd = self.compression == CompressionType::Zstd;
+        !(zstd && self.costly_reads()) && self.file.small_reads_are_cheap()
     }
 
     fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
@@ -558,6 +576,14 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
                     self.read_host(dst, host + (from - c_start))?;
                 } else if how == ClusterRead::Zeros {
                     dst.fill(0);
+                } else if let ClusterRead::Compressed { host, len } = how {
+                    // Only as far as the request goes: the convert scan reads a cluster's
+                    // first sector to tell data from zeros, and inflating that much costs a
+                    // fraction of the cluster, which the write pass then inflates once.
+                    let upto = (to - c_start) as usize;
+                    scratch.resize(upto, 0);
+                    self.decompress(c, host, len, &mut scratch, decompress_prefix)?;
+                    dst.copy_from_slice(&scratch[(from - c_start) as usize..]);
                 } else {
                     // A partial cluster (the start or end of the request, or the last
                     // cluster of a disk whose size is not a multiple of the cluster size).
