@@ -52,15 +52,19 @@ pub fn write_raw(
     let buffers = chunk_pool(chunk);
     // Block digests are worth both cores, plain reads are not (see `map_in_order`).
     let digester = guest.as_ref().map(|g| g.digester());
-    let parallel = reader.costly_reads() || digester.is_some();
     progress.phase("converting", size);
     loop {
+        // Decided again for every batch: a reader knows its reads are costly (compressed
+        // clusters) only once its extents have been mapped, and nothing has been before the
+        // first batch, so a decision made once would inflate a compressed qcow2 on one core.
+        let parallel = reader.costly_reads() || digester.is_some();
         let batch = scanner
             .next_batch(batch_chunks(chunk, parallel))
             .map_err(Failure::Input)?;
         if batch.is_empty() {
             break;
         }
+        let parallel = reader.costly_reads() || digester.is_some();
         let read: Vec<Result<(PooledBuffer, Option<GuestPiece>), ReadFailure>> =
             map_in_order(pool, parallel, &batch, |&c| {
                 let start = c * chunk;
@@ -82,4 +86,95 @@ pub fn write_raw(
     }
     progress.advance_to(size);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::guest::Extent;
+
+    /// Records whether any read ran on the thread that called `write_raw`.
+    struct ThreadRecording {
+        inner: Box<dyn GuestReader>,
+        caller: std::thread::ThreadId,
+        on_caller: std::sync::atomic::AtomicUsize,
+    }
+
+    impl GuestReader for ThreadRecording {
+        fn virtual_size(&self) -> u64 {
+            self.inner.virtual_size()
+        }
+        fn granularity(&self) -> u64 {
+            self.inner.granularity()
+        }
+        fn extent_at(&self, offset: u64) -> Result<Extent, ReadFailure> {
+            self.inner.extent_at(offset)
+        }
+        fn costly_reads(&self) -> bool {
+            self.inner.costly_reads()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadFailure> {
+            if std::thread::current().id() == self.caller {
+                self.on_caller
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.inner.read_at(offset, buf)
+        }
+    }
+
+    /// A compressed qcow2 is inflated by the worker threads from its first chunk on. Before,
+    /// the choice was made before any extent was mapped, when the reader did not yet know it
+    /// was compressed, and a raw output inflated the whole image on the calling thread.
+    #[test]
+    fn a_compressed_input_is_inflated_on_the_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Vec<u8> = (0..4u32 << 20)
+            .map(|i| b"abcdefgh "[(i * 7 % 9) as usize])
+            .collect();
+        std::fs::write(dir.path().join("disk.raw"), &disk).unwrap();
+        let image = dir.path().join("disk.qcow2");
+        let status = std::process::Command::new("qemu-img")
+            .args(["convert", "-c", "-f", "raw", "-O", "qcow2"])
+            .arg(dir.path().join("disk.raw"))
+            .arg(&image)
+            .status()
+            .expect("qemu-img must be installed (it is the tests' oracle)");
+        assert!(status.success());
+        let file = crate::source::ImageFile::open(&image).unwrap();
+        let inner = crate::inspect::OpenedImage::open(file, "qcow2")
+            .unwrap()
+            .guest_reader()
+            .unwrap()
+            .unwrap();
+        let reader = ThreadRecording {
+            inner,
+            caller: std::thread::current().id(),
+            on_caller: 0.into(),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let target = dir.path().join("out.raw");
+        let sink = Box::new(crate::convert::output::FileSink::new(
+            std::fs::File::create(&target).unwrap(),
+            false,
+        ));
+        let mut out = HashedOutput::new(sink, &[]).unwrap();
+        write_raw(
+            &reader,
+            &pool,
+            &mut out,
+            &crate::convert::scan::NoProgress,
+            None,
+        )
+        .unwrap();
+        out.finish(disk.len() as u64).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), disk);
+        assert_eq!(
+            reader.on_caller.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "chunks inflated on the calling thread"
+        );
+    }
 }
