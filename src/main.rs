@@ -40,7 +40,8 @@ enum Command {
     Metadata(cli::metadata::MetadataArgs),
     /// Sign a file for Glance: print its img_signature* properties (one read of the file).
     Sign(cli::sign::SignArgs),
-    /// Convert raw, qcow2 or VHD to qcow2 v3 or sparse raw; print the output's digests.
+    /// Convert raw, qcow2, VHD, VMDK, VHDX or VDI to qcow2 v3, sparse raw, VHD, VMDK or VHDX;
+    /// print the output's digests.
     Convert(cli::convert::ConvertArgs),
     /// Run one shard of a catalogue audit: one result line per manifest item (hash, verify or
     /// audit), sharded for Kubernetes Indexed Jobs, Slurm arrays, AWS Batch arrays.

@@ -90,8 +90,9 @@ pub enum CompressionArg {
 /// Arguments of `vmimage convert`.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The image to convert: raw, qcow2 (v2 or v3) or VHD (fixed or dynamic), detected from
-    /// content.
+    /// The image to convert: raw, qcow2 (v2 or v3), VHD (fixed or dynamic), VMDK
+    /// (monolithicSparse, streamOptimized), VHDX or VDI, detected from content; a local path,
+    /// `s3://bucket/key` or `https://...`.
     #[arg(value_name = "IN")]
     pub input: PathBuf,
     /// The file to write. It appears only when complete (written aside, then renamed). `-`
