@@ -28,6 +28,8 @@
 #            qcow2/raw/vhd/vhdx
 #   stream   streamOptimized VMDK: raw->vmdk (output, compressed on every core) and
 #            vmdk->qcow2 (input, inflated on every core)
+#   compressed  compressed qcow2 input (zlib, as `qemu-img convert -c` and cloud images ship,
+#            and zstd) -> qcow2/raw/vhd/vhdx (not in the default SECTIONS)
 #   digests  convert + md5 + sha512 against qemu-img convert, md5sum and sha512sum
 #
 # State, the same for every timed run of either tool (printed at the start):
@@ -76,6 +78,8 @@ input() {
             [ -f "$f" ] || qemu-img convert -O vmdk -o subformat=streamOptimized "$IMG" "$f" ;;
         vhdx) f=$WORK/disk.vhdx; [ -f "$f" ] || qemu-img convert -O vhdx "$IMG" "$f" ;;
         vdi) f=$WORK/disk.vdi; [ -f "$f" ] || qemu-img convert -O vdi "$IMG" "$f" ;;
+        zlib|zstd) f=$WORK/disk-$1.qcow2
+            [ -f "$f" ] || qemu-img convert -c -O qcow2 -o compression_type=$1 "$IMG" "$f" ;;
     esac
     echo "$f"
 }
@@ -219,6 +223,18 @@ if has stream; then
         "$vm $IMG $V -O vmdk --algo none"
     pair "vmdk stream->qcow2" "$STREAM" "qemu-img convert -f vmdk -O qcow2 $STREAM $Q" \
         "$vm $STREAM $V -O qcow2 --algo none"
+fi
+
+# Compressed qcow2 input, the usual cloud image: the scan inflates a cluster's first sector
+# only (zlib), the write pass the whole cluster, on every core.
+if has compressed; then
+    for ctype in zlib zstd; do
+        in=$(input "$ctype")
+        for out_fmt in qcow2 raw vpc vhdx; do
+            pair "qcow2 $ctype->$out_fmt" "$in" "qemu-img convert -f qcow2 -O $out_fmt $in $Q" \
+                "$vm $in $V -O $out_fmt --algo none"
+        done
+    done
 fi
 
 # Convert plus the digests a cloud records: qemu-img convert, then md5sum and sha512sum.
