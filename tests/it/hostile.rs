@@ -365,9 +365,21 @@ fn virtual_size_8_eib_consistent_l1(w: &Workdir) -> String {
 /// A 64 MiB qcow2 with one compressed cluster (guest cluster 0) of `compression_type`;
 /// returns it with its L2 table offset.
 fn compressed_base(w: &Workdir, name: &str, compression_type: &str) -> (Bytes, u64) {
+    compressed_base_sized(w, name, compression_type, "64M")
+}
+
+/// [`compressed_base`] with a virtual size of `size`.
+fn compressed_base_sized(
+    w: &Workdir,
+    name: &str,
+    compression_type: &str,
+    size: &str,
+) -> (Bytes, u64) {
     let opt = format!("compression_type={compression_type}");
-    w.qemu_img(&["create", "-q", "-f", "qcow2", "-o", &opt, name, "64M"]);
-    w.qemu_io(&["-f", "qcow2", "-c", "write -c -P 0x42 0 64k", name]);
+    w.qemu_img(&["create", "-q", "-f", "qcow2", "-o", &opt, name, size]);
+    let first = if size == "64M" { "64k" } else { size };
+    let write = format!("write -c -P 0x42 0 {first}");
+    w.qemu_io(&["-f", "qcow2", "-c", &write, name]);
     let b = Bytes::read(w, name);
     let l1 = b.be64(q::L1_TABLE_OFFSET);
     let l2 = b.be64(l1) & 0x00ff_ffff_ffff_fe00;
@@ -403,6 +415,17 @@ fn compressed_zstd_bomb(w: &Workdir) -> String {
         enc.write_all(&zeros).unwrap();
     }
     let bomb = enc.finish().unwrap();
+    point_cluster_0_at(&mut b, l2, &bomb);
+    b.save(w, name);
+    name.into()
+}
+
+fn compressed_zstd_bomb_in_a_short_last_cluster(w: &Workdir) -> String {
+    // A zstd frame of 1 MiB of zeros as the only cluster of a 40 KiB disk: reads of that
+    // cluster end at the disk's end, inside it, and must check the frame as a whole read does.
+    let name = "zstd-bomb-short.qcow2";
+    let (mut b, l2) = compressed_base_sized(w, name, "zstd", "40960");
+    let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], 3).unwrap();
     point_cluster_0_at(&mut b, l2, &bomb);
     b.save(w, name);
     name.into()
@@ -840,6 +863,11 @@ fn cases() -> Vec<Case> {
             build: compressed_zstd_bomb,
             expect: e(0, AsQemu, 0, 1, 1),
             why: "a zstd frame of 256 MiB in one 64 KiB cluster: decompression stops at the cluster size and, as in QEMU, an unfinished frame is an invalid cluster; check does not read data clusters",
+        },
+        Case {
+            build: compressed_zstd_bomb_in_a_short_last_cluster,
+            expect: e(0, AsQemu, 0, 1, 1),
+            why: "the same in the last cluster of a disk that ends inside it: a read up to the disk's end checks the whole frame, as QEMU's does",
         },
         Case {
             build: compressed_zlib_bomb,

@@ -579,11 +579,21 @@ impl<S: ReadAt + Send + Sync> GuestReader for Qcow2Reader<S> {
                 } else if let ClusterRead::Compressed { host, len } = how {
                     // Only as far as the request goes: the convert scan reads a cluster's
                     // first sector to tell data from zeros, and inflating that much costs a
-                    // fraction of the cluster, which the write pass then inflates once.
-                    let upto = (to - c_start) as usize;
+                    // fraction of the cluster, which the write pass then inflates once. A
+                    // read that reaches the cluster's end (or the disk's, inside its last
+                    // cluster) checks the whole stream, as QEMU's every read does, so a pass
+                    // over the disk in pieces refuses what QEMU refuses.
+                    let whole = to == c_start + cs || to == size;
+                    let upto = if whole { cs } else { to - c_start } as usize;
                     scratch.resize(upto, 0);
-                    self.decompress(c, host, len, &mut scratch, decompress_prefix)?;
-                    dst.copy_from_slice(&scratch[(from - c_start) as usize..]);
+                    let how: Decompressor = if whole {
+                        decompress_cluster
+                    } else {
+                        decompress_prefix
+                    };
+                    self.decompress(c, host, len, &mut scratch, how)?;
+                    let s = (from - c_start) as usize;
+                    dst.copy_from_slice(&scratch[s..s + dst.len()]);
                 } else {
                     // A partial cluster (the start or end of the request, or the last
                     // cluster of a disk whose size is not a multiple of the cluster size).
