@@ -82,6 +82,33 @@ pub mod scan;
 pub mod spill;
 pub mod vmdk_stream;
 
+/// Test inputs the convert passes' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_inputs {
+    use crate::format::guest::GuestReader;
+
+    /// `disk` written to `dir`, converted by `qemu-img convert -c` to a zlib-compressed
+    /// qcow2 (64 KiB clusters), and opened for reading.
+    pub fn qemu_compressed_qcow2(dir: &std::path::Path, disk: &[u8]) -> Box<dyn GuestReader> {
+        let raw = dir.join("disk.raw");
+        std::fs::write(&raw, disk).unwrap();
+        let image = dir.join("disk.qcow2");
+        let status = std::process::Command::new("qemu-img")
+            .args(["convert", "-c", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&image)
+            .status()
+            .expect("qemu-img must be installed (it is the tests' oracle)");
+        assert!(status.success());
+        let file = crate::source::ImageFile::open(&image).unwrap();
+        crate::inspect::OpenedImage::open(file, "qcow2")
+            .unwrap()
+            .guest_reader()
+            .unwrap()
+            .unwrap()
+    }
+}
+
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -958,21 +958,7 @@ mod tests {
             .collect();
         disk[32 * cs..32 * cs + 4096].fill(0);
         disk.resize(4 << 20, 0);
-        std::fs::write(dir.path().join("disk.raw"), &disk).unwrap();
-        let image = dir.path().join("disk.qcow2");
-        let status = std::process::Command::new("qemu-img")
-            .args(["convert", "-c", "-f", "raw", "-O", "qcow2"])
-            .arg(dir.path().join("disk.raw"))
-            .arg(&image)
-            .status()
-            .expect("qemu-img must be installed (it is the tests' oracle)");
-        assert!(status.success());
-        let file = crate::source::ImageFile::open(&image).unwrap();
-        let reader = crate::inspect::OpenedImage::open(file, "qcow2")
-            .unwrap()
-            .guest_reader()
-            .unwrap()
-            .unwrap();
+        let reader = crate::convert::test_inputs::qemu_compressed_qcow2(dir.path(), &disk);
         let buffers = BufferPool::new(1);
         let before = DECOMPRESSED.with(|d| d.get());
         let (found, _) =

@@ -131,21 +131,7 @@ mod tests {
         let disk: Vec<u8> = (0..4u32 << 20)
             .map(|i| b"abcdefgh "[(i * 7 % 9) as usize])
             .collect();
-        std::fs::write(dir.path().join("disk.raw"), &disk).unwrap();
-        let image = dir.path().join("disk.qcow2");
-        let status = std::process::Command::new("qemu-img")
-            .args(["convert", "-c", "-f", "raw", "-O", "qcow2"])
-            .arg(dir.path().join("disk.raw"))
-            .arg(&image)
-            .status()
-            .expect("qemu-img must be installed (it is the tests' oracle)");
-        assert!(status.success());
-        let file = crate::source::ImageFile::open(&image).unwrap();
-        let inner = crate::inspect::OpenedImage::open(file, "qcow2")
-            .unwrap()
-            .guest_reader()
-            .unwrap()
-            .unwrap();
+        let inner = crate::convert::test_inputs::qemu_compressed_qcow2(dir.path(), &disk);
         let reader = ThreadRecording {
             inner,
             caller: std::thread::current().id(),
