@@ -803,6 +803,23 @@ mod tests {
         }
     }
 
+    /// The scan of `reader` for a qcow2 output of 64 KiB clusters, without compression or
+    /// guest hash, spilling into `dir`.
+    fn scan_64k(reader: &dyn GuestReader, pool: &rayon::ThreadPool, dir: &std::path::Path) -> Plan {
+        let target = dir.join("out.qcow2");
+        let mut spill = Spill::new(&target);
+        scan_pass(
+            reader,
+            pool,
+            65536,
+            None,
+            &mut spill,
+            &crate::convert::scan::NoProgress,
+            None,
+        )
+        .unwrap()
+    }
+
     /// A streamOptimized VMDK's grains are inflated once, by the write pass: the scan stores
     /// the grains with long streams on their markers' word and inflates only the short
     /// ones, which may be zeros.
@@ -852,18 +869,7 @@ mod tests {
         let vmdk = VmdkReader::open(std::fs::read(&stream).unwrap()).unwrap();
         // The noise grains, in the first MiB, are never read by the scan.
         let reader = Counting::new(Box::new(vmdk), 1 << 20);
-        let target = dir.path().join("out.qcow2");
-        let mut spill = Spill::new(&target);
-        let plan = scan_pass(
-            &reader,
-            &pool,
-            65536,
-            None,
-            &mut spill,
-            &crate::convert::scan::NoProgress,
-            None,
-        )
-        .unwrap();
+        let plan = scan_64k(&reader, &pool, dir.path());
         assert_eq!(plan.allocated(), 17);
         assert_eq!(reader.read(), 0);
     }
@@ -920,18 +926,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             let reader = Counting::new(inner, u64::MAX);
-            let target = dir.path().join("out.qcow2");
-            let mut spill = Spill::new(&target);
-            let plan = scan_pass(
-                &reader,
-                &pool,
-                65536,
-                None,
-                &mut spill,
-                &crate::convert::scan::NoProgress,
-                None,
-            )
-            .unwrap();
+            let plan = scan_64k(&reader, &pool, dir.path());
             assert_eq!(plan.allocated(), 32, "{format}");
             assert_eq!(
                 reader.read(),
