@@ -39,9 +39,9 @@ pub fn digest_x16(messages: &[&[u8]; LANES]) -> Option<[Sha256Digest; LANES]> {
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use core::arch::x86_64::{
-        __m512i, _mm512_add_epi32, _mm512_i32gather_epi32, _mm512_ror_epi32, _mm512_set_epi32,
-        _mm512_set1_epi32, _mm512_shuffle_epi8, _mm512_srli_epi32, _mm512_storeu_si512,
-        _mm512_ternarylogic_epi32,
+        __m512i, _mm_set_epi32, _mm512_add_epi32, _mm512_broadcast_i32x4, _mm512_i32gather_epi32,
+        _mm512_ror_epi32, _mm512_set_epi32, _mm512_set1_epi32, _mm512_shuffle_epi8,
+        _mm512_srli_epi32, _mm512_storeu_si512, _mm512_ternarylogic_epi32,
     };
 
     use super::super::sha256_multi::{BLOCK_LEN, IV, K, Sha256Digest, padded_tail};
@@ -140,24 +140,13 @@ mod imp {
             0,
         );
         // Reverses the bytes of every 32-bit word (the message is big-endian).
-        let swap = _mm512_set_epi32(
+        // (`vpshufb` shuffles within each 128-bit quarter: one pattern, broadcast to all four.)
+        let swap = _mm512_broadcast_i32x4(_mm_set_epi32(
             0x0c0d_0e0f,
             0x0809_0a0b,
             0x0405_0607,
             0x0001_0203,
-            0x0c0d_0e0f,
-            0x0809_0a0b,
-            0x0405_0607,
-            0x0001_0203,
-            0x0c0d_0e0f,
-            0x0809_0a0b,
-            0x0405_0607,
-            0x0001_0203,
-            0x0c0d_0e0f,
-            0x0809_0a0b,
-            0x0405_0607,
-            0x0001_0203,
-        );
+        ));
         let base: *const i32 = rows.as_ptr().cast();
         let mut w: [__m512i; 16] = core::array::from_fn(|t| {
             // SAFETY: the offsets are `t + 16 l` words for `l < 16`, `t < 16`: inside the
